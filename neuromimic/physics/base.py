@@ -1,0 +1,89 @@
+"""The `Backend` protocol every physics implementation follows, and the `PhysicsView`.
+
+A backend owns the simulator state of B bodies. Torch code never receives a copy of it:
+`Backend.view` hands out tensors that alias the simulator's buffers (see each backend for
+the copies that remain and why). Derived quantities (site positions, muscle length,
+velocity and force) are MuJoCo sensors evaluated, as MuJoCo always does in ``mj_step``,
+before the integration of the last physics substep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import mujoco
+import torch
+
+
+@dataclass
+class PhysicsView:
+    """Torch tensors that alias one backend's simulator state (float64 on CPU backends).
+
+    Shapes: B bodies, nq joint positions, nv joint velocities, nu actuators (muscles),
+    S tracked sites. Units: SI (m, rad, s, N).
+
+    Attributes:
+        qpos: joint positions [B, nq] in rad.
+        qvel: joint velocities [B, nv] in rad/s.
+        act: muscle activations [B, nu] in 0..1.
+        ctrl: last applied controls [B, nu] in 0..1.
+        site_pos_w: world positions of the tracked sites [B, S, 3] in m.
+        actuator_length: muscle-tendon lengths [B, nu] in m.
+        actuator_velocity: muscle-tendon velocities [B, nu] in m/s.
+        actuator_force: muscle forces [B, nu] in N (negative: muscles pull).
+        time: simulated time [B] in s.
+        unstable: [B] bool, True where the last step produced NaN/Inf, a runaway state,
+            or triggered MuJoCo's automatic reset.
+    """
+
+    qpos: torch.Tensor
+    qvel: torch.Tensor
+    act: torch.Tensor
+    ctrl: torch.Tensor
+    site_pos_w: torch.Tensor
+    actuator_length: torch.Tensor
+    actuator_velocity: torch.Tensor
+    actuator_force: torch.Tensor
+    time: torch.Tensor
+    unstable: torch.Tensor
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Simulates B copies of one MuJoCo model; all tensors live on `device`."""
+
+    model: mujoco.MjModel
+    num_envs: int
+    device: torch.device
+    substeps: int
+
+    @property
+    def view(self) -> PhysicsView:
+        """Tensors aliasing the current simulator state (refreshed after every call)."""
+        ...
+
+    def reset(
+        self,
+        mask: torch.Tensor,
+        qpos: torch.Tensor,
+        qvel: torch.Tensor,
+        act: torch.Tensor,
+    ) -> None:
+        """Set the state of the rows where ``mask`` [B] is True; other rows stay bitwise equal.
+
+        Args:
+            mask: [B] bool.
+            qpos: [B, nq] joint positions (only masked rows are read).
+            qvel: [B, nv] joint velocities.
+            act: [B, na] muscle activations.
+        """
+        ...
+
+    def step(self, ctrl: torch.Tensor) -> None:
+        """Advance every body by one control step (``substeps`` physics steps), holding ``ctrl``.
+
+        Args:
+            ctrl: [B, nu] controls, float, on `device`.
+        """
+        ...

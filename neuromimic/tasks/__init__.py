@@ -1,0 +1,6 @@
+"""Tasks (observation-free reward and termination logic) and their reward terms."""
+
+from neuromimic.tasks.imitation import ImitationTask
+from neuromimic.tasks.terms import TERMS, ReferenceFrame
+
+__all__ = ["TERMS", "ImitationTask", "ReferenceFrame"]

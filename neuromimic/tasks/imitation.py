@@ -1,0 +1,77 @@
+"""The imitation task: track a reference clip's joints and sites with weighted reward terms."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from neuromimic.physics.base import PhysicsView
+from neuromimic.tasks import terms
+from neuromimic.tasks.terms import ReferenceFrame
+
+
+def _default_weights() -> dict[str, float]:
+    return {
+        "joint_pos_error_exp": 1.0,
+        "joint_vel_error_exp": 0.1,
+        "site_pos_error_exp": 1.0,
+        "ctrl_l2": -0.1,
+        "muscle_force_l2": -0.1,
+    }
+
+
+@dataclass
+class ImitationTask:
+    """Weighted reward terms and the termination rule for motion imitation.
+
+    Args:
+        weights: reward weight per term name (see `neuromimic.tasks.terms.TERMS`); costs
+            (``ctrl_l2``, ``muscle_force_l2``) take negative weights. A term left out is not
+            computed.
+        joint_pos_sigma: kernel width of ``joint_pos_error_exp`` in rad.
+        joint_vel_sigma: kernel width of ``joint_vel_error_exp`` in rad/s.
+        site_pos_sigma: kernel width of ``site_pos_error_exp`` in m.
+        termination_distance: an episode is terminated when the mean tracked-site error
+            exceeds this distance in m; ``inf`` disables it (for evaluation).
+    """
+
+    weights: dict[str, float] = field(default_factory=_default_weights)
+    joint_pos_sigma: float = 0.1
+    joint_vel_sigma: float = 2.0
+    site_pos_sigma: float = 0.001
+    termination_distance: float = 0.003
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(terms.TERMS))
+        if unknown:
+            raise ValueError(
+                f"unknown reward terms {unknown} in task weights; known terms: {sorted(terms.TERMS)}"
+            )
+        if not self.termination_distance > 0:
+            raise ValueError("termination_distance must be > 0 (use inf to disable termination)")
+
+    def reward_terms(
+        self, sim: PhysicsView, ref: ReferenceFrame, max_force: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted value of every weighted term, each [B]."""
+        params = {
+            "joint_pos_error_exp": {"sigma": self.joint_pos_sigma},
+            "joint_vel_error_exp": {"sigma": self.joint_vel_sigma},
+            "site_pos_error_exp": {"sigma": self.site_pos_sigma},
+            "muscle_force_l2": {"max_force": max_force},
+        }
+        return {
+            name: terms.TERMS[name](sim, ref, **params.get(name, {})) for name in self.weights
+        }
+
+    def reward(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted sum [B] of the term values returned by `reward_terms`."""
+        return sum(self.weights[name] * value for name, value in values.items())
+
+    def terminated(self, sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
+        """[B] bool: True where the tracked sites strayed beyond ``termination_distance``."""
+        if math.isinf(self.termination_distance):
+            return torch.zeros(sim.qpos.shape[0], dtype=torch.bool, device=sim.qpos.device)
+        return terms.site_pos_error(sim, ref) > self.termination_distance

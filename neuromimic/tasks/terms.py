@@ -1,0 +1,80 @@
+"""Reward and termination terms: small pure torch functions ``(sim, ref, **params) -> Tensor[B]``.
+
+``sim`` is a `neuromimic.physics.PhysicsView` (the simulated state of B bodies), ``ref`` a
+`ReferenceFrame` (the reference at the same instant). Tracking terms are Gaussian kernels
+of an error in physical units, ``exp(-(err / sigma)^2)`` in [0, 1]; costs are non-negative
+and carry negative weights in the task. Names follow ``<quantity>_<error>_<kernel>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from neuromimic.physics.base import PhysicsView
+
+
+@dataclass
+class ReferenceFrame:
+    """The reference pose of each of B bodies at the current instant.
+
+    Attributes:
+        qpos: reference joint positions [B, nq] in rad.
+        qvel: reference joint velocities [B, nv] in rad/s.
+        site_pos_w: reference world positions of the tracked sites [B, S, 3] in m.
+    """
+
+    qpos: torch.Tensor
+    qvel: torch.Tensor
+    site_pos_w: torch.Tensor
+
+
+def joint_pos_error(sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
+    """Root-mean-square joint angle error [B] in rad."""
+    return (sim.qpos - ref.qpos).square().mean(-1).sqrt()
+
+
+def site_pos_error(sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
+    """Mean Euclidean distance between simulated and reference sites [B] in m."""
+    return (sim.site_pos_w - ref.site_pos_w).norm(dim=-1).mean(-1)
+
+
+def joint_pos_error_exp(sim: PhysicsView, ref: ReferenceFrame, sigma: float = 0.1) -> torch.Tensor:
+    """``exp(-(rms joint angle error / sigma)^2)`` [B]; ``sigma`` in rad."""
+    return torch.exp(-(joint_pos_error(sim, ref) / sigma).square())
+
+
+def joint_vel_error_exp(sim: PhysicsView, ref: ReferenceFrame, sigma: float = 2.0) -> torch.Tensor:
+    """``exp(-(rms joint velocity error / sigma)^2)`` [B]; ``sigma`` in rad/s."""
+    rms = (sim.qvel - ref.qvel).square().mean(-1).sqrt()
+    return torch.exp(-(rms / sigma).square())
+
+
+def site_pos_error_exp(sim: PhysicsView, ref: ReferenceFrame, sigma: float = 0.001) -> torch.Tensor:
+    """``exp(-(mean site distance / sigma)^2)`` [B]; ``sigma`` in m (1 mm by default)."""
+    return torch.exp(-(site_pos_error(sim, ref) / sigma).square())
+
+
+def ctrl_l2(sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
+    """Mean squared muscle control [B] (controls in 0..1): a cost on neural drive."""
+    return sim.ctrl.square().mean(-1)
+
+
+def muscle_force_l2(sim: PhysicsView, ref: ReferenceFrame, max_force: torch.Tensor) -> torch.Tensor:
+    """Mean squared muscle force relative to each muscle's maximum [B]: a cost on effort.
+
+    Args:
+        max_force: [nu] peak isometric force of each muscle in N.
+    """
+    return (sim.actuator_force / max_force).square().mean(-1)
+
+
+#: Every reward term by name, for configs and logging.
+TERMS = {
+    "joint_pos_error_exp": joint_pos_error_exp,
+    "joint_vel_error_exp": joint_vel_error_exp,
+    "site_pos_error_exp": site_pos_error_exp,
+    "ctrl_l2": ctrl_l2,
+    "muscle_force_l2": muscle_force_l2,
+}
