@@ -1,0 +1,130 @@
+"""`ClipBank`: reference clips as padded device tensors, and a seeded clip sampler.
+
+The env reads the reference of every body each control step by fancy indexing
+(``bank.qpos[clip_index, frame]``) and samples new clips and start frames at resets;
+both stay on the device, with no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from neuromimic.data.clips import ClipError, ReferenceClip
+
+
+class ClipBank:
+    """Reference clips stacked into padded tensors on one device, with a seeded sampler.
+
+    Clips shorter than the longest are padded past their end by repeating their last
+    frame, so reading a frame beyond a clip's end returns its final pose.
+
+    Args:
+        clips: the C clips; all must share body, fps, site names and sizes.
+        device: torch device of the tensors and of the sampler's generator.
+        seed: seed of the sampler's generator.
+        dtype: floating dtype of ``qpos``, ``qvel`` and ``site_pos_w``.
+
+    Attributes:
+        num_clips: C.
+        fps: frame rate of the clips in Hz.
+        body: registry key of the clips' body.
+        site_names: names of the S tracked sites.
+        names: clip names, in bank order.
+        qpos: joint positions [C, Tmax, nq] in rad.
+        qvel: joint velocities [C, Tmax, nv] in rad/s.
+        site_pos_w: tracked site positions [C, Tmax, S, 3] in m, world frame.
+        length: number of frames of each clip [C], int64.
+        generator: the sampler's `torch.Generator`, on ``device``.
+
+    Raises:
+        ClipError: no clips, or clips that disagree in body, fps, sites or sizes.
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[ReferenceClip],
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not clips:
+            raise ClipError("ClipBank needs at least one clip")
+        first = clips[0]
+        for clip in clips[1:]:
+            for what, a, b in (
+                ("body", clip.body, first.body),
+                ("fps", clip.fps, first.fps),
+                ("site_names", clip.site_names, first.site_names),
+                ("nq", clip.qpos.shape[1], first.qpos.shape[1]),
+                ("nv", clip.qvel.shape[1], first.qvel.shape[1]),
+            ):
+                if a != b:
+                    raise ClipError(
+                        f"clip {clip.name!r} has {what} {a!r} but clip {first.name!r} has "
+                        f"{b!r}; one ClipBank needs clips of one body at one frame rate "
+                        "(resample or regenerate the odd ones)"
+                    )
+        self.device = torch.device(device)
+        self.num_clips = len(clips)
+        self.fps = float(first.fps)
+        self.body = first.body
+        self.site_names = tuple(first.site_names)
+        self.names = tuple(clip.name for clip in clips)
+        lengths = [clip.num_frames for clip in clips]
+        max_len = max(lengths)
+
+        def stack(field: str) -> torch.Tensor:
+            padded = []
+            for clip in clips:
+                value = getattr(clip, field)
+                pad = np.repeat(value[-1:], max_len - value.shape[0], axis=0)
+                padded.append(np.concatenate([value, pad], axis=0))
+            return torch.as_tensor(np.stack(padded), dtype=dtype, device=self.device)
+
+        self.qpos = stack("qpos")
+        self.qvel = stack("qvel")
+        self.site_pos_w = stack("site_pos_w")
+        self.length = torch.tensor(lengths, dtype=torch.long, device=self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def sample(
+        self, n: int, random_start: bool = True, min_frames_left: int = 10
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw clips uniformly and start frames, on the device, without host sync.
+
+        Args:
+            n: number of draws.
+            random_start: draw the start frame uniformly in
+                ``[0, length - min_frames_left]`` (``[0, 0]`` for clips shorter than
+                ``min_frames_left``); otherwise start at frame 0.
+            min_frames_left: frames a random start leaves before the clip's end.
+
+        Returns:
+            ``(clip_index [n], start_frame [n])``, both int64 on the bank's device.
+        """
+        clip = torch.randint(
+            self.num_clips, (n,), generator=self.generator, device=self.device
+        )
+        if not random_start:
+            return clip, torch.zeros(n, dtype=torch.long, device=self.device)
+        last = (self.length[clip] - min_frames_left).clamp(min=0)
+        u = torch.rand(n, generator=self.generator, device=self.device, dtype=torch.float32)
+        # u < 1, but float rounding of u * (last + 1) can reach last + 1: clamp.
+        start = torch.minimum((u * (last + 1)).long(), last)
+        return clip, start
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The sampler's state (its generator's), so sampling resumes exactly."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a state from `state_dict`.
+
+        Args:
+            state: ``{"generator": ByteTensor}`` as returned by `state_dict`.
+        """
+        self.generator.set_state(state["generator"])
