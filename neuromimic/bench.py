@@ -1,0 +1,99 @@
+"""Benchmarks that compare our environment with the bare simulator, in one run.
+
+Each benchmark returns one JSON-serialisable dict; ``neuromimic bench ...`` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout as mj_rollout
+
+from neuromimic.envs import EnvConfig, make_env
+
+
+def bench_env(
+    body: str = "mouse_forelimb",
+    backend: str = "mujoco",
+    num_envs: int = 64,
+    steps: int = 500,
+    substeps: int = 2,
+    clips: str = "bundled:mouse_forelimb_reach",
+    seed: int = 0,
+) -> dict:
+    """Control steps per second of `ImitationEnv` against a bare ``mujoco.rollout``.
+
+    Both run the same compiled model (with the env's sensors), the same uniformly random
+    muscle excitations [steps, B, nu] held for ``substeps`` physics steps, from the same
+    initial states, with the same number of threads. The env's figure includes
+    observation, reward, termination, automatic partial resets and the TensorDict.
+
+    Returns:
+        ``{"steps_per_s", "raw_steps_per_s", "ratio", ...}`` where a step is one control
+        step of one body.
+    """
+    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, substeps=substeps)
+    env = make_env(config, split=None, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    actions = torch.rand(steps, num_envs, env.action_spec.shape[-1], generator=generator, device="cpu")
+    actions = actions.to(env.device)
+
+    td = env.reset()
+    for i in range(min(10, steps)):  # warm-up (thread pool, first-call costs)
+        td["action"] = actions[i]
+        _, td = env.step_and_maybe_reset(td)
+    initial_qpos = env.backend.view.qpos.clone()
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(steps):
+        td["action"] = actions[i]
+        _, td = env.step_and_maybe_reset(td)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    env_seconds = time.perf_counter() - start
+
+    result = {
+        "benchmark": "env",
+        "body": body,
+        "backend": backend,
+        "num_envs": num_envs,
+        "steps": steps,
+        "substeps": substeps,
+        "steps_per_s": steps * num_envs / env_seconds,
+        "physics_steps_per_s": steps * num_envs * substeps / env_seconds,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "mujoco": mujoco.__version__,
+    }
+    if backend == "mujoco":
+        raw_seconds = _raw_rollout_seconds(env.backend, initial_qpos.numpy(), actions.cpu().numpy(), substeps)
+        result["raw_steps_per_s"] = steps * num_envs / raw_seconds
+        result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
+        result["threads"] = env.backend.nthread
+    return result
+
+
+def _raw_rollout_seconds(backend, initial_qpos: np.ndarray, actions: np.ndarray, substeps: int) -> float:
+    """Seconds for one bare ``mujoco.rollout`` call over all steps with the backend's threads."""
+    model = backend.model
+    nthread = backend.nthread
+    datas = [mujoco.MjData(model) for _ in range(nthread)]
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state = np.zeros((initial_qpos.shape[0], mujoco.mj_stateSize(model, spec)))
+    scratch = mujoco.MjData(model)
+    for i, qpos in enumerate(initial_qpos):
+        scratch.qpos[:] = qpos
+        mujoco.mj_getState(model, scratch, state[i], spec)
+    control = np.repeat(actions.transpose(1, 0, 2), substeps, axis=1).astype(np.float64)
+    with mj_rollout.Rollout(nthread=nthread) as runner:
+        runner.rollout(model, datas, state, control[:, :2])  # warm-up
+        start = time.perf_counter()
+        runner.rollout(model, datas, state, control)
+        return time.perf_counter() - start

@@ -1,0 +1,115 @@
+"""The ``neuromimic`` command.
+
+``neuromimic fit|validate|test|predict`` is a LightningCLI over `PPOModule` and accepts
+every LightningCLI flag (``--config``, ``--print_config``, ``--trainer.max_steps``,
+``--ckpt_path last``, ``--trainer.strategy ddp``). Other subcommands (``bench``,
+``bodies``) are dispatched before LightningCLI sees the arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI
+
+from neuromimic.training import PPOModule
+from neuromimic.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, load_checkpoint_file
+
+log = logging.getLogger("neuromimic")
+
+TOOL_COMMANDS = ("bench", "bodies")
+
+
+def find_last_checkpoint(save_dir: str | Path, name: str) -> tuple[Path, int]:
+    """The newest ``<save_dir>/<name>/version_N/checkpoints/last.ckpt`` and its N.
+
+    Raises:
+        CheckpointError: if no run under that directory has a ``last.ckpt``.
+    """
+    root = Path(save_dir) / name
+    found = []
+    for ckpt in root.glob("version_*/checkpoints/last.ckpt"):
+        match = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
+        if match:
+            found.append((ckpt.stat().st_mtime, int(match.group(1)), ckpt))
+    if not found:
+        raise CheckpointError(
+            f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints/. "
+            "Run without --ckpt_path to start a new run, or pass a checkpoint file."
+        )
+    _, version, ckpt = max(found)
+    return ckpt, version
+
+
+class NeuromimicCLI(LightningCLI):
+    """LightningCLI with the project's defaults and ``--ckpt_path last`` resolution."""
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads ``--ckpt_path`` itself before the Trainer exists: check the
+        # file first so that a corrupt one is reported by name, not as a zip error.
+        config = self.config.get(self.config.get("subcommand") or "", None)
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and ckpt_path != "last":
+            load_checkpoint_file(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        """Resolve ``--ckpt_path last`` to a file and keep logging in that run's folder."""
+        config = self.config.get(self.subcommand)
+        if config is None or config.get("ckpt_path") != "last":
+            return
+        trainer = config.trainer
+        logger = trainer.logger
+        if logger in (None, True):  # Lightning's default logger, made explicit
+            logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=trainer.get("default_root_dir") or ".", name="lightning_logs"),
+            )
+            trainer.logger = logger
+        if not (isinstance(logger, Namespace) and logger.class_path.endswith("TensorBoardLogger")):
+            raise CheckpointError("--ckpt_path last needs trainer.logger to be a TensorBoardLogger")
+        args = logger.init_args
+        ckpt, version = find_last_checkpoint(args.save_dir, args.get("name") or "lightning_logs")
+        log.info("resuming from %s", ckpt)
+        config.ckpt_path = str(ckpt)
+        args.version = version
+
+    def instantiate_trainer(self, **kwargs):
+        """The configured Trainer, writing and reading checkpoints with `AtomicCheckpointIO`."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+
+def _trainer_defaults() -> dict:
+    # Logger and checkpoint callback come from the config files (see configs/).
+    return {"num_sanity_val_steps": 0, "log_every_n_steps": 1}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``neuromimic`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in TOOL_COMMANDS:
+        from neuromimic import tools_cli
+
+        tools_cli.main(args)
+        return
+    try:
+        NeuromimicCLI(
+            PPOModule,
+            trainer_defaults=_trainer_defaults(),
+            save_config_kwargs={"overwrite": True},
+            args=argv,  # None: LightningCLI reads sys.argv itself
+        )
+    except CheckpointError as error:
+        log.error("%s", error)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

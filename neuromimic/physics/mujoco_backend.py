@@ -1,0 +1,247 @@
+"""Native MuJoCo on CPU, B bodies stepped in parallel by ``mujoco.rollout``'s thread pool.
+
+Memory layout: ``mujoco.rollout`` writes every substep's full physics state
+(``mjSTATE_FULLPHYSICS``: time, qpos, qvel, act, warm start, ...) and sensor values INTO
+two float64 numpy arrays owned by the backend, ``state`` [B, substeps, nstate] and
+``sensordata`` [B, substeps, nsensordata]. The torch tensors of `MujocoBackend.view` are
+``torch.from_numpy`` views of the last substep's slices of those arrays, so nothing is
+copied out of the simulator after a step.
+
+The copies that remain (listed in `COPIES`, one per control step unless noted):
+
+1. ``initial_state``: the last substep's state [B, nstate] is copied into a contiguous
+   array before the next rollout; rollout reads its initial states from a contiguous
+   [B, nstate] array and rejects strided views.
+2. ``ctrl``: the controls [B, nu] (float32 from the policy) are cast to float64 and
+   broadcast over the substeps into the control buffer [B, substeps, nu] in one
+   ``copy_``; rollout takes one control vector per substep.
+3. ``reset``: rows being reset are written into the state and sensordata buffers (after
+   an ``mj_forward`` on a scratch `mujoco.MjData` to evaluate their sensors). Resets are
+   rare and masked; other rows are not touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout as mj_rollout
+
+from neuromimic.bodies.base import Body
+from neuromimic.physics.base import PhysicsView
+from neuromimic.physics.model import compile_model, sensor_layout
+
+log = logging.getLogger(__name__)
+
+#: The copies `MujocoBackend` still makes; see the module docstring.
+COPIES: tuple[str, ...] = (
+    "initial_state: last substep state [B, nstate] float64 -> contiguous rollout input (per step)",
+    "ctrl: [B, nu] any float -> float64 control buffer [B, substeps, nu] "
+    "(cast + broadcast, per step)",
+    "reset: masked rows' state and sensors written into the output buffers (per reset)",
+)
+
+_FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+def state_offsets(model: mujoco.MjModel) -> dict[str, slice]:
+    """Slices of ``time``, ``qpos``, ``qvel`` and ``act`` in an ``mjSTATE_FULLPHYSICS`` vector.
+
+    MuJoCo lays out a state vector by increasing ``mjtState`` bit; the offset of one
+    component is the size of the components with lower bits that the spec contains.
+
+    Args:
+        model: the compiled model.
+    """
+    offsets: dict[str, slice] = {}
+    start = 0
+    bit = 1
+    while bit < mujoco.mjtState.mjSTATE_USER.value << 1:
+        if _FULLPHYSICS.value & bit:
+            size = mujoco.mj_stateSize(model, bit)
+            name = mujoco.mjtState(bit).name.removeprefix("mjSTATE_").lower()
+            offsets[name] = slice(start, start + size)
+            start += size
+        bit <<= 1
+    return {name: offsets[name] for name in ("time", "qpos", "qvel", "act")}
+
+
+class MujocoBackend:
+    """B copies of a body in native MuJoCo (CPU, float64), stepped by a persistent thread pool.
+
+    Args:
+        body: the body to simulate; compiled with `neuromimic.physics.model.compile_model`.
+        num_envs: B, the number of bodies.
+        substeps: physics steps per control step (the control is held during them).
+        nthread: threads of the rollout pool; default ``os.cpu_count()`` capped by B.
+            ``1`` runs on the calling thread.
+        max_qvel: joint speed in rad/s above which a body is flagged `unstable`.
+        device: must be ``None`` or a CPU device (native MuJoCo runs on the CPU).
+
+    Attributes:
+        model: the compiled `mujoco.MjModel` (body plus sensors).
+        num_envs: B.
+        device: always ``torch.device("cpu")``.
+        substeps: physics steps per control step.
+        nthread: threads of the rollout pool.
+        copies: the copies that remain (see the module docstring).
+        state: [B, substeps, nstate] float64, every substep's ``mjSTATE_FULLPHYSICS``
+            state, written in place by rollout.
+        sensordata: [B, substeps, nsensordata] float64, written in place by rollout.
+        control: [B, substeps, nu] float64, the controls rollout reads.
+        initial_state: [B, nstate] float64, the states rollout starts from.
+    """
+
+    copies: tuple[str, ...] = COPIES
+
+    def __init__(
+        self,
+        body: Body,
+        num_envs: int,
+        substeps: int = 2,
+        nthread: int | None = None,
+        max_qvel: float = 1e3,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"the 'mujoco' backend runs on the CPU; got device={device!r}")
+        if num_envs < 1 or substeps < 1:
+            raise ValueError(f"num_envs and substeps must be >= 1; got {num_envs}, {substeps}")
+        self.body = body
+        self.model = compile_model(body)
+        self.num_envs = num_envs
+        self.substeps = substeps
+        self.device = torch.device("cpu")
+        self.max_qvel = max_qvel
+        self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
+        self.layout = sensor_layout(self.model, body)
+        self.offsets = state_offsets(self.model)
+
+        model = self.model
+        nstate = mujoco.mj_stateSize(model, _FULLPHYSICS)
+        self.state = np.zeros((num_envs, substeps, nstate))
+        self.sensordata = np.zeros((num_envs, substeps, model.nsensordata))
+        self.control = np.zeros((num_envs, substeps, model.nu))
+        self.initial_state = np.zeros((num_envs, nstate))
+        # rollout wants one model per body and one MjData per thread.
+        self._models = [model] * num_envs
+        self._datas = [mujoco.MjData(model) for _ in range(self.nthread)]
+        self._scratch = mujoco.MjData(model)
+        self._pool = mj_rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+        self._ctrl_dt = substeps * model.opt.timestep
+
+        self._state_t = torch.from_numpy(self.state)
+        self._initial_t = torch.from_numpy(self.initial_state)
+        self._control_t = torch.from_numpy(self.control)
+        self._unstable = torch.zeros(num_envs, dtype=torch.bool)
+        self._view = self._make_view()
+
+        default_qpos = body.default_qpos if body.default_qpos is not None else model.qpos0
+        qpos = torch.as_tensor(np.asarray(default_qpos), dtype=torch.float64).expand(num_envs, -1)
+        self.reset(
+            torch.ones(num_envs, dtype=torch.bool),
+            qpos,
+            torch.zeros(num_envs, model.nv, dtype=torch.float64),
+            torch.zeros(num_envs, model.na, dtype=torch.float64),
+        )
+        log.debug(
+            "MujocoBackend: %d bodies, %d threads, %d substeps", num_envs, self.nthread, substeps
+        )
+
+    def _make_view(self) -> PhysicsView:
+        last = self._state_t[:, -1]
+        sensors = torch.from_numpy(self.sensordata)[:, -1]
+        layout, offsets = self.layout, self.offsets
+        return PhysicsView(
+            qpos=last[:, offsets["qpos"]],
+            qvel=last[:, offsets["qvel"]],
+            act=last[:, offsets["act"]],
+            ctrl=self._control_t[:, -1],
+            site_pos_w=sensors[:, layout.site_pos_w].unflatten(1, (layout.num_sites, 3)),
+            actuator_length=sensors[:, layout.actuator_length],
+            actuator_velocity=sensors[:, layout.actuator_velocity],
+            actuator_force=sensors[:, layout.actuator_force],
+            time=last[:, offsets["time"].start],
+            unstable=self._unstable,
+        )
+
+    @property
+    def view(self) -> PhysicsView:
+        """Torch views of the last substep's state and sensors (float64, CPU).
+
+        The same tensors are returned after every call: they alias the backend's buffers,
+        which rollout and `reset` overwrite in place. Clone what you want to keep.
+        """
+        return self._view
+
+    def step(self, ctrl: torch.Tensor) -> None:
+        """Advance every body by ``substeps`` physics steps with ``ctrl`` held, in one rollout.
+
+        Args:
+            ctrl: [B, nu] controls (muscle excitations in 0..1), any float dtype, CPU.
+        """
+        self._initial_t.copy_(self._state_t[:, -1])
+        self._control_t.copy_(ctrl[:, None, :])
+        self._pool.rollout(
+            self._models,
+            self._datas,
+            self.initial_state,
+            self.control,
+            skip_checks=True,
+            nstep=self.substeps,
+            state=self.state,
+            sensordata=self.sensordata,
+        )
+        self._update_unstable()
+
+    def _update_unstable(self) -> None:
+        view = self._view
+        time0 = self._initial_t[:, self.offsets["time"].start]
+        finite = torch.isfinite(self._state_t[:, -1]).all(dim=1)
+        finite &= torch.isfinite(torch.from_numpy(self.sensordata)[:, -1]).all(dim=1)
+        # A non-finite start state is reset by MuJoCo to qpos0 (finite again): flag it here.
+        finite &= torch.isfinite(self._initial_t).all(dim=1)
+        fast = view.qvel.abs().amax(dim=1) > self.max_qvel
+        # MuJoCo's automatic reset sets time to 0 and rollout then repeats the last state.
+        stalled = (view.time - time0 - self._ctrl_dt).abs() > 0.5 * self.model.opt.timestep
+        torch.logical_or(~finite, fast, out=self._unstable)
+        self._unstable |= stalled
+
+    def reset(
+        self,
+        mask: torch.Tensor,
+        qpos: torch.Tensor,
+        qvel: torch.Tensor,
+        act: torch.Tensor,
+    ) -> None:
+        """Set the state of the rows where ``mask`` is True; other rows stay bitwise equal.
+
+        Reset rows get time 0, zero controls and warm start, and sensors evaluated at the
+        new state; their `unstable` flag is cleared.
+
+        Args:
+            mask: [B] bool.
+            qpos: [B, nq] joint positions in rad (only masked rows are read).
+            qvel: [B, nv] joint velocities in rad/s.
+            act: [B, na] muscle activations in 0..1.
+        """
+        rows = torch.nonzero(mask.cpu(), as_tuple=False).flatten().tolist()
+        if not rows:
+            return
+        model, data = self.model, self._scratch
+        qpos_np = qpos.detach().cpu().numpy()
+        qvel_np = qvel.detach().cpu().numpy()
+        act_np = act.detach().cpu().numpy()
+        for row in rows:
+            mujoco.mj_resetData(model, data)
+            data.qpos[:] = qpos_np[row]
+            data.qvel[:] = qvel_np[row]
+            data.act[:] = act_np[row]
+            mujoco.mj_forward(model, data)
+            mujoco.mj_getState(model, data, self.state[row, -1], _FULLPHYSICS)
+            self.sensordata[row, -1] = data.sensordata
+            self.control[row] = 0.0
+            self._unstable[row] = False

@@ -1,0 +1,368 @@
+"""`PPOModule`: proximal policy optimisation of a controller, inside Lightning.
+
+One Lightning *epoch* is one PPO iteration: collect ``rollout_steps`` control steps from
+every simulated body, estimate advantages with GAE, then take ``epochs x minibatches``
+optimiser steps (one per Lightning ``training_step``, so ``trainer.max_steps`` counts
+optimiser steps and DDP all-reduces the gradients of every step). The minibatches wait in
+a queue; when it is empty the next ``training_step`` collects a new rollout. Validation tracks the
+held-out clips with the deterministic controller and logs the errors in mm and degrees.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from neuromimic.bodies import get_body
+from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env, observation_size
+from neuromimic.models import MLPController
+
+log = logging.getLogger(__name__)
+
+ControllerFactory = Callable[[int, int], nn.Module]
+"""Builds a controller from (observation size D, action size nu)."""
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyper-parameters.
+
+    Args:
+        rollout_steps: T, control steps collected per body per iteration.
+        epochs: passes over each rollout.
+        minibatches: minibatches per pass.
+        learning_rate: Adam learning rate.
+        gamma: discount per control step.
+        gae_lambda: GAE lambda.
+        clip_epsilon: PPO ratio clip.
+        entropy_coeff: weight of the entropy bonus.
+        critic_coeff: weight of the value loss.
+        max_grad_norm: gradient-norm clip.
+    """
+
+    rollout_steps: int = 32
+    epochs: int = 4
+    minibatches: int = 4
+    learning_rate: float = 3e-4
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    clip_epsilon: float = 0.2
+    entropy_coeff: float = 1e-3
+    critic_coeff: float = 0.5
+    max_grad_norm: float = 1.0
+
+
+class _Updates(IterableDataset):
+    """Yields the update index 0..n-1: one Lightning epoch is one PPO iteration."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class PPOModule(L.LightningModule):
+    """Trains a controller to imitate reference clips with TorchRL's clipped PPO loss.
+
+    Args:
+        env: the training environment (its ``val`` clips are used for validation).
+        controller: factory ``(observation_size, action_size) -> nn.Module`` (a
+            ``class_path`` in YAML); the default is `MLPController`.
+        ppo: PPO hyper-parameters.
+        seed: base seed; rank r samples clips with ``seed + 1000 * r``.
+    """
+
+    def __init__(
+        self,
+        env: EnvConfig | None = None,
+        controller: ControllerFactory | None = None,
+        ppo: PPOConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.env_config = env or EnvConfig()
+        self.ppo = ppo or PPOConfig()
+        self.seed = seed
+        body = get_body(self.env_config.body)
+        self.action_size = body.load_model().nu
+        self.observation_size = observation_size(self.env_config)
+        factory = controller or MLPController
+        self.controller = factory(self.observation_size, self.action_size)
+
+        policy = TensorDictModule(
+            _ActorHead(self.controller), in_keys=["observation"], out_keys=["loc", "scale"]
+        )
+        self.actor = ProbabilisticActor(
+            policy,
+            in_keys=["loc", "scale"],
+            distribution_class=TanhNormal,
+            distribution_kwargs={"low": 0.0, "high": 1.0},
+            return_log_prob=True,
+        )
+        self.critic = ValueOperator(_CriticHead(self.controller), in_keys=["observation"])
+        self.loss = ClipPPOLoss(
+            self.actor,
+            self.critic,
+            clip_epsilon=self.ppo.clip_epsilon,
+            entropy_coeff=self.ppo.entropy_coeff,
+            critic_coeff=self.ppo.critic_coeff,
+            normalize_advantage=True,
+            loss_critic_type="l2",
+            functional=False,  # the loss must train the controller's own parameters
+        )
+        self.gae = GAE(
+            gamma=self.ppo.gamma, lmbda=self.ppo.gae_lambda, value_network=self.critic
+        )
+        # Held-out wrist error of the untrained controller, kept across resumes.
+        self.register_buffer("initial_val_error_mm", torch.tensor(float("nan")))
+        self.train_env: ImitationEnv | None = None
+        self.val_env: ImitationEnv | None = None
+        self._carry: TensorDictBase | None = None
+        self._minibatches: list[TensorDictBase] = []
+        self._shuffle = torch.Generator()
+        self._episode_return: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ Lightning plumbing
+    @property
+    def updates_per_iteration(self) -> int:
+        """Optimiser steps per PPO iteration (one Lightning epoch)."""
+        return self.ppo.epochs * self.ppo.minibatches
+
+    def setup(self, stage: str) -> None:
+        """Build this rank's environments on the strategy's device."""
+        device = self.trainer.strategy.root_device
+        rank = self.trainer.global_rank
+        if stage == "fit":
+            self.train_env = make_env(self.env_config, split="train", device=device, seed=self.seed + 1000 * rank)
+            self._shuffle.manual_seed(self.seed + 1000 * rank + 1)
+        self.val_env = make_env(self.env_config, split="val", device=device, evaluation=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.controller.parameters(), lr=self.ppo.learning_rate)
+
+    # The loaders get their own generators: creating an iterator must not draw from the
+    # global torch RNG, which a resumed run restores from the checkpoint.
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Updates(self.updates_per_iteration), batch_size=None, generator=torch.Generator())
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Updates(1), batch_size=None, generator=torch.Generator())
+
+    def on_train_start(self) -> None:
+        self._carry = self.train_env.reset()
+        self._episode_return = torch.zeros(self.train_env.batch_size, device=self.device)
+        if self.global_step == 0:
+            # Warm up the observation statistics before the first update sees them.
+            with torch.no_grad():
+                self._update_obs_norm(self._collect()["observation"])
+            self.initial_val_error_mm.fill_(self.evaluate()["site_pos_error_mm"])
+            log.info("held-out wrist error of the untrained controller: %.3f mm", self.initial_val_error_mm)
+
+    # ------------------------------------------------------------------------------- PPO
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        # A queue rather than batch_idx: a run resumed mid-epoch starts a fresh iteration.
+        if not self._minibatches:
+            self._minibatches = self._prepare_iteration()
+        minibatch = self._minibatches.pop(0)
+        losses = self.loss(minibatch)
+        loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
+
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=self.ppo.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+        if not self._minibatches:  # last update of this iteration
+            self.log_dict(
+                {f"loss/{k.removeprefix('loss_')}": v.detach() for k, v in losses.items() if k.startswith("loss_")},
+                batch_size=1,
+            )
+            self.log("loss/kl_approx", losses["kl_approx"].detach(), batch_size=1)
+
+    def _prepare_iteration(self) -> list[TensorDictBase]:
+        """Collect a rollout, compute advantages, and cut it into shuffled minibatches."""
+        with torch.no_grad():
+            start = time.perf_counter()
+            rollout = self._collect()  # [B, T]
+            if rollout.device.type == "cuda":
+                torch.cuda.synchronize(rollout.device)
+            seconds = time.perf_counter() - start
+            self.gae(rollout)
+            self._log_rollout(rollout, seconds)
+            # Statistics update after the advantages: every quantity of this iteration's
+            # update is computed with the normaliser that collected the rollout.
+            self._update_obs_norm(rollout["observation"])
+        flat = rollout.reshape(-1)
+        size = math.ceil(flat.shape[0] / self.ppo.minibatches)
+        minibatches = []
+        for _ in range(self.ppo.epochs):
+            order = torch.randperm(flat.shape[0], generator=self._shuffle).to(flat.device)
+            minibatches.extend(flat[order].split(size))
+        return minibatches
+
+    @set_exploration_type(ExplorationType.RANDOM)
+    def _collect(self) -> TensorDictBase:
+        """Run the stochastic policy for ``rollout_steps`` control steps: a [B, T] TensorDict."""
+        env, td = self.train_env, self._carry
+        steps = []
+        for _ in range(self.ppo.rollout_steps):
+            td = self.actor(td)
+            td, next_td = env.step_and_maybe_reset(td)
+            steps.append(td)
+            td = next_td
+        self._carry = td
+        return torch.stack(steps, dim=1)
+
+    def _update_obs_norm(self, observation: torch.Tensor) -> None:
+        """Fold a batch of observations into the normaliser, identically on every rank."""
+        x = observation.reshape(-1, observation.shape[-1]).double()
+        moments = torch.stack([x.sum(0), x.square().sum(0)])
+        count = torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)
+        if self.trainer.world_size > 1:
+            moments = self.trainer.strategy.reduce(moments, reduce_op="sum")
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        mean = moments[0] / count
+        var = (moments[1] / count - mean.square()).clamp_min(0.0)
+        self.controller.obs_norm.update(mean, var, count)
+
+    # ------------------------------------------------------------------------- logging
+    def _log_rollout(self, rollout: TensorDictBase, seconds: float) -> None:
+        """Log episode returns, every reward term, tracking errors and env steps per second."""
+        reward = rollout["next", "reward"].squeeze(-1)  # [B, T]
+        done = rollout["next", "done"].squeeze(-1)
+        returns, finished = [], []
+        episode_return = self._episode_return
+        for t in range(reward.shape[1]):
+            episode_return = episode_return + reward[:, t]
+            returns.append(episode_return * done[:, t])
+            finished.append(done[:, t])
+            episode_return = torch.where(done[:, t], torch.zeros_like(episode_return), episode_return)
+        self._episode_return = episode_return
+        num_finished = torch.stack(finished).sum()
+        metrics = {
+            f"train/{name}": value.mean()
+            for name, value in rollout["next", "metrics"].items()
+        }
+        metrics["train/reward"] = reward.mean()
+        metrics["train/episode_return"] = torch.stack(returns).sum() / num_finished.clamp_min(1)
+        metrics["train/episodes_finished"] = num_finished.float()
+        metrics["train/terminated_fraction"] = rollout["next", "terminated"].float().mean()
+        metrics["train/unstable_total"] = self.train_env.unstable_count.float()
+        metrics["perf/env_steps_per_s"] = torch.tensor(rollout.numel() / seconds)
+        self.log_dict(metrics, batch_size=1)
+        self.log("wrist_mm", metrics["train/site_pos_error_mm"], prog_bar=True, logger=False, batch_size=1)
+
+    # ------------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Track every held-out clip once with the deterministic controller.
+
+        Returns:
+            mean ``site_pos_error_mm`` (wrist) and ``joint_pos_error_deg`` over every frame
+            of every held-out clip.
+        """
+        env = self.val_env
+        td = env.reset()
+        steps = int(env.clips.length.max().item()) - 1
+        site_error, joint_error, valid = [], [], []
+        for _ in range(steps):
+            td["action"] = self.controller(td["observation"])
+            alive = env.frame < env.clips.length[env.clip_index] - 1
+            td = env.step(td)["next"]
+            site_error.append(td["metrics", "site_pos_error_mm"])
+            joint_error.append(td["metrics", "joint_pos_error_deg"])
+            valid.append(alive)
+        valid = torch.stack(valid).float()
+        return {
+            "site_pos_error_mm": float((torch.stack(site_error) * valid).sum() / valid.sum()),
+            "joint_pos_error_deg": float((torch.stack(joint_error) * valid).sum() / valid.sum()),
+        }
+
+    def validation_step(self, batch: int, batch_idx: int) -> None:
+        errors = self.evaluate()
+        self.log("val/site_pos_error_mm", errors["site_pos_error_mm"], prog_bar=True, batch_size=1)
+        self.log("val/joint_pos_error_deg", errors["joint_pos_error_deg"], batch_size=1)
+        if not math.isnan(self.initial_val_error_mm.item()):
+            self.log("val/site_pos_error_mm_untrained", self.initial_val_error_mm.item(), batch_size=1)
+
+    def on_train_end(self) -> None:
+        final = self.evaluate()["site_pos_error_mm"]
+        log.info(
+            "held-out wrist tracking error: untrained %.3f mm -> trained %.3f mm",
+            self.initial_val_error_mm.item(),
+            final,
+        )
+        self.final_val_error_mm = final
+
+    # ------------------------------------------------------------------ checkpoint extras
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Save what Lightning does not: clip sampler, shuffling and global RNG states."""
+        np_state = np.random.get_state()
+        checkpoint["neuromimic"] = {
+            "clip_sampler": self.train_env.clips.state_dict() if self.train_env else None,
+            "shuffle_rng": self._shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": {
+                "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "pos": int(np_state[2]),
+                "has_gauss": int(np_state[3]),
+                "cached_gaussian": float(np_state[4]),
+            },
+            "unstable_count": self.train_env.unstable_count if self.train_env else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extras = checkpoint.get("neuromimic")
+        if extras is None or self.train_env is None:
+            return
+        self.train_env.clips.load_state_dict(extras["clip_sampler"])
+        self._shuffle.set_state(extras["shuffle_rng"])
+        torch.set_rng_state(extras["torch_rng"])
+        np_rng = extras["numpy_rng"]
+        np.random.set_state(
+            ("MT19937", np_rng["keys"].numpy().astype(np.uint32), np_rng["pos"], np_rng["has_gauss"], np_rng["cached_gaussian"])
+        )
+        self.train_env.unstable_count.copy_(extras["unstable_count"])
+
+
+class _ActorHead(nn.Module):
+    """Exposes a controller's Gaussian parameters to TorchRL: observation -> (loc, scale)."""
+
+    def __init__(self, controller: nn.Module) -> None:
+        super().__init__()
+        self.controller = controller
+
+    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.controller.action_distribution_params(observation)
+
+
+class _CriticHead(nn.Module):
+    """Exposes a controller's value estimate to TorchRL: observation -> state value."""
+
+    def __init__(self, controller: nn.Module) -> None:
+        super().__init__()
+        self.controller = controller
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.controller.value(observation)

@@ -1,0 +1,155 @@
+"""Tier 2: `neuromimic fit` end to end on the CPU: learning, logs, resume, bad checkpoints, DDP."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from neuromimic.cli import main
+from neuromimic.training import PPOModule
+from neuromimic.training.checkpoint_io import CheckpointError, load_checkpoint_file
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"
+
+# A small run: 16 bodies, 16-step rollouts, 4 updates per PPO iteration.
+SMALL = [
+    "--config", str(CONFIG),
+    "--model.env.num_envs", "16",
+    "--model.ppo.rollout_steps", "16",
+    "--model.ppo.epochs", "2",
+    "--model.ppo.minibatches", "2",
+    "--trainer.enable_progress_bar", "false",
+]
+
+
+def _fit(tmp_path, *extra):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main(["fit", *SMALL, *extra])
+    finally:
+        os.chdir(cwd)
+
+
+def _scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _fit_default(tmp_path, *extra):
+    """The bundled config as shipped (64 bodies, 16 updates per iteration), shortened."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main(["fit", "--config", str(CONFIG), "--trainer.enable_progress_bar", "false", *extra])
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.slow
+def test_fit_learns_logs_checkpoints_and_resumes(tmp_path):
+    # 10 PPO iterations of the default config: a learning check on a small budget.
+    _fit_default(tmp_path, "--trainer.max_steps", "160", "--trainer.check_val_every_n_epoch", "5",
+                 "--trainer.callbacks.init_args.every_n_train_steps", "80")
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert (run / "config.yaml").is_file()
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any("step=80" in name for name in checkpoints)
+    scalars = _scalars(run)
+    untrained = scalars["val/site_pos_error_mm_untrained"][-1]
+    trained = scalars["val/site_pos_error_mm"][-1]
+    assert trained < 0.5 * untrained, (untrained, trained)
+    for tag in ("train/episode_return", "train/site_pos_error_mm", "train/joint_pos_error_deg",
+                "train/joint_pos_error_exp", "train/site_pos_error_exp", "train/ctrl_l2",
+                "train/muscle_force_l2", "perf/env_steps_per_s", "val/site_pos_error_mm",
+                "val/site_pos_error_mm_untrained", "train/unstable_total"):
+        assert tag in scalars, tag
+    saved = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 160
+
+    # Resume: the run continues in the same folder from the restored state.
+    probe = tmp_path / "probe"
+    _fit_default(tmp_path, "--trainer.max_steps", "192", "--ckpt_path", "last",
+         "--trainer.callbacks+=probes.RecordStartState", f"--trainer.callbacks.directory={probe}")
+    start = torch.load(probe / "start_state.pt", weights_only=True)
+    extras = saved["neuromimic"]
+    assert start["global_step"] == 160
+    assert torch.equal(start["clip_rng"], extras["clip_sampler"]["generator"])
+    assert torch.equal(start["shuffle_rng"], extras["shuffle_rng"])
+    assert torch.equal(start["torch_rng"], extras["torch_rng"])
+    for key, value in start["obs_norm"].items():
+        assert torch.equal(value, saved["state_dict"][f"controller.obs_norm.{key}"]), key
+    for key, value in start["weights"].items():
+        assert torch.equal(value, saved["state_dict"][f"controller.{key}"]), key
+    assert torch.equal(start["adam_exp_avg"], saved["optimizer_states"][0]["state"][0]["exp_avg"])
+    assert not (tmp_path / "lightning_logs" / "version_1").exists()
+    assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["global_step"] == 192
+
+
+def test_resume_without_a_previous_run_is_an_error(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        _fit(tmp_path, "--trainer.max_steps", "4", "--ckpt_path", "last")
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_corrupt_checkpoint_is_named_and_refused(tmp_path):
+    bad = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, bad)
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="truncated.ckpt.*truncated, corrupt"):
+        load_checkpoint_file(bad)
+
+
+def test_malicious_pickle_is_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Exploit()}, evil)
+    with pytest.raises(CheckpointError, match="evil.ckpt"):
+        load_checkpoint_file(evil)
+    assert not marker.exists()
+
+
+def test_fit_from_a_corrupt_checkpoint_fails_naming_it(tmp_path, caplog):
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(SystemExit) as exit_info:
+        _fit(tmp_path, "--trainer.max_steps", "4", "--ckpt_path", str(bad))
+    assert exit_info.value.code == 2
+    assert "broken.ckpt" in caplog.text
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_keeps_ranks_identical(tmp_path):
+    """Two gloo ranks, each with its own bodies and clip seed; weights agree after updates."""
+    probe = tmp_path / "weights"
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    command = [
+        sys.executable, "-m", "neuromimic.cli", "fit", *SMALL,
+        "--model.env.num_envs", "8",
+        "--trainer.max_steps", "8",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+        "--trainer.check_val_every_n_epoch", "100",
+        "--trainer.callbacks+=probes.DumpWeights", f"--trainer.callbacks.directory={probe}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(rank["world_size"] == 2 for rank in ranks)
+    assert ranks[0]["pid"] != ranks[1]["pid"]
+    assert ranks[0]["clip_seed"] != ranks[1]["clip_seed"]
+    for key, value in ranks[0]["weights"].items():
+        assert torch.equal(value, ranks[1]["weights"][key]), key
+    assert torch.equal(ranks[0]["initial"]["actor.0.weight"], ranks[1]["initial"]["actor.0.weight"])
+    assert not torch.equal(ranks[0]["weights"]["actor.0.weight"], ranks[0]["initial"]["actor.0.weight"])
