@@ -47,7 +47,7 @@ def bench_env(
     for i in range(min(10, steps)):  # warm-up (thread pool, first-call costs)
         td["action"] = actions[i]
         _, td = env.step_and_maybe_reset(td)
-    initial_qpos = env.backend.view.qpos.clone()
+    initial_state = env.backend.state[:, -1].copy() if backend == "mujoco" else None
     if env.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -73,27 +73,22 @@ def bench_env(
         "mujoco": mujoco.__version__,
     }
     if backend == "mujoco":
-        raw_seconds = _raw_rollout_seconds(env.backend, initial_qpos.numpy(), actions.cpu().numpy(), substeps)
+        raw_seconds = _raw_rollout_seconds(env.backend, initial_state, actions.cpu().numpy(), substeps)
         result["raw_steps_per_s"] = steps * num_envs / raw_seconds
         result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
         result["threads"] = env.backend.nthread
     return result
 
 
-def _raw_rollout_seconds(backend, initial_qpos: np.ndarray, actions: np.ndarray, substeps: int) -> float:
-    """Seconds for one bare ``mujoco.rollout`` call over all steps with the backend's threads."""
+def _raw_rollout_seconds(backend, initial_state: np.ndarray, actions: np.ndarray, substeps: int) -> float:
+    """Seconds for one bare ``mujoco.rollout`` call over all steps, with the backend's model,
+    thread count and full physics start states [B, nstate]."""
     model = backend.model
-    nthread = backend.nthread
-    datas = [mujoco.MjData(model) for _ in range(nthread)]
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    state = np.zeros((initial_qpos.shape[0], mujoco.mj_stateSize(model, spec)))
-    scratch = mujoco.MjData(model)
-    for i, qpos in enumerate(initial_qpos):
-        scratch.qpos[:] = qpos
-        mujoco.mj_getState(model, scratch, state[i], spec)
+    datas = [mujoco.MjData(model) for _ in range(backend.nthread)]
     control = np.repeat(actions.transpose(1, 0, 2), substeps, axis=1).astype(np.float64)
-    with mj_rollout.Rollout(nthread=nthread) as runner:
-        runner.rollout(model, datas, state, control[:, :2])  # warm-up
+    models = [model] * initial_state.shape[0]
+    with mj_rollout.Rollout(nthread=backend.nthread if backend.nthread > 1 else 0) as runner:
+        runner.rollout(models, datas, initial_state, control[:, :2])  # warm-up
         start = time.perf_counter()
-        runner.rollout(model, datas, state, control)
+        runner.rollout(models, datas, initial_state, control)
         return time.perf_counter() - start

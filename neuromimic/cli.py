@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -90,8 +91,19 @@ def _trainer_defaults() -> dict:
     return {"num_sanity_val_steps": 0, "log_every_n_steps": 1}
 
 
+# Lightning warnings that do not apply to PPOModule: its checkpoints are taken after an
+# optimiser step by design, and its one-epoch-per-iteration loader is never split over
+# workers.
+_IGNORED_WARNINGS = (
+    r"Using ModelCheckpoint with manual optimization",
+    r"Your `IterableDataset` has `__len__` defined",
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``neuromimic`` console script."""
+    for message in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in TOOL_COMMANDS:

@@ -1,12 +1,8 @@
 """Shared fixtures and paths for the test suite."""
 
 import os
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Keep JAX from grabbing memory or threads it does not need on CI machines.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -53,3 +53,16 @@ class RecordStartState(L.Callback):
             },
             self.directory / "start_state.pt",
         )
+
+
+class InjectNaN(L.Callback):
+    """Before every optimiser step, corrupt body 0's simulator state with NaN."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        backend = module.train_env.backend
+        view = backend.view
+        qpos = view.qpos.clone()
+        qpos[0] = float("nan")
+        mask = torch.zeros(backend.num_envs, dtype=torch.bool)
+        mask[0] = True
+        backend.reset(mask, qpos, view.qvel.clone(), view.act.clone())

@@ -82,7 +82,7 @@ def test_clip_end_is_truncated_and_stray_wrist_terminated():
     strict = make_env(EnvConfig(num_envs=2, task=ImitationTask(termination_distance=1e-5)), seed=0)
     td = strict.reset()
     terminated = torch.zeros(2, dtype=torch.bool)
-    for _ in range(9):  # random starts leave at least 10 frames, so no clip ends here
+    for _ in range(8):  # random starts leave at least 10 frames, so no clip ends here
         td["action"] = torch.ones(strict.action_spec.shape)  # full co-contraction: the wrist strays
         td = strict.step(td)["next"]
         assert not td["truncated"].any()

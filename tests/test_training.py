@@ -1,5 +1,6 @@
 """Tier 2: `neuromimic fit` end to end on the CPU: learning, logs, resume, bad checkpoints, DDP."""
 
+import math
 import os
 import subprocess
 import sys
@@ -78,11 +79,11 @@ def test_fit_learns_logs_checkpoints_and_resumes(tmp_path):
     _fit_default(tmp_path, "--trainer.max_steps", "192", "--ckpt_path", "last",
          "--trainer.callbacks+=probes.RecordStartState", f"--trainer.callbacks.directory={probe}")
     start = torch.load(probe / "start_state.pt", weights_only=True)
-    extras = saved["neuromimic"]
+    (saved_state,) = saved["neuromimic"]["ranks"]  # one rank
     assert start["global_step"] == 160
-    assert torch.equal(start["clip_rng"], extras["clip_sampler"]["generator"])
-    assert torch.equal(start["shuffle_rng"], extras["shuffle_rng"])
-    assert torch.equal(start["torch_rng"], extras["torch_rng"])
+    assert torch.equal(start["clip_rng"], saved_state["clip_sampler"])
+    assert torch.equal(start["shuffle_rng"], saved_state["shuffle"])
+    assert torch.equal(start["torch_rng"], saved_state["torch"])
     for key, value in start["obs_norm"].items():
         assert torch.equal(value, saved["state_dict"][f"controller.obs_norm.{key}"]), key
     for key, value in start["weights"].items():
@@ -153,3 +154,41 @@ def test_ddp_on_cpu_keeps_ranks_identical(tmp_path):
         assert torch.equal(value, ranks[1]["weights"][key]), key
     assert torch.equal(ranks[0]["initial"]["actor.0.weight"], ranks[1]["initial"]["actor.0.weight"])
     assert not torch.equal(ranks[0]["weights"]["actor.0.weight"], ranks[0]["initial"]["actor.0.weight"])
+    # The checkpoint keeps each rank's own random streams for a resumed DDP run.
+    saved = load_checkpoint_file(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    rank_states = saved["neuromimic"]["ranks"]
+    assert len(rank_states) == 2
+    assert not torch.equal(rank_states[0]["clip_sampler"], rank_states[1]["clip_sampler"])
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from neuromimic.training.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(3))  # old file intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+@pytest.mark.slow
+def test_nan_physics_never_reaches_the_loss_or_the_weights(tmp_path):
+    _fit(tmp_path, "--trainer.max_steps", "8", "--trainer.check_val_every_n_epoch", "100",
+         "--trainer.callbacks+=probes.InjectNaN")
+    run = tmp_path / "lightning_logs" / "version_0"
+    scalars = _scalars(run)
+    assert scalars["train/unstable_total"][-1] >= 1  # the corruption was seen and counted
+    for tag, values in scalars.items():
+        assert all(math.isfinite(v) for v in values), tag
+    saved = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
+    for key, value in saved["state_dict"].items():
+        assert torch.isfinite(value).all(), key

@@ -9,6 +9,7 @@ branches on tensor values, so the same code runs on CPU and GPU backends.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -73,28 +74,23 @@ def make_env(
         device: torch device of the backend (CPU backends ignore anything but ``"cpu"``).
         seed: seed of the clip sampler.
         num_envs: overrides ``config.num_envs``.
-        evaluation: every env plays clip ``i % num_clips`` from its first frame, and the
-            task never terminates, so each clip is tracked to its end.
+        evaluation: env ``i`` plays clip ``i`` from its first frame (one env per clip
+            unless ``num_envs`` says otherwise), and the task never terminates, so each
+            clip is tracked to its end.
     """
     body = get_body(config.body)
     clips = load_clips(config.clips, body=body.key, split=split)
+    if num_envs is None:
+        num_envs = len(clips) if evaluation else config.num_envs
     backend = make_backend(
         config.backend,
         body,
-        num_envs=num_envs or config.num_envs,
+        num_envs=num_envs,
         substeps=config.substeps,
         device=device,
         **config.backend_kwargs,
     )
-    task = config.task
-    if evaluation:
-        task = ImitationTask(
-            weights=task.weights,
-            joint_pos_sigma=task.joint_pos_sigma,
-            joint_vel_sigma=task.joint_vel_sigma,
-            site_pos_sigma=task.site_pos_sigma,
-            termination_distance=math.inf,
-        )
+    task = dataclasses.replace(config.task, termination_distance=math.inf) if evaluation else config.task
     bank = ClipBank(clips, device=backend.device, seed=seed, dtype=backend.view.qpos.dtype)
     return ImitationEnv(
         backend, bank, task, future_frames=config.future_frames, sequential_clips=evaluation
@@ -158,7 +154,14 @@ class ImitationEnv(EnvBase):
     ) -> None:
         super().__init__(device=backend.device, batch_size=torch.Size([backend.num_envs]))
         model = backend.model
-        body = get_body(clips.body)
+        body = backend.body
+        if clips.body != body.key:
+            raise ClipError(
+                f"the clips were recorded for body {clips.body!r} but the env simulates "
+                f"{body.key!r}; load clips made for {body.key!r}"
+            )
+        if not future_frames or min(future_frames) < 1:
+            raise ValueError(f"future_frames must be positive frame offsets; got {tuple(future_frames)}")
         timestep = model.opt.timestep
         if abs(backend.substeps * timestep - 1.0 / clips.fps) > 1e-9:
             raise ClipError(
@@ -182,7 +185,7 @@ class ImitationEnv(EnvBase):
         self.task = task
         self.future_frames = tuple(int(k) for k in future_frames)
         self.sequential_clips = sequential_clips
-        self.ctrl_dt = backend.substeps * timestep
+        self._future = torch.tensor(self.future_frames, device=self.device)
 
         dtype = backend.view.qpos.dtype
         to = {"device": self.device, "dtype": dtype}
@@ -250,12 +253,14 @@ class ImitationEnv(EnvBase):
             sim.actuator_velocity / self._length_span,
             -sim.actuator_force / self._max_force,
         ]
-        for k in self.future_frames:
-            ref = self.reference(k)
-            parts.append(ref.qpos - sim.qpos)
-            parts.append((ref.site_pos_w - sim.site_pos_w).flatten(1))
-        obs = torch.cat(parts, dim=-1).to(torch.float32)
-        return obs
+        # All future reference frames in one gather: [B, F] frame indices.
+        last_frame = self.clips.qpos.shape[1] - 1
+        frames = (self.frame[:, None] + self._future).clamp(max=last_frame)
+        clip = self.clip_index[:, None]
+        ref_qpos = self.clips.qpos[clip, frames] - sim.qpos[:, None]  # [B, F, nq]
+        ref_site = (self.clips.site_pos_w[clip, frames] - sim.site_pos_w[:, None]).flatten(2)  # [B, F, 3S]
+        parts.append(torch.cat([ref_qpos, ref_site], dim=-1).flatten(1))
+        return torch.cat(parts, dim=-1).to(torch.float32)
 
     def _metrics(self, sim: PhysicsView, ref: ReferenceFrame, values: dict[str, torch.Tensor]) -> TensorDict:
         """Per-env metrics [B] float32; zero (never NaN) for unstable bodies."""
@@ -338,6 +343,11 @@ class ImitationEnv(EnvBase):
             },
             batch_size=self.batch_size,
         )
+
+    def _close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     def _set_seed(self, seed: int | None) -> None:
         if seed is not None:

@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 import mujoco
 import torch
 
+from neuromimic.bodies.base import Body
+
 
 @dataclass
 class PhysicsView:
@@ -53,6 +55,7 @@ class PhysicsView:
 class Backend(Protocol):
     """Simulates B copies of one MuJoCo model; all tensors live on `device`."""
 
+    body: Body
     model: mujoco.MjModel
     num_envs: int
     device: torch.device

@@ -151,6 +151,10 @@ class MujocoBackend:
             "MujocoBackend: %d bodies, %d threads, %d substeps", num_envs, self.nthread, substeps
         )
 
+    def close(self) -> None:
+        """Stop the rollout thread pool (the backend cannot step afterwards)."""
+        self._pool.close()
+
     def _make_view(self) -> PhysicsView:
         last = self._state_t[:, -1]
         sensors = torch.from_numpy(self.sensordata)[:, -1]

@@ -38,6 +38,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
             os.replace(tmp, path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # make the rename itself durable
+            finally:
+                os.close(directory)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ class PPOModule(L.LightningModule):
         self.val_env: ImitationEnv | None = None
         self._carry: TensorDictBase | None = None
         self._minibatches: list[TensorDictBase] = []
+        self._rollout_observations: torch.Tensor | None = None
         self._shuffle = torch.Generator()
         self._episode_return: torch.Tensor | None = None
 
@@ -169,14 +171,15 @@ class PPOModule(L.LightningModule):
         return DataLoader(_Updates(1), batch_size=None, generator=torch.Generator())
 
     def on_train_start(self) -> None:
-        self._carry = self.train_env.reset()
-        self._episode_return = torch.zeros(self.train_env.batch_size, device=self.device)
         if self.global_step == 0:
             # Warm up the observation statistics before the first update sees them.
+            self._carry = self.train_env.reset()
             with torch.no_grad():
                 self._update_obs_norm(self._collect()["observation"])
             self.initial_val_error_mm.fill_(self.evaluate()["site_pos_error_mm"])
             log.info("held-out wrist error of the untrained controller: %.3f mm", self.initial_val_error_mm)
+        self._carry = self.train_env.reset()
+        self._episode_return = torch.zeros(self.train_env.batch_size, device=self.device)
 
     # ------------------------------------------------------------------------------- PPO
     def training_step(self, batch: int, batch_idx: int) -> None:
@@ -194,11 +197,13 @@ class PPOModule(L.LightningModule):
         optimizer.step()
 
         if not self._minibatches:  # last update of this iteration
-            self.log_dict(
-                {f"loss/{k.removeprefix('loss_')}": v.detach() for k, v in losses.items() if k.startswith("loss_")},
-                batch_size=1,
+            # Only now may the normaliser change: every quantity of this iteration's
+            # update (log-probs, values, advantages) was computed with the old one.
+            self._update_obs_norm(self._rollout_observations)
+            self._log_metrics(
+                {f"loss/{k.removeprefix('loss_')}": v.detach() for k, v in losses.items() if k.startswith("loss_")}
+                | {"loss/kl_approx": losses["kl_approx"].detach()}
             )
-            self.log("loss/kl_approx", losses["kl_approx"].detach(), batch_size=1)
 
     def _prepare_iteration(self) -> list[TensorDictBase]:
         """Collect a rollout, compute advantages, and cut it into shuffled minibatches."""
@@ -210,15 +215,12 @@ class PPOModule(L.LightningModule):
             seconds = time.perf_counter() - start
             self.gae(rollout)
             self._log_rollout(rollout, seconds)
-            # Statistics update after the advantages: every quantity of this iteration's
-            # update is computed with the normaliser that collected the rollout.
-            self._update_obs_norm(rollout["observation"])
+        self._rollout_observations = rollout["observation"]
         flat = rollout.reshape(-1)
-        size = math.ceil(flat.shape[0] / self.ppo.minibatches)
         minibatches = []
         for _ in range(self.ppo.epochs):
             order = torch.randperm(flat.shape[0], generator=self._shuffle).to(flat.device)
-            minibatches.extend(flat[order].split(size))
+            minibatches.extend(flat[order].tensor_split(self.ppo.minibatches))
         return minibatches
 
     @set_exploration_type(ExplorationType.RANDOM)
@@ -269,9 +271,17 @@ class PPOModule(L.LightningModule):
         metrics["train/episodes_finished"] = num_finished.float()
         metrics["train/terminated_fraction"] = rollout["next", "terminated"].float().mean()
         metrics["train/unstable_total"] = self.train_env.unstable_count.float()
-        metrics["perf/env_steps_per_s"] = torch.tensor(rollout.numel() / seconds)
-        self.log_dict(metrics, batch_size=1)
+        metrics["perf/env_steps_per_s"] = torch.tensor(rollout.numel() * self.trainer.world_size / seconds)
+        self._log_metrics(metrics)
         self.log("wrist_mm", metrics["train/site_pos_error_mm"], prog_bar=True, logger=False, batch_size=1)
+
+    def _log_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Write once-per-iteration scalars straight to the logger (rank 0) at this step.
+
+        ``self.log`` would re-log them at every optimiser step of the iteration.
+        """
+        if self.logger is not None:
+            self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
 
     # ------------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -300,49 +310,86 @@ class PPOModule(L.LightningModule):
         }
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
+        """Log the held-out tracking errors (``neuromimic fit`` and ``neuromimic validate``)."""
         errors = self.evaluate()
         self.log("val/site_pos_error_mm", errors["site_pos_error_mm"], prog_bar=True, batch_size=1)
         self.log("val/joint_pos_error_deg", errors["joint_pos_error_deg"], batch_size=1)
         if not math.isnan(self.initial_val_error_mm.item()):
             self.log("val/site_pos_error_mm_untrained", self.initial_val_error_mm.item(), batch_size=1)
 
+    def test_step(self, batch: int, batch_idx: int) -> None:
+        """``neuromimic test``: the held-out tracking errors, as in validation."""
+        errors = self.evaluate()
+        self.log("test/site_pos_error_mm", errors["site_pos_error_mm"], batch_size=1)
+        self.log("test/joint_pos_error_deg", errors["joint_pos_error_deg"], batch_size=1)
+
+    def predict_step(self, batch: int, batch_idx: int) -> dict[str, float]:
+        """``neuromimic predict``: the held-out tracking errors, returned instead of logged."""
+        return self.evaluate()
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
     def on_train_end(self) -> None:
-        final = self.evaluate()["site_pos_error_mm"]
         log.info(
             "held-out wrist tracking error: untrained %.3f mm -> trained %.3f mm",
             self.initial_val_error_mm.item(),
-            final,
+            self.evaluate()["site_pos_error_mm"],
         )
-        self.final_val_error_mm = final
 
     # ------------------------------------------------------------------ checkpoint extras
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Save what Lightning does not: clip sampler, shuffling and global RNG states."""
+    def _random_state(self) -> dict[str, torch.Tensor]:
+        """This rank's sampler and generator states, as tensors of fixed size."""
         np_state = np.random.get_state()
-        checkpoint["neuromimic"] = {
-            "clip_sampler": self.train_env.clips.state_dict() if self.train_env else None,
-            "shuffle_rng": self._shuffle.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": {
-                "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                "pos": int(np_state[2]),
-                "has_gauss": int(np_state[3]),
-                "cached_gaussian": float(np_state[4]),
-            },
-            "unstable_count": self.train_env.unstable_count if self.train_env else None,
+        state = {
+            "clip_sampler": self.train_env.clips.generator.get_state(),
+            "shuffle": self._shuffle.get_state(),
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": torch.tensor([np_state[2], np_state[3]], dtype=torch.int64),
+            "numpy_gauss": torch.tensor([np_state[4]], dtype=torch.float64),
+            "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
         }
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.train_env.clips.generator.set_state(state["clip_sampler"])
+        self._shuffle.set_state(state["shuffle"])
+        torch.set_rng_state(state["torch"])
+        pos, has_gauss = (int(x) for x in state["numpy_pos"])
+        keys = state["numpy_keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, pos, has_gauss, float(state["numpy_gauss"][0])))
+        random.setstate((3, tuple(int(x) for x in state["python"]), None))
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Save what Lightning does not: every rank's clip sampler and RNG states.
+
+        Called on every rank (only rank 0 writes the file), so the states are gathered:
+        a resumed DDP run gives each rank its own streams back.
+        """
+        if self.train_env is None:
+            return
+        state = self._random_state()
+        if self.trainer.world_size > 1:
+            gathered = self.all_gather(state)  # each leaf [world_size, ...]
+            ranks = [{k: v[r].cpu() for k, v in gathered.items()} for r in range(self.trainer.world_size)]
+        else:
+            ranks = [{k: v.cpu() for k, v in state.items()}]
+        checkpoint["neuromimic"] = {"ranks": ranks, "unstable_count": self.train_env.unstable_count.cpu()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extras = checkpoint.get("neuromimic")
         if extras is None or self.train_env is None:
             return
-        self.train_env.clips.load_state_dict(extras["clip_sampler"])
-        self._shuffle.set_state(extras["shuffle_rng"])
-        torch.set_rng_state(extras["torch_rng"])
-        np_rng = extras["numpy_rng"]
-        np.random.set_state(
-            ("MT19937", np_rng["keys"].numpy().astype(np.uint32), np_rng["pos"], np_rng["has_gauss"], np_rng["cached_gaussian"])
-        )
+        ranks = extras["ranks"]
+        self._set_random_state(ranks[self.trainer.global_rank % len(ranks)])
         self.train_env.unstable_count.copy_(extras["unstable_count"])
 
 
