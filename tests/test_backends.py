@@ -79,7 +79,7 @@ def test_native_satisfies_protocol_and_views_alias_rollout_buffers(native):
     state, sensordata = native.state, native.sensordata
     item = state.itemsize
     last = state.ctypes.data + (native.substeps - 1) * state.shape[2] * item
-    sensors = sensordata.ctypes.data + (native.substeps - 1) * sensordata.shape[2] * item
+    sensors = sensordata.ctypes.data  # [B, 1, nsensordata]: the sensors of the final state
     layout, offsets = native.layout, native.offsets
     assert view.time.data_ptr() == last + offsets["time"].start * item
     assert view.qpos.data_ptr() == last + offsets["qpos"].start * item
@@ -171,6 +171,27 @@ def test_mjx_views_alias_jax_buffers(mjx_backend):
     ctrl = torch.rand(B, mjx_backend.model.nu)
     assert buffer_pointer(torch_to_jax(ctrl)) == ctrl.data_ptr()
     assert any("ctrl" in copy for copy in mjx_backend.copies)
+
+
+@pytest.mark.parametrize("name", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
+def test_sensors_describe_the_reported_state(name, native, request):
+    """After a step, site positions and muscle lengths belong to the qpos the view reports."""
+    import mujoco
+
+    backend = native if name == "mujoco" else request.getfixturevalue("mjx_backend")
+    model = backend.model
+    qpos, qvel, act = random_state(model, seed=11)
+    backend.reset(torch.ones(B, dtype=torch.bool), qpos, qvel, act)
+    backend.step(torch.rand(B, model.nu, generator=torch.Generator().manual_seed(5)))
+    view = backend.view
+    data = mujoco.MjData(model)
+    tolerance = 1e-12 if name == "mujoco" else 1e-6
+    for row in range(B):
+        data.qpos[:] = view.qpos[row].double().numpy()
+        mujoco.mj_fwdPosition(model, data)
+        site = model.site(get_body("mouse_forelimb").end_effector_sites[0]).id
+        np.testing.assert_allclose(view.site_pos_w[row, 0].double().numpy(), data.site_xpos[site], atol=tolerance)
+        np.testing.assert_allclose(view.actuator_length[row].double().numpy(), data.actuator_length, atol=tolerance)
 
 
 @pytest.mark.slow

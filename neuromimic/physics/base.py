@@ -3,8 +3,9 @@
 A backend owns the simulator state of B bodies. Torch code never receives a copy of it:
 `Backend.view` hands out tensors that alias the simulator's buffers (see each backend for
 the copies that remain and why). Derived quantities (site positions, muscle length,
-velocity and force) are MuJoCo sensors evaluated, as MuJoCo always does in ``mj_step``,
-before the integration of the last physics substep.
+velocity and force) are MuJoCo sensors evaluated at the state the view reports (after the
+last physics substep; each backend runs one extra forward pass for them, since MuJoCo's
+own step evaluates sensors before it integrates).
 """
 
 from __future__ import annotations

@@ -14,11 +14,8 @@ call, and never write into its tensors.
 Precision: float32 (JAX's default). After one control step from the same state, qpos and
 act agree with native MuJoCo (float64) to about 1e-7, far inside the 1e-4 the tests ask.
 
-Sensor timing: ``mjx.step`` with the RK4 integrator leaves ``sensordata`` of the last
-Runge-Kutta stage in the data, whereas native MuJoCo keeps the sensors of the state at
-the start of the step. This backend runs ``mjx.forward`` and the integrator itself and
-keeps the ``forward`` sensors, so both backends report the same quantities (impl
-``"jax"``; impl ``"warp"`` uses ``mjx.step`` unchanged).
+Sensor timing: after the substeps the step runs ``mjx.forward`` once, so positions,
+forces and sensors describe the final state, as the native backend's do.
 
 The copies that remain (listed in `COPIES`):
 
@@ -158,31 +155,17 @@ class MjxBackend:
         mx, substeps, max_qvel = self._mx, self.substeps, self.max_qvel
         ctrl_dt = substeps * self.model.opt.timestep
         half_dt = 0.5 * self.model.opt.timestep
-        integrators = {
-            mjx.IntegratorType.EULER: mjx.euler,
-            mjx.IntegratorType.RK4: mjx.rungekutta4,
-            mjx.IntegratorType.IMPLICITFAST: mjx.implicit,
-        }
-        if self.impl == "jax":
-            integrator = mjx.IntegratorType(self.model.opt.integrator)
-            if integrator not in integrators:
-                raise NotImplementedError(f"MJX does not implement the {integrator.name} integrator")
-            integrate = integrators[integrator]
 
-            def physics_step(d: Any) -> Any:
-                d = mjx.forward(mx, d)
-                sensordata = d.sensordata  # sensors of the step's start state, as native MuJoCo
-                return integrate(mx, d).replace(sensordata=sensordata)
-
-        else:
-
-            def physics_step(d: Any) -> Any:
-                return mjx.step(mx, d)
+        def physics_step(d: Any, _: Any) -> tuple[Any, None]:
+            return mjx.step(mx, d), None
 
         def one_body(d: Any, ctrl: Any) -> tuple[Any, Any]:
             time0 = d.time
             d = d.replace(ctrl=ctrl.astype(d.ctrl.dtype))
-            d, _ = jax.lax.scan(lambda c, _: (physics_step(c), None), d, None, length=substeps)
+            d, _ = jax.lax.scan(physics_step, d, None, length=substeps)
+            # Positions, velocities, forces and sensors of the final state (mjx.step leaves
+            # those of an earlier stage): one forward pass, as native MuJoCo's sensor step.
+            d = mjx.forward(mx, d)
             leaves = (d.qpos, d.qvel, d.act, d.sensordata, d.time[None])
             finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in leaves]))
             fast = jnp.max(jnp.abs(d.qvel), initial=0.0) > max_qvel

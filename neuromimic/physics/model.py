@@ -1,9 +1,8 @@
 """The compiled model every backend simulates: the body's MJCF plus the sensors we read.
 
 Derived quantities (tracked site positions, muscle length, velocity and force) are read
-from ``sensordata`` by every backend, so the native and the JAX backend agree on when and
-how they are evaluated: MuJoCo computes sensors inside ``mj_step`` before integrating, so
-after a step they describe the state at the start of the last physics substep.
+from ``sensordata`` by every backend, so the native and the JAX backend agree on how they
+are evaluated; both evaluate them at the final state of a control step.
 """
 
 from __future__ import annotations

@@ -1,11 +1,17 @@
 """Native MuJoCo on CPU, B bodies stepped in parallel by ``mujoco.rollout``'s thread pool.
 
 Memory layout: ``mujoco.rollout`` writes every substep's full physics state
-(``mjSTATE_FULLPHYSICS``: time, qpos, qvel, act, warm start, ...) and sensor values INTO
-two float64 numpy arrays owned by the backend, ``state`` [B, substeps, nstate] and
-``sensordata`` [B, substeps, nsensordata]. The torch tensors of `MujocoBackend.view` are
-``torch.from_numpy`` views of the last substep's slices of those arrays, so nothing is
-copied out of the simulator after a step.
+(``mjSTATE_FULLPHYSICS``: time, qpos, qvel, act, warm start, ...) INTO a float64 numpy
+array owned by the backend, ``state`` [B, substeps, nstate], and the sensors of the final
+state into ``sensordata`` [B, 1, nsensordata]. The torch tensors of `MujocoBackend.view`
+are ``torch.from_numpy`` views of the last substep's slice of ``state`` and of
+``sensordata``, so nothing is copied out of the simulator after a step.
+
+Sensors at the final state: MuJoCo evaluates sensors inside ``mj_step`` before it
+integrates, so the physics rollout's own sensor output lags one substep. A second rollout
+of one step of an explicit-Euler copy of the model, started from the final state, returns
+the sensors of exactly that state (one forward pass per body; its integrated state is
+discarded).
 
 The copies that remain (listed in `COPIES`, one per control step unless noted):
 
@@ -15,13 +21,16 @@ The copies that remain (listed in `COPIES`, one per control step unless noted):
 2. ``ctrl``: the controls [B, nu] (float32 from the policy) are cast to float64 and
    broadcast over the substeps into the control buffer [B, substeps, nu] in one
    ``copy_``; rollout takes one control vector per substep.
-3. ``reset``: rows being reset are written into the state and sensordata buffers (after
+3. ``final state``: the last substep's state and control are copied into the contiguous
+   inputs of the sensor rollout ([B, nstate] and [B, 1, nu]).
+4. ``reset``: rows being reset are written into the state and sensordata buffers (after
    an ``mj_forward`` on a scratch `mujoco.MjData` to evaluate their sensors). Resets are
    rare and masked; other rows are not touched.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 
@@ -41,6 +50,8 @@ COPIES: tuple[str, ...] = (
     "initial_state: last substep state [B, nstate] float64 -> contiguous rollout input (per step)",
     "ctrl: [B, nu] any float -> float64 control buffer [B, substeps, nu] "
     "(cast + broadcast, per step)",
+    "final state: last substep state [B, nstate] and ctrl [B, 1, nu] -> contiguous inputs of "
+    "the sensor rollout (per step)",
     "reset: masked rows' state and sensors written into the output buffers (per reset)",
 )
 
@@ -90,7 +101,8 @@ class MujocoBackend:
         copies: the copies that remain (see the module docstring).
         state: [B, substeps, nstate] float64, every substep's ``mjSTATE_FULLPHYSICS``
             state, written in place by rollout.
-        sensordata: [B, substeps, nsensordata] float64, written in place by rollout.
+        sensordata: [B, 1, nsensordata] float64, the sensors of the final state, written in
+            place by the sensor rollout.
         control: [B, substeps, nu] float64, the controls rollout reads.
         initial_state: [B, nstate] float64, the states rollout starts from.
     """
@@ -123,12 +135,23 @@ class MujocoBackend:
         model = self.model
         nstate = mujoco.mj_stateSize(model, _FULLPHYSICS)
         self.state = np.zeros((num_envs, substeps, nstate))
-        self.sensordata = np.zeros((num_envs, substeps, model.nsensordata))
+        self.sensordata = np.zeros((num_envs, 1, model.nsensordata))
         self.control = np.zeros((num_envs, substeps, model.nu))
         self.initial_state = np.zeros((num_envs, nstate))
         # rollout wants one model per body and one MjData per thread.
         self._models = [model] * num_envs
         self._datas = [mujoco.MjData(model) for _ in range(self.nthread)]
+        # MuJoCo evaluates sensors before it integrates a step, so after the physics
+        # substeps they describe the state one substep back. One step of an explicit-Euler
+        # copy of the model from the final state evaluates them at that state (one forward
+        # pass, against RK4's four per substep); the state it integrates is discarded.
+        sensor_model = copy.copy(model)
+        sensor_model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
+        self._sensor_models = [sensor_model] * num_envs
+        self._substep_sensordata = np.zeros((num_envs, substeps, model.nsensordata))
+        self._final_state = np.zeros((num_envs, nstate))
+        self._final_control = np.zeros((num_envs, 1, model.nu))
+        self._discarded_state = np.zeros((num_envs, 1, nstate))
         self._scratch = mujoco.MjData(model)
         self._pool = mj_rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
         self._ctrl_dt = substeps * model.opt.timestep
@@ -197,6 +220,18 @@ class MujocoBackend:
             skip_checks=True,
             nstep=self.substeps,
             state=self.state,
+            sensordata=self._substep_sensordata,
+        )
+        np.copyto(self._final_state, self.state[:, -1])
+        np.copyto(self._final_control, self.control[:, -1:])
+        self._pool.rollout(
+            self._sensor_models,
+            self._datas,
+            self._final_state,
+            self._final_control,
+            skip_checks=True,
+            nstep=1,
+            state=self._discarded_state,
             sensordata=self.sensordata,
         )
         self._update_unstable()
