@@ -154,7 +154,7 @@ def test_step_is_deterministic(name, native, request):
 
 @pytest.mark.slow
 def test_mjx_views_alias_jax_buffers(mjx_backend):
-    from neuromimic.physics.bridge import buffer_pointer, torch_to_jax
+    from neuromimic.physics.bridge import buffer_pointer
 
     assert isinstance(mjx_backend, Backend)
     mjx_backend.step(torch.rand(B, mjx_backend.model.nu))
@@ -168,8 +168,16 @@ def test_mjx_views_alias_jax_buffers(mjx_backend):
     sensors = buffer_pointer(data.sensordata)
     assert view.site_pos_w.data_ptr() == sensors + layout.site_pos_w.start * item
     assert view.actuator_force.data_ptr() == sensors + layout.actuator_force.start * item
+    # The backend hands a float32 contiguous action to JAX without copying it.
     ctrl = torch.rand(B, mjx_backend.model.nu)
-    assert buffer_pointer(torch_to_jax(ctrl)) == ctrl.data_ptr()
+    handed = []
+    original = mjx_backend._to_jax
+    mjx_backend._to_jax = lambda tensor: handed.append(original(tensor)) or handed[-1]
+    try:
+        mjx_backend.step(ctrl)
+    finally:
+        del mjx_backend._to_jax
+    assert buffer_pointer(handed[0]) == ctrl.data_ptr()
     assert any("ctrl" in copy for copy in mjx_backend.copies)
 
 
