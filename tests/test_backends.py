@@ -238,3 +238,12 @@ def test_native_forelimb_is_stable_for_ten_seconds(body):
     assert np.isfinite(backend.state).all()
     assert backend.view.time[0].item() == pytest.approx(10.0)
     assert max_qvel.item() < 50.0, max_qvel
+
+
+def test_native_threads_are_shared_among_local_processes(body, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert MujocoBackend(body, num_envs=16).nthread == 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert MujocoBackend(body, num_envs=16).nthread == 8
+    assert MujocoBackend(body, num_envs=3).nthread == 3

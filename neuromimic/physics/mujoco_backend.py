@@ -87,7 +87,8 @@ class MujocoBackend:
         body: the body to simulate; compiled with `neuromimic.physics.model.compile_model`.
         num_envs: B, the number of bodies.
         substeps: physics steps per control step (the control is held during them).
-        nthread: threads of the rollout pool; default ``os.cpu_count()`` capped by B.
+        nthread: threads of the rollout pool; default: this machine's cores shared among the
+            training processes on it (``LOCAL_WORLD_SIZE``, set by DDP launchers), capped by B.
             ``1`` runs on the calling thread.
         max_qvel: joint speed in rad/s above which a body is flagged `unstable`.
         device: must be ``None`` or a CPU device (native MuJoCo runs on the CPU).
@@ -128,7 +129,10 @@ class MujocoBackend:
         self.substeps = substeps
         self.device = torch.device("cpu")
         self.max_qvel = max_qvel
-        self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
+        if nthread is None:
+            processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            nthread = (os.cpu_count() or 1) // max(1, processes)
+        self.nthread = max(1, min(nthread, num_envs))
         self.layout = sensor_layout(self.model, body)
         self.offsets = state_offsets(self.model)
 
