@@ -7,7 +7,7 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from neuromimic.bodies import UnknownBodyError
-from neuromimic.envs import EnvConfig, make_env
+from neuromimic.envs import EnvConfig, ImitationEnv, make_env
 from neuromimic.tasks import ImitationTask
 
 BACKENDS = ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)]
@@ -127,3 +127,16 @@ def test_unknown_body_lists_known_ones():
 def test_substeps_must_match_clip_rate():
     with pytest.raises(ValueError, match="set env.substeps to 2"):
         make_env(EnvConfig(substeps=3, num_envs=2))
+
+
+def test_clips_of_another_body_are_refused():
+    import dataclasses
+
+    from neuromimic.bodies import get_body
+    from neuromimic.data import ClipBank, ClipError, load_clips
+    from neuromimic.physics import make_backend
+
+    clips = [dataclasses.replace(clip, body="rat") for clip in load_clips("bundled:mouse_forelimb_reach", split="val")]
+    backend = make_backend("mujoco", get_body("mouse_forelimb"), num_envs=2, substeps=2)
+    with pytest.raises(ClipError, match="recorded for body 'rat' but the env simulates 'mouse_forelimb'"):
+        ImitationEnv(backend, ClipBank(clips), ImitationTask())
