@@ -34,8 +34,8 @@ def bench_env(
     observation, reward, termination, automatic partial resets and the TensorDict.
 
     Returns:
-        ``{"steps_per_s", "raw_steps_per_s", "ratio", ...}`` where a step is one control
-        step of one body.
+        ``{"steps_per_s", "backend_steps_per_s", "raw_steps_per_s", "ratio",
+        "backend_ratio", ...}`` where a step is one control step of one body.
     """
     config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, substeps=substeps)
     env = make_env(config, split=None, seed=seed)
@@ -48,15 +48,19 @@ def bench_env(
         td["action"] = actions[i]
         _, td = env.step_and_maybe_reset(td)
     initial_state = env.backend.state[:, -1].copy() if backend == "mujoco" else None
-    if env.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(steps):
-        td["action"] = actions[i]
-        _, td = env.step_and_maybe_reset(td)
-    if env.device.type == "cuda":
-        torch.cuda.synchronize()
-    env_seconds = time.perf_counter() - start
+
+    def env_steps() -> None:
+        nonlocal td
+        for i in range(steps):
+            td["action"] = actions[i]
+            _, td = env.step_and_maybe_reset(td)
+
+    def backend_steps() -> None:
+        for i in range(steps):
+            env.backend.step(actions[i])
+
+    env_seconds = _seconds(env_steps, env.device)
+    backend_seconds = _seconds(backend_steps, env.device)
 
     result = {
         "benchmark": "env",
@@ -67,6 +71,8 @@ def bench_env(
         "substeps": substeps,
         "steps_per_s": steps * num_envs / env_seconds,
         "physics_steps_per_s": steps * num_envs * substeps / env_seconds,
+        # The backend alone (physics and the final-state sensor pass, no env work).
+        "backend_steps_per_s": steps * num_envs / backend_seconds,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -76,8 +82,20 @@ def bench_env(
         raw_seconds = _raw_rollout_seconds(env.backend, initial_state, actions.cpu().numpy(), substeps)
         result["raw_steps_per_s"] = steps * num_envs / raw_seconds
         result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
+        result["backend_ratio"] = result["backend_steps_per_s"] / result["raw_steps_per_s"]
         result["threads"] = env.backend.nthread
     return result
+
+
+def _seconds(run, device: torch.device) -> float:
+    """Wall-clock seconds of ``run()``, waiting for the device at both ends."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def _raw_rollout_seconds(backend, initial_state: np.ndarray, actions: np.ndarray, substeps: int) -> float:

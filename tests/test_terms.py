@@ -60,8 +60,9 @@ def test_termination_threshold_and_unknown_terms():
     ref = ReferenceFrame(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 1, 3))
     site = torch.tensor([[[0.002, 0.0, 0.0]], [[0.004, 0.0, 0.0]]])
     task = ImitationTask(termination_distance=0.003)
-    assert task.terminated(_view(torch.zeros(2, 4), site), ref).tolist() == [False, True]
-    assert not ImitationTask(termination_distance=math.inf).terminated(_view(torch.zeros(2, 4), site), ref).any()
+    site_error = T.site_pos_error(_view(torch.zeros(2, 4), site), ref)
+    assert task.terminated(site_error).tolist() == [False, True]
+    assert not ImitationTask(termination_distance=math.inf).terminated(site_error).any()
     with pytest.raises(ValueError, match="unknown reward terms.*wrist_bonus"):
         ImitationTask(weights={"wrist_bonus": 1.0})
 

@@ -11,28 +11,29 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from neuromimic.cli import main
-from neuromimic.training import PPOModule
 from neuromimic.training.checkpoint_io import CheckpointError, load_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"
 
+# The bundled config as shipped (64 bodies, 16 updates per PPO iteration), shortened.
+DEFAULT = ["--config", str(CONFIG), "--trainer.enable_progress_bar", "false"]
 # A small run: 16 bodies, 16-step rollouts, 4 updates per PPO iteration.
 SMALL = [
-    "--config", str(CONFIG),
+    *DEFAULT,
     "--model.env.num_envs", "16",
     "--model.ppo.rollout_steps", "16",
     "--model.ppo.epochs", "2",
     "--model.ppo.minibatches", "2",
-    "--trainer.enable_progress_bar", "false",
 ]
 
 
-def _fit(tmp_path, *extra):
+def _fit(tmp_path, *extra, base=SMALL):
+    """Run ``neuromimic fit`` in ``tmp_path`` (its lightning_logs/ lands there)."""
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        main(["fit", *SMALL, *extra])
+        main(["fit", *base, *extra])
     finally:
         os.chdir(cwd)
 
@@ -43,21 +44,11 @@ def _scalars(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def _fit_default(tmp_path, *extra):
-    """The bundled config as shipped (64 bodies, 16 updates per iteration), shortened."""
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        main(["fit", "--config", str(CONFIG), "--trainer.enable_progress_bar", "false", *extra])
-    finally:
-        os.chdir(cwd)
-
-
 @pytest.mark.slow
 def test_fit_learns_logs_checkpoints_and_resumes(tmp_path):
     # 10 PPO iterations of the default config: a learning check on a small budget.
-    _fit_default(tmp_path, "--trainer.max_steps", "160", "--trainer.check_val_every_n_epoch", "5",
-                 "--trainer.callbacks.init_args.every_n_train_steps", "80")
+    _fit(tmp_path, "--trainer.max_steps", "160", "--trainer.check_val_every_n_epoch", "5",
+         "--trainer.callbacks.init_args.every_n_train_steps", "80", base=DEFAULT)
     run = tmp_path / "lightning_logs" / "version_0"
     assert (run / "config.yaml").is_file()
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -76,8 +67,9 @@ def test_fit_learns_logs_checkpoints_and_resumes(tmp_path):
 
     # Resume: the run continues in the same folder from the restored state.
     probe = tmp_path / "probe"
-    _fit_default(tmp_path, "--trainer.max_steps", "192", "--ckpt_path", "last",
-         "--trainer.callbacks+=probes.RecordStartState", f"--trainer.callbacks.directory={probe}")
+    _fit(tmp_path, "--trainer.max_steps", "192", "--ckpt_path", "last",
+         "--trainer.callbacks+=probes.RecordStartState", f"--trainer.callbacks.directory={probe}",
+         base=DEFAULT)
     start = torch.load(probe / "start_state.pt", weights_only=True)
     (saved_state,) = saved["neuromimic"]["ranks"]  # one rank
     assert start["global_step"] == 160

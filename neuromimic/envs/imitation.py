@@ -115,14 +115,15 @@ def observation_layout(
     return layout
 
 
-def observation_size(config: EnvConfig) -> int:
-    """D, the observation size of envs built from ``config`` (no simulator is built)."""
+def env_sizes(config: EnvConfig) -> tuple[int, int]:
+    """(D, nu): observation and action sizes of envs built from ``config``, without
+    building a simulator."""
     body = get_body(config.body)
     model = body.load_model()
     layout = observation_layout(
         model.nq, model.nv, model.nu, len(body.end_effector_sites), tuple(config.future_frames)
     )
-    return sum(size for _, size, _ in layout)
+    return sum(size for _, size, _ in layout), model.nu
 
 
 class ImitationEnv(EnvBase):
@@ -235,13 +236,12 @@ class ImitationEnv(EnvBase):
         return slices
 
     # ---------------------------------------------------------------------------- helpers
-    def reference(self, offset: int = 0) -> ReferenceFrame:
-        """The reference frame ``offset`` frames after each env's current frame (clamped)."""
-        frame = (self.frame + offset).clamp(max=self.clips.qpos.shape[1] - 1)
+    def reference(self) -> ReferenceFrame:
+        """The reference at each env's current frame."""
         return ReferenceFrame(
-            qpos=self.clips.qpos[self.clip_index, frame],
-            qvel=self.clips.qvel[self.clip_index, frame],
-            site_pos_w=self.clips.site_pos_w[self.clip_index, frame],
+            qpos=self.clips.qpos[self.clip_index, self.frame],
+            qvel=self.clips.qvel[self.clip_index, self.frame],
+            site_pos_w=self.clips.site_pos_w[self.clip_index, self.frame],
         )
 
     def _observe(self, sim: PhysicsView) -> torch.Tensor:
@@ -262,10 +262,12 @@ class ImitationEnv(EnvBase):
         parts.append(torch.cat([ref_qpos, ref_site], dim=-1).flatten(1))
         return torch.cat(parts, dim=-1).to(torch.float32)
 
-    def _metrics(self, sim: PhysicsView, ref: ReferenceFrame, values: dict[str, torch.Tensor]) -> TensorDict:
+    def _metrics(
+        self, sim: PhysicsView, ref: ReferenceFrame, values: dict[str, torch.Tensor], site_error: torch.Tensor
+    ) -> TensorDict:
         """Per-env metrics [B] float32; zero (never NaN) for unstable bodies."""
         metrics = dict(values)
-        metrics["site_pos_error_mm"] = T.site_pos_error(sim, ref) * 1e3
+        metrics["site_pos_error_mm"] = site_error * 1e3
         metrics["joint_pos_error_deg"] = torch.rad2deg(T.joint_pos_error(sim, ref))
         metrics = {
             k: torch.where(sim.unstable, torch.zeros_like(v), v).to(torch.float32)
@@ -297,7 +299,7 @@ class ImitationEnv(EnvBase):
         return TensorDict(
             {
                 "observation": self._observe(sim),
-                "metrics": self._metrics(sim, ref, values),
+                "metrics": self._metrics(sim, ref, values, T.site_pos_error(sim, ref)),
                 "done": done,
                 "terminated": done.clone(),
                 "truncated": done.clone(),
@@ -326,9 +328,10 @@ class ImitationEnv(EnvBase):
         reward = torch.where(unstable, torch.zeros_like(reward), reward)
         observation = self._observe(sim)
         observation = torch.where(unstable[:, None], torch.zeros_like(observation), observation)
-        metrics = self._metrics(sim, ref, values)
+        site_error = T.site_pos_error(sim, ref)
+        metrics = self._metrics(sim, ref, values, site_error)
 
-        terminated = unstable | self.task.terminated(sim, ref)
+        terminated = unstable | self.task.terminated(site_error)
         truncated = self.frame >= self.clips.length[self.clip_index] - 1
         terminated = terminated[:, None]
         truncated = truncated[:, None] & ~terminated

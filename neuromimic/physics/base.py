@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import mujoco
+import numpy as np
 import torch
 
 from neuromimic.bodies.base import Body
@@ -91,3 +92,20 @@ class Backend(Protocol):
             ctrl: [B, nu] controls, float, on `device`.
         """
         ...
+
+
+def reset_to_rest_pose(backend: Backend, dtype: torch.dtype) -> None:
+    """Put every body of ``backend`` in its body's rest pose, still, with muscles off.
+
+    Args:
+        backend: a backend whose constructor has set `Backend.body` and `Backend.model`.
+        dtype: the float dtype the backend's views use.
+    """
+    model, num_envs = backend.model, backend.num_envs
+    rest = backend.body.default_qpos if backend.body.default_qpos is not None else model.qpos0
+    backend.reset(
+        torch.ones(num_envs, dtype=torch.bool, device=backend.device),
+        torch.as_tensor(np.asarray(rest), dtype=dtype, device=backend.device).expand(num_envs, -1),
+        torch.zeros(num_envs, model.nv, dtype=dtype, device=backend.device),
+        torch.zeros(num_envs, model.na, dtype=dtype, device=backend.device),
+    )

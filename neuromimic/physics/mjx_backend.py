@@ -30,11 +30,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from neuromimic.bodies.base import Body
-from neuromimic.physics.base import PhysicsView
+from neuromimic.physics.base import PhysicsView, reset_to_rest_pose
 from neuromimic.physics.bridge import import_jax, jax_to_torch, torch_to_jax
 from neuromimic.physics.model import compile_model, sensor_layout
 
@@ -136,15 +135,7 @@ class MjxBackend:
         self._unstable = jax.device_put(jnp.zeros(num_envs, dtype=bool), self._jax_device)
         self.dtype = jax_to_torch(self.data.qpos).dtype
 
-        model = self.model
-        default_qpos = body.default_qpos if body.default_qpos is not None else model.qpos0
-        qpos = torch.as_tensor(np.asarray(default_qpos), dtype=self.dtype).expand(num_envs, -1)
-        self.reset(
-            torch.ones(num_envs, dtype=torch.bool),
-            qpos,
-            torch.zeros(num_envs, model.nv, dtype=self.dtype),
-            torch.zeros(num_envs, model.na, dtype=self.dtype),
-        )
+        reset_to_rest_pose(self, self.dtype)
         log.debug(
             "MjxBackend: %d bodies, %d substeps, impl=%s on %s",
             num_envs, substeps, impl, self._jax_device,
@@ -238,17 +229,8 @@ class MjxBackend:
         qvel: torch.Tensor,
         act: torch.Tensor,
     ) -> None:
-        """Set the state of the rows where ``mask`` is True; other rows stay bitwise equal.
-
-        Reset rows get time 0, zero controls and warm start, and sensors evaluated at the
-        new state by ``mjx.forward``; their `unstable` flag is cleared.
-
-        Args:
-            mask: [B] bool, on `device`.
-            qpos: [B, nq] joint positions in rad (only masked rows are used).
-            qvel: [B, nv] joint velocities in rad/s.
-            act: [B, na] muscle activations in 0..1.
-        """
+        """`Backend.reset`, in one jitted call: reset rows get time 0, zero controls and
+        warm start, sensors at the new state (``mjx.forward``), a cleared `unstable` flag."""
         mask_j = torch_to_jax(mask.detach().to(device=self.device, dtype=torch.bool).contiguous())
         self.data, self._unstable = self._reset_fn(
             self.data,

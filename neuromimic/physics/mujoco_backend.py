@@ -23,9 +23,9 @@ The copies that remain (listed in `COPIES`, one per control step unless noted):
    ``copy_``; rollout takes one control vector per substep.
 3. ``final state``: the last substep's state and control are copied into the contiguous
    inputs of the sensor rollout ([B, nstate] and [B, 1, nu]).
-4. ``reset``: rows being reset are written into the state and sensordata buffers (after
-   an ``mj_forward`` on a scratch `mujoco.MjData` to evaluate their sensors). Resets are
-   rare and masked; other rows are not touched.
+4. ``reset``: the masked rows' new states are gathered into one array, written into the
+   state buffer, and their sensors evaluated by the same explicit-Euler pass as after a
+   step (one rollout call for all reset rows); other rows are not touched.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch
 from mujoco import rollout as mj_rollout
 
 from neuromimic.bodies.base import Body
-from neuromimic.physics.base import PhysicsView
+from neuromimic.physics.base import PhysicsView, reset_to_rest_pose
 from neuromimic.physics.model import compile_model, sensor_layout
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ COPIES: tuple[str, ...] = (
     "(cast + broadcast, per step)",
     "final state: last substep state [B, nstate] and ctrl [B, 1, nu] -> contiguous inputs of "
     "the sensor rollout (per step)",
-    "reset: masked rows' state and sensors written into the output buffers (per reset)",
+    "reset: masked rows' new states gathered, written into the state buffer, and their "
+    "sensors into sensordata (per reset)",
 )
 
 _FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -156,7 +157,9 @@ class MujocoBackend:
         self._final_state = np.zeros((num_envs, nstate))
         self._final_control = np.zeros((num_envs, 1, model.nu))
         self._discarded_state = np.zeros((num_envs, 1, nstate))
-        self._scratch = mujoco.MjData(model)
+        # The state a reset row starts from before its qpos, qvel and act are written.
+        self._reset_state = np.zeros(nstate)
+        mujoco.mj_getState(model, mujoco.MjData(model), self._reset_state, _FULLPHYSICS)
         self._pool = mj_rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
         self._ctrl_dt = substeps * model.opt.timestep
 
@@ -166,14 +169,7 @@ class MujocoBackend:
         self._unstable = torch.zeros(num_envs, dtype=torch.bool)
         self._view = self._make_view()
 
-        default_qpos = body.default_qpos if body.default_qpos is not None else model.qpos0
-        qpos = torch.as_tensor(np.asarray(default_qpos), dtype=torch.float64).expand(num_envs, -1)
-        self.reset(
-            torch.ones(num_envs, dtype=torch.bool),
-            qpos,
-            torch.zeros(num_envs, model.nv, dtype=torch.float64),
-            torch.zeros(num_envs, model.na, dtype=torch.float64),
-        )
+        reset_to_rest_pose(self, torch.float64)
         log.debug(
             "MujocoBackend: %d bodies, %d threads, %d substeps", num_envs, self.nthread, substeps
         )
@@ -228,16 +224,7 @@ class MujocoBackend:
         )
         np.copyto(self._final_state, self.state[:, -1])
         np.copyto(self._final_control, self.control[:, -1:])
-        self._pool.rollout(
-            self._sensor_models,
-            self._datas,
-            self._final_state,
-            self._final_control,
-            skip_checks=True,
-            nstep=1,
-            state=self._discarded_state,
-            sensordata=self.sensordata,
-        )
+        self._sensors_at(self._final_state, self._final_control, out=self.sensordata)
         self._update_unstable()
 
     def _update_unstable(self) -> None:
@@ -260,31 +247,34 @@ class MujocoBackend:
         qvel: torch.Tensor,
         act: torch.Tensor,
     ) -> None:
-        """Set the state of the rows where ``mask`` is True; other rows stay bitwise equal.
-
-        Reset rows get time 0, zero controls and warm start, and sensors evaluated at the
-        new state; their `unstable` flag is cleared.
-
-        Args:
-            mask: [B] bool.
-            qpos: [B, nq] joint positions in rad (only masked rows are read).
-            qvel: [B, nv] joint velocities in rad/s.
-            act: [B, na] muscle activations in 0..1.
-        """
-        rows = torch.nonzero(mask.cpu(), as_tuple=False).flatten().tolist()
-        if not rows:
+        """`Backend.reset`: reset rows get time 0, zero controls and warm start, sensors
+        at the new state, and a cleared `unstable` flag. Reads its inputs on the host."""
+        rows = torch.nonzero(mask.cpu()).flatten().numpy()
+        if rows.size == 0:
             return
-        model, data = self.model, self._scratch
-        qpos_np = qpos.detach().cpu().numpy()
-        qvel_np = qvel.detach().cpu().numpy()
-        act_np = act.detach().cpu().numpy()
-        for row in rows:
-            mujoco.mj_resetData(model, data)
-            data.qpos[:] = qpos_np[row]
-            data.qvel[:] = qvel_np[row]
-            data.act[:] = act_np[row]
-            mujoco.mj_forward(model, data)
-            mujoco.mj_getState(model, data, self.state[row, -1], _FULLPHYSICS)
-            self.sensordata[row, -1] = data.sensordata
-            self.control[row] = 0.0
-            self._unstable[row] = False
+        start = np.repeat(self._reset_state[None], rows.size, axis=0)
+        offsets = self.offsets
+        start[:, offsets["qpos"]] = qpos.detach().cpu().numpy()[rows]
+        start[:, offsets["qvel"]] = qvel.detach().cpu().numpy()[rows]
+        start[:, offsets["act"]] = act.detach().cpu().numpy()[rows]
+        self.state[rows, -1] = start
+        self.control[rows] = 0.0
+        sensors = np.empty((rows.size, 1, self.model.nsensordata))
+        self._sensors_at(start, self.control[rows, -1:], out=sensors)
+        self.sensordata[rows] = sensors
+        self._unstable[torch.from_numpy(rows)] = False
+
+    def _sensors_at(self, state: np.ndarray, control: np.ndarray, out: np.ndarray) -> None:
+        """Write into ``out`` [n, 1, nsensordata] the sensors at ``state`` [n, nstate] (the
+        explicit-Euler pass; ``control`` [n, 1, nu] is held during it)."""
+        n = state.shape[0]
+        self._pool.rollout(
+            self._sensor_models[:n],
+            self._datas,
+            state,
+            control,
+            skip_checks=True,
+            nstep=1,
+            state=self._discarded_state[:n],
+            sensordata=out,
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -70,8 +69,10 @@ class ImitationTask:
         """Weighted sum [B] of the term values returned by `reward_terms`."""
         return sum(self.weights[name] * value for name, value in values.items())
 
-    def terminated(self, sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
-        """[B] bool: True where the tracked sites strayed beyond ``termination_distance``."""
-        if math.isinf(self.termination_distance):
-            return torch.zeros(sim.qpos.shape[0], dtype=torch.bool, device=sim.qpos.device)
-        return terms.site_pos_error(sim, ref) > self.termination_distance
+    def terminated(self, site_error: torch.Tensor) -> torch.Tensor:
+        """[B] bool: True where the tracked sites strayed beyond ``termination_distance``.
+
+        Args:
+            site_error: [B] mean tracked-site error in m (`terms.site_pos_error`).
+        """
+        return site_error > self.termination_distance

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import lightning as L
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
@@ -29,8 +29,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from neuromimic.bodies import get_body
-from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env, observation_size
+from neuromimic.envs.imitation import EnvConfig, ImitationEnv, env_sizes, make_env
 from neuromimic.models import MLPController
 
 log = logging.getLogger(__name__)
@@ -104,9 +103,7 @@ class PPOModule(L.LightningModule):
         self.env_config = env or EnvConfig()
         self.ppo = ppo or PPOConfig()
         self.seed = seed
-        body = get_body(self.env_config.body)
-        self.action_size = body.load_model().nu
-        self.observation_size = observation_size(self.env_config)
+        self.observation_size, self.action_size = env_sizes(self.env_config)
         factory = controller or MLPController
         self.controller = factory(self.observation_size, self.action_size)
 
