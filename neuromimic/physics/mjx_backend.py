@@ -12,7 +12,8 @@ re-created from them after each call: hold on to ``backend.view`` only until the
 call, and never write into its tensors.
 
 Precision: float32 (JAX's default). After one control step from the same state, qpos and
-act agree with native MuJoCo (float64) to about 1e-7, far inside the 1e-4 the tests ask.
+act agree with native MuJoCo (float64) to about 1e-7 (`tools/compare_backends.py`), far
+inside the 1e-4 the tests ask.
 
 Sensor timing: after the substeps the step runs ``mjx.forward`` once, so positions,
 forces and sensors describe the final state, as the native backend's do.
