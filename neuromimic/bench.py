@@ -34,8 +34,9 @@ def bench_env(
     observation, reward, termination, automatic partial resets and the TensorDict.
 
     Returns:
-        ``{"steps_per_s", "backend_steps_per_s", "raw_steps_per_s", "ratio",
-        "backend_ratio", ...}`` where a step is one control step of one body.
+        ``{"steps_per_s", "backend_steps_per_s", "raw_steps_per_s",
+        "raw_per_control_step_steps_per_s", "ratio", "backend_ratio", ...}`` where a step
+        is one control step of one body and the ratios are to ``raw_steps_per_s``.
     """
     config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, substeps=substeps)
     env = make_env(config, split=None, seed=seed)
@@ -59,8 +60,16 @@ def bench_env(
         for i in range(steps):
             env.backend.step(actions[i])
 
-    env_seconds = _seconds(env_steps, env.device)
-    backend_seconds = _seconds(backend_steps, env.device)
+    with env.stepping():  # as training collects; the raw rollout below runs alike
+        env_seconds = _seconds(env_steps, env.device)
+        backend_seconds = _seconds(backend_steps, env.device)
+        raw_seconds = None
+        if backend == "mujoco":
+            host_actions = actions.cpu().numpy()
+            raw_seconds = _raw_rollout_seconds(env.backend, initial_state, host_actions, substeps)
+            closed_loop_seconds = _raw_rollout_seconds(
+                env.backend, initial_state, host_actions, substeps, per_control_step=True
+            )
 
     result = {
         "benchmark": "env",
@@ -75,12 +84,13 @@ def bench_env(
         "backend_steps_per_s": steps * num_envs / backend_seconds,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads_while_stepping": 1 if env.device.type == "cpu" else torch.get_num_threads(),
         "mujoco": mujoco.__version__,
     }
-    if backend == "mujoco":
-        raw_seconds = _raw_rollout_seconds(env.backend, initial_state, actions.cpu().numpy(), substeps)
+    if raw_seconds is not None:
         result["raw_steps_per_s"] = steps * num_envs / raw_seconds
+        # The bare rollout called once per control step: the most any closed-loop env can do.
+        result["raw_per_control_step_steps_per_s"] = steps * num_envs / closed_loop_seconds
         result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
         result["backend_ratio"] = result["backend_steps_per_s"] / result["raw_steps_per_s"]
         result["threads"] = env.backend.nthread
@@ -98,15 +108,32 @@ def _seconds(run, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _raw_rollout_seconds(backend, initial_state: np.ndarray, actions: np.ndarray, substeps: int) -> float:
-    """Seconds for one bare ``mujoco.rollout`` call over all steps, with the backend's model,
-    thread count and full physics start states [B, nstate]."""
+def _raw_rollout_seconds(
+    backend, initial_state: np.ndarray, actions: np.ndarray, substeps: int, per_control_step: bool = False
+) -> float:
+    """Seconds of a bare ``mujoco.rollout`` over all steps, with the backend's model, thread
+    count and full physics start states [B, nstate].
+
+    Args:
+        per_control_step: one rollout call per control step, each starting from the last
+            one's final state (what any closed-loop controller needs); otherwise one call
+            for the whole open-loop sequence.
+    """
     model = backend.model
     datas = [mujoco.MjData(model) for _ in range(backend.nthread)]
     control = np.repeat(actions.transpose(1, 0, 2), substeps, axis=1).astype(np.float64)
     models = [model] * initial_state.shape[0]
     with mj_rollout.Rollout(nthread=backend.nthread if backend.nthread > 1 else 0) as runner:
         runner.rollout(models, datas, initial_state, control[:, :2])  # warm-up
+        if not per_control_step:
+            start = time.perf_counter()
+            runner.rollout(models, datas, initial_state, control)
+            return time.perf_counter() - start
+        state = initial_state.copy()
+        states = np.zeros((state.shape[0], substeps, state.shape[1]))
         start = time.perf_counter()
-        runner.rollout(models, datas, initial_state, control)
+        for i in range(actions.shape[0]):
+            chunk = np.ascontiguousarray(control[:, i * substeps : (i + 1) * substeps])
+            runner.rollout(models, datas, state, chunk, nstep=substeps, state=states)
+            state[:] = states[:, -1]
         return time.perf_counter() - start

@@ -183,7 +183,8 @@ def test_mjx_views_alias_jax_buffers(mjx_backend):
 
 @pytest.mark.parametrize("name", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def test_sensors_describe_the_reported_state(name, native, request):
-    """After a step, site positions and muscle lengths belong to the qpos the view reports."""
+    """After a step, every sensor (sites, muscle length, velocity, force) is MuJoCo's own
+    evaluation at the state the view reports."""
     import mujoco
 
     backend = native if name == "mujoco" else request.getfixturevalue("mjx_backend")
@@ -194,12 +195,21 @@ def test_sensors_describe_the_reported_state(name, native, request):
     view = backend.view
     data = mujoco.MjData(model)
     tolerance = 1e-12 if name == "mujoco" else 1e-6
+    site = model.site(get_body("mouse_forelimb").end_effector_sites[0]).id
     for row in range(B):
         data.qpos[:] = view.qpos[row].double().numpy()
-        mujoco.mj_fwdPosition(model, data)
-        site = model.site(get_body("mouse_forelimb").end_effector_sites[0]).id
-        np.testing.assert_allclose(view.site_pos_w[row, 0].double().numpy(), data.site_xpos[site], atol=tolerance)
-        np.testing.assert_allclose(view.actuator_length[row].double().numpy(), data.actuator_length, atol=tolerance)
+        data.qvel[:] = view.qvel[row].double().numpy()
+        data.act[:] = view.act[row].double().numpy()
+        data.ctrl[:] = view.ctrl[row].double().numpy()
+        mujoco.mj_forward(model, data)
+        for name, expected in (
+            ("site_pos_w", data.site_xpos[site]),
+            ("actuator_length", data.actuator_length),
+            ("actuator_velocity", data.actuator_velocity),
+            ("actuator_force", data.actuator_force),
+        ):
+            value = getattr(view, name)[row].double().numpy().reshape(expected.shape)
+            np.testing.assert_allclose(value, expected, atol=tolerance, rtol=1e-6, err_msg=name)
 
 
 @pytest.mark.slow

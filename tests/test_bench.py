@@ -10,6 +10,7 @@ def test_bench_env_prints_one_json_object(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["benchmark"] == "env" and result["backend"] == "mujoco"
     assert result["steps_per_s"] > 0 and result["raw_steps_per_s"] > 0
+    assert result["raw_per_control_step_steps_per_s"] > 0
     assert result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
 
 

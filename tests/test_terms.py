@@ -31,8 +31,9 @@ def test_site_error_and_kernel_in_physical_units():
     ref = ReferenceFrame(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 1, 3))
     site = torch.tensor([[[0.0, 0.0, 0.0]], [[0.003, 0.004, 0.0]]])  # 0 mm and 5 mm away
     sim = _view(torch.zeros(2, 4), site)
-    assert torch.allclose(T.site_pos_error(sim, ref), torch.tensor([0.0, 0.005]))
-    value = T.site_pos_error_exp(sim, ref, sigma=0.005)
+    errors = T.tracking_errors(sim, ref)
+    assert torch.allclose(errors.site_pos, torch.tensor([0.0, 0.005]))
+    value = T.site_pos_error_exp(sim, errors, sigma=0.005)
     assert torch.allclose(value, torch.tensor([1.0, math.exp(-1.0)]))
 
 
@@ -40,8 +41,9 @@ def test_joint_error_is_rms_in_radians():
     ref = ReferenceFrame(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 1, 3))
     qpos = torch.tensor([[0.1, 0.1, 0.1, 0.1], [0.2, 0.0, 0.0, 0.0]])
     sim = _view(qpos, torch.zeros(2, 1, 3))
-    assert torch.allclose(T.joint_pos_error(sim, ref), torch.tensor([0.1, 0.1]))
-    assert torch.allclose(T.joint_pos_error_exp(sim, ref, sigma=0.1), torch.full((2,), math.exp(-1.0)))
+    errors = T.tracking_errors(sim, ref)
+    assert torch.allclose(errors.joint_pos, torch.tensor([0.1, 0.1]))
+    assert torch.allclose(T.joint_pos_error_exp(sim, errors, sigma=0.1), torch.full((2,), math.exp(-1.0)))
 
 
 def test_costs_and_weighted_reward():
@@ -50,7 +52,7 @@ def test_costs_and_weighted_reward():
     force = torch.tensor([[-0.5, -0.5, -0.5], [0.0, 0.0, 0.0]])
     sim = _view(torch.zeros(2, 4), torch.zeros(2, 1, 3), ctrl=ctrl, force=force)
     task = ImitationTask(weights={"site_pos_error_exp": 1.0, "ctrl_l2": -0.5, "muscle_force_l2": -1.0})
-    values = task.reward_terms(sim, ref, max_force=torch.ones(3))
+    values = task.reward_terms(sim, T.tracking_errors(sim, ref), max_force=torch.ones(3))
     assert set(values) == {"site_pos_error_exp", "ctrl_l2", "muscle_force_l2"}
     assert torch.allclose(values["muscle_force_l2"], torch.tensor([0.25, 0.0]))
     assert torch.allclose(task.reward(values), torch.tensor([1.0 - 0.5 - 0.25, 1.0]))
@@ -60,7 +62,7 @@ def test_termination_threshold_and_unknown_terms():
     ref = ReferenceFrame(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 1, 3))
     site = torch.tensor([[[0.002, 0.0, 0.0]], [[0.004, 0.0, 0.0]]])
     task = ImitationTask(termination_distance=0.003)
-    site_error = T.site_pos_error(_view(torch.zeros(2, 4), site), ref)
+    site_error = T.tracking_errors(_view(torch.zeros(2, 4), site), ref).site_pos
     assert task.terminated(site_error).tolist() == [False, True]
     assert not ImitationTask(termination_distance=math.inf).terminated(site_error).any()
     with pytest.raises(ValueError, match="unknown reward terms.*wrist_bonus"):

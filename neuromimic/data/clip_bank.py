@@ -1,8 +1,8 @@
 """`ClipBank`: reference clips as padded device tensors, and a seeded clip sampler.
 
-The env reads the reference of every body each control step by fancy indexing
-(``bank.qpos[clip_index, frame]``) and samples new clips and start frames at resets;
-both stay on the device, with no host synchronisation.
+The env reads the reference of every body each control step with one fancy index into
+the packed ``frames`` tensor (`ClipBank.gather`) and samples new clips and start frames
+at resets; both stay on the device, with no host synchronisation.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from neuromimic.data.clips import ClipError, ReferenceClip
+from neuromimic.tasks.terms import ReferenceFrame
 
 
 class ClipBank:
@@ -33,6 +34,8 @@ class ClipBank:
         body: registry key of the clips' body.
         site_names: names of the S tracked sites.
         names: clip names, in bank order.
+        frames: every frame packed as ``[qpos | qvel | site_pos_w flattened]``,
+            [C, Tmax, nq + nv + 3S]; the three fields below are views of it.
         qpos: joint positions [C, Tmax, nq] in rad.
         qvel: joint velocities [C, Tmax, nv] in rad/s.
         site_pos_w: tracked site positions [C, Tmax, S, 3] in m, world frame.
@@ -84,12 +87,37 @@ class ClipBank:
                 padded.append(np.concatenate([value, pad], axis=0))
             return torch.as_tensor(np.stack(padded), dtype=dtype, device=self.device)
 
-        self.qpos = stack("qpos")
-        self.qvel = stack("qvel")
-        self.site_pos_w = stack("site_pos_w")
+        nq, nv = first.qpos.shape[1], first.qvel.shape[1]
+        num_sites = len(self.site_names)
+        self.frames = torch.cat(
+            [stack("qpos"), stack("qvel"), stack("site_pos_w").flatten(2)], dim=-1
+        )
+        self.qpos = self.frames[..., :nq]
+        self.qvel = self.frames[..., nq : nq + nv]
+        self.site_pos_w = self.frames[..., nq + nv :].unflatten(-1, (num_sites, 3))
         self.length = torch.tensor(lengths, dtype=torch.long, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+
+    def gather(self, clip_index: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """Frames ``frame`` [B, F] of clips ``clip_index`` [B], packed like `frames`, in one index.
+
+        Frames past a clip's end read its last frame (the padding); ``frame`` must be
+        below ``Tmax``. `unpack` splits the result into a `ReferenceFrame`.
+
+        Returns:
+            [B, F, nq + nv + 3S].
+        """
+        return self.frames[clip_index[:, None], frame]
+
+    def unpack(self, packed: torch.Tensor) -> ReferenceFrame:
+        """Views of packed frames [..., nq + nv + 3S] as a `ReferenceFrame` ([..., nq] and so on)."""
+        nq, nv = self.qpos.shape[-1], self.qvel.shape[-1]
+        return ReferenceFrame(
+            qpos=packed[..., :nq],
+            qvel=packed[..., nq : nq + nv],
+            site_pos_w=packed[..., nq + nv :].unflatten(-1, (len(self.site_names), 3)),
+        )
 
     def sample(
         self, n: int, random_start: bool = True, min_frames_left: int = 10

@@ -107,6 +107,7 @@ class MujocoBackend:
             place by the sensor rollout.
         control: [B, substeps, nu] float64, the controls rollout reads.
         initial_state: [B, nstate] float64, the states rollout starts from.
+        unstable: [B] bool, the flags `PhysicsView.unstable` aliases.
     """
 
     copies: tuple[str, ...] = COPIES
@@ -150,8 +151,10 @@ class MujocoBackend:
         # substeps they describe the state one substep back. One step of an explicit-Euler
         # copy of the model from the final state evaluates them at that state (one forward
         # pass, against RK4's four per substep); the state it integrates is discarded.
+        # Sensors do not depend on constraint forces: skip the solver in that pass.
         sensor_model = copy.copy(model)
         sensor_model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
+        sensor_model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONSTRAINT
         self._sensor_models = [sensor_model] * num_envs
         self._substep_sensordata = np.zeros((num_envs, substeps, model.nsensordata))
         self._final_state = np.zeros((num_envs, nstate))
@@ -166,7 +169,7 @@ class MujocoBackend:
         self._state_t = torch.from_numpy(self.state)
         self._initial_t = torch.from_numpy(self.initial_state)
         self._control_t = torch.from_numpy(self.control)
-        self._unstable = torch.zeros(num_envs, dtype=torch.bool)
+        self.unstable = np.zeros(num_envs, dtype=bool)
         self._view = self._make_view()
 
         reset_to_rest_pose(self, torch.float64)
@@ -192,7 +195,7 @@ class MujocoBackend:
             actuator_velocity=sensors[:, layout.actuator_velocity],
             actuator_force=sensors[:, layout.actuator_force],
             time=last[:, offsets["time"].start],
-            unstable=self._unstable,
+            unstable=torch.from_numpy(self.unstable),
         )
 
     @property
@@ -228,17 +231,21 @@ class MujocoBackend:
         self._update_unstable()
 
     def _update_unstable(self) -> None:
-        view = self._view
-        time0 = self._initial_t[:, self.offsets["time"].start]
-        finite = torch.isfinite(self._state_t[:, -1]).all(dim=1)
-        finite &= torch.isfinite(torch.from_numpy(self.sensordata)[:, -1]).all(dim=1)
-        # A non-finite start state is reset by MuJoCo to qpos0 (finite again): flag it here.
-        finite &= torch.isfinite(self._initial_t).all(dim=1)
-        fast = view.qvel.abs().amax(dim=1) > self.max_qvel
+        """Flag the bodies whose step produced NaN/Inf, a runaway speed, or MuJoCo's reset.
+
+        Plain numpy on the host buffers: a handful of tiny array ops, cheaper than torch's.
+        """
+        last, offsets = self.state[:, -1], self.offsets
+        # A sum is non-finite iff a term is (or it overflows, which is unstable too). A
+        # non-finite start state is reset by MuJoCo to qpos0 (finite again): check it here.
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = last.sum(1) + self.sensordata[:, -1].sum(1) + self.initial_state.sum(1)
+        unstable = ~np.isfinite(total)
+        unstable |= np.abs(last[:, offsets["qvel"]]).max(1) > self.max_qvel
         # MuJoCo's automatic reset sets time to 0 and rollout then repeats the last state.
-        stalled = (view.time - time0 - self._ctrl_dt).abs() > 0.5 * self.model.opt.timestep
-        torch.logical_or(~finite, fast, out=self._unstable)
-        self._unstable |= stalled
+        elapsed = last[:, offsets["time"].start] - self.initial_state[:, offsets["time"].start]
+        unstable |= np.abs(elapsed - self._ctrl_dt) > 0.5 * self.model.opt.timestep
+        self.unstable[:] = unstable
 
     def reset(
         self,
@@ -262,7 +269,7 @@ class MujocoBackend:
         sensors = np.empty((rows.size, 1, self.model.nsensordata))
         self._sensors_at(start, self.control[rows, -1:], out=sensors)
         self.sensordata[rows] = sensors
-        self._unstable[torch.from_numpy(rows)] = False
+        self.unstable[rows] = False
 
     def _sensors_at(self, state: np.ndarray, control: np.ndarray, out: np.ndarray) -> None:
         """Write into ``out`` [n, 1, nsensordata] the sensors at ``state`` [n, nstate] (the

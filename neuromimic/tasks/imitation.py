@@ -8,7 +8,7 @@ import torch
 
 from neuromimic.physics.base import PhysicsView
 from neuromimic.tasks import terms
-from neuromimic.tasks.terms import ReferenceFrame
+from neuromimic.tasks.terms import TrackingErrors
 
 
 def _default_weights() -> dict[str, float]:
@@ -43,6 +43,8 @@ class ImitationTask:
     termination_distance: float = 0.003
 
     def __post_init__(self) -> None:
+        if not self.weights:
+            raise ValueError(f"task weights must name at least one reward term: {sorted(terms.TERMS)}")
         unknown = sorted(set(self.weights) - set(terms.TERMS))
         if unknown:
             raise ValueError(
@@ -52,9 +54,15 @@ class ImitationTask:
             raise ValueError("termination_distance must be > 0 (use inf to disable termination)")
 
     def reward_terms(
-        self, sim: PhysicsView, ref: ReferenceFrame, max_force: torch.Tensor
+        self, sim: PhysicsView, errors: TrackingErrors, max_force: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Unweighted value of every weighted term, each [B]."""
+        """Unweighted value of every weighted term, each [B].
+
+        Args:
+            sim: the simulated state.
+            errors: its `TrackingErrors` against the reference (`terms.tracking_errors`).
+            max_force: [nu] peak isometric force of each muscle in N.
+        """
         params = {
             "joint_pos_error_exp": {"sigma": self.joint_pos_sigma},
             "joint_vel_error_exp": {"sigma": self.joint_vel_sigma},
@@ -62,7 +70,7 @@ class ImitationTask:
             "muscle_force_l2": {"max_force": max_force},
         }
         return {
-            name: terms.TERMS[name](sim, ref, **params.get(name, {})) for name in self.weights
+            name: terms.TERMS[name](sim, errors, **params.get(name, {})) for name in self.weights
         }
 
     def reward(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -73,6 +81,6 @@ class ImitationTask:
         """[B] bool: True where the tracked sites strayed beyond ``termination_distance``.
 
         Args:
-            site_error: [B] mean tracked-site error in m (`terms.site_pos_error`).
+            site_error: [B] mean tracked-site error in m (`TrackingErrors.site_pos`).
         """
         return site_error > self.termination_distance

@@ -1,9 +1,11 @@
-"""Reward and termination terms: small pure torch functions ``(sim, ref, **params) -> Tensor[B]``.
+"""Reward terms: small pure torch functions ``(sim, errors, **params) -> Tensor[B]``.
 
-``sim`` is a `neuromimic.physics.PhysicsView` (the simulated state of B bodies), ``ref`` a
-`ReferenceFrame` (the reference at the same instant). Tracking terms are Gaussian kernels
-of an error in physical units, ``exp(-(err / sigma)^2)`` in [0, 1]; costs are non-negative
-and carry negative weights in the task. Names follow ``<quantity>_<error>_<kernel>``.
+``sim`` is a `neuromimic.physics.PhysicsView` (the simulated state of B bodies) and
+``errors`` the `TrackingErrors` between it and the reference at the same instant,
+computed once per step by `tracking_errors` and shared by every term, the termination
+rule and the logged metrics. Tracking terms are Gaussian kernels of an error in physical
+units, ``exp(-(err / sigma)^2)`` in [0, 1]; costs are non-negative and carry negative
+weights in the task. Names follow ``<quantity>_<error>_<kernel>``.
 """
 
 from __future__ import annotations
@@ -30,38 +32,51 @@ class ReferenceFrame:
     site_pos_w: torch.Tensor
 
 
-def joint_pos_error(sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
-    """Root-mean-square joint angle error [B] in rad."""
-    return (sim.qpos - ref.qpos).square().mean(-1).sqrt()
+@dataclass
+class TrackingErrors:
+    """How far each of B bodies is from its reference, in physical units.
+
+    Attributes:
+        joint_pos: root-mean-square joint angle error [B] in rad.
+        joint_vel: root-mean-square joint velocity error [B] in rad/s.
+        site_pos: mean Euclidean distance of the tracked sites [B] in m.
+    """
+
+    joint_pos: torch.Tensor
+    joint_vel: torch.Tensor
+    site_pos: torch.Tensor
 
 
-def site_pos_error(sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
-    """Mean Euclidean distance between simulated and reference sites [B] in m."""
-    return (sim.site_pos_w - ref.site_pos_w).norm(dim=-1).mean(-1)
+def tracking_errors(sim: PhysicsView, ref: ReferenceFrame) -> TrackingErrors:
+    """The `TrackingErrors` of the simulated bodies against the reference."""
+    return TrackingErrors(
+        joint_pos=(sim.qpos - ref.qpos).square().mean(-1).sqrt(),
+        joint_vel=(sim.qvel - ref.qvel).square().mean(-1).sqrt(),
+        site_pos=(sim.site_pos_w - ref.site_pos_w).norm(dim=-1).mean(-1),
+    )
 
 
-def joint_pos_error_exp(sim: PhysicsView, ref: ReferenceFrame, sigma: float = 0.1) -> torch.Tensor:
+def joint_pos_error_exp(sim: PhysicsView, errors: TrackingErrors, sigma: float = 0.1) -> torch.Tensor:
     """``exp(-(rms joint angle error / sigma)^2)`` [B]; ``sigma`` in rad."""
-    return torch.exp(-(joint_pos_error(sim, ref) / sigma).square())
+    return torch.exp(-(errors.joint_pos / sigma).square())
 
 
-def joint_vel_error_exp(sim: PhysicsView, ref: ReferenceFrame, sigma: float = 2.0) -> torch.Tensor:
+def joint_vel_error_exp(sim: PhysicsView, errors: TrackingErrors, sigma: float = 2.0) -> torch.Tensor:
     """``exp(-(rms joint velocity error / sigma)^2)`` [B]; ``sigma`` in rad/s."""
-    rms = (sim.qvel - ref.qvel).square().mean(-1).sqrt()
-    return torch.exp(-(rms / sigma).square())
+    return torch.exp(-(errors.joint_vel / sigma).square())
 
 
-def site_pos_error_exp(sim: PhysicsView, ref: ReferenceFrame, sigma: float = 0.001) -> torch.Tensor:
+def site_pos_error_exp(sim: PhysicsView, errors: TrackingErrors, sigma: float = 0.001) -> torch.Tensor:
     """``exp(-(mean site distance / sigma)^2)`` [B]; ``sigma`` in m (1 mm by default)."""
-    return torch.exp(-(site_pos_error(sim, ref) / sigma).square())
+    return torch.exp(-(errors.site_pos / sigma).square())
 
 
-def ctrl_l2(sim: PhysicsView, ref: ReferenceFrame) -> torch.Tensor:
+def ctrl_l2(sim: PhysicsView, errors: TrackingErrors) -> torch.Tensor:
     """Mean squared muscle control [B] (controls in 0..1): a cost on neural drive."""
     return sim.ctrl.square().mean(-1)
 
 
-def muscle_force_l2(sim: PhysicsView, ref: ReferenceFrame, max_force: torch.Tensor) -> torch.Tensor:
+def muscle_force_l2(sim: PhysicsView, errors: TrackingErrors, max_force: torch.Tensor) -> torch.Tensor:
     """Mean squared muscle force relative to each muscle's maximum [B]: a cost on effort.
 
     Args:

@@ -225,11 +225,12 @@ class PPOModule(L.LightningModule):
         """Run the stochastic policy for ``rollout_steps`` control steps: a [B, T] TensorDict."""
         env, td = self.train_env, self._carry
         steps = []
-        for _ in range(self.ppo.rollout_steps):
-            td = self.actor(td)
-            td, next_td = env.step_and_maybe_reset(td)
-            steps.append(td)
-            td = next_td
+        with env.stepping():
+            for _ in range(self.ppo.rollout_steps):
+                td = self.actor(td)
+                td, next_td = env.step_and_maybe_reset(td)
+                steps.append(td)
+                td = next_td
         self._carry = td
         return torch.stack(steps, dim=1)
 
@@ -293,13 +294,14 @@ class PPOModule(L.LightningModule):
         td = env.reset()
         steps = int(env.clips.length.max().item()) - 1
         site_error, joint_error, valid = [], [], []
-        for _ in range(steps):
-            td["action"] = self.controller(td["observation"])
-            alive = env.frame < env.clips.length[env.clip_index] - 1
-            td = env.step(td)["next"]
-            site_error.append(td["metrics", "site_pos_error_mm"])
-            joint_error.append(td["metrics", "joint_pos_error_deg"])
-            valid.append(alive)
+        with env.stepping():
+            for _ in range(steps):
+                td["action"] = self.controller(td["observation"])
+                alive = env.frame < env.clips.length[env.clip_index] - 1
+                td = env.step(td)["next"]
+                site_error.append(td["metrics", "site_pos_error_mm"])
+                joint_error.append(td["metrics", "joint_pos_error_deg"])
+                valid.append(alive)
         valid = torch.stack(valid).float()
         return {
             "site_pos_error_mm": float((torch.stack(site_error) * valid).sum() / valid.sum()),
