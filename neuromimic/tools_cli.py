@@ -1,4 +1,4 @@
-"""``neuromimic bench ...`` and ``neuromimic bodies ...``: the subcommands beside LightningCLI."""
+"""``neuromimic bench ...``, ``bodies ...`` and ``export ...``: the subcommands beside LightningCLI."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument("--clips", default="bundled:mouse_forelimb_reach")
     env.add_argument("--seed", type=int, default=0)
 
+    export = commands.add_parser(
+        "export", help="write a checkpoint's controller as safetensors weights + JSON config (no pickle)"
+    )
+    export.add_argument("--ckpt", required=True, help="a checkpoint written by neuromimic fit")
+    export.add_argument("--output", required=True, help="directory for controller.safetensors and controller.json")
+
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
     bodies_kinds.add_parser("list", help="key, DoF, actuators and muscles of every body")
@@ -43,6 +49,8 @@ def main(argv: list[str]) -> None:
             clips=args.clips,
             seed=args.seed,
         )
+    elif args.command == "export":
+        result = _export(args.ckpt, args.output)
     else:
         result = _list_bodies()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
@@ -59,3 +67,14 @@ def _list_bodies() -> list[dict]:
         muscles = int((model.actuator_dyntype == mujoco.mjtDyn.mjDYN_MUSCLE).sum())
         rows.append({"key": key, "dof": model.nv, "actuators": model.nu, "muscles": muscles})
     return rows
+
+
+def _export(ckpt: str, output: str) -> dict:
+    from neuromimic.models import export_controller, load_controller
+    from neuromimic.training.checkpoint_io import load_checkpoint_file
+
+    controller = load_controller(ckpt)
+    description = load_checkpoint_file(ckpt).get("neuromimic", {}).get("controller", {})
+    metadata = {"source_checkpoint": str(ckpt), **description.get("metadata", {})}
+    directory = export_controller(controller, output, metadata)
+    return {"output": str(directory), "controller": controller.config(), "metadata": metadata}

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from neuromimic.models import MLPController, RunningNorm
+from neuromimic.models import Controller, ControllerSpec, RunningNorm
 from neuromimic.physics.base import PhysicsView
 from neuromimic.tasks import ImitationTask, ReferenceFrame
 from neuromimic.tasks import terms as T
@@ -81,11 +81,11 @@ def test_running_norm_matches_batch_statistics():
 
 
 def test_controller_actions_in_muscle_range():
-    controller = MLPController(observation_size=7, action_size=9, hidden_sizes=(16,))
-    torch.nn.init.normal_(controller.actor[-1].weight, std=100.0)  # saturate on purpose
-    action = controller(torch.randn(32, 7) * 100)
-    assert action.shape == (32, 9)
+    controller = Controller(ControllerSpec(observation_size=7, action_size=9, control_dt=0.01))
+    torch.nn.init.normal_(controller.readout.weight, std=100.0)  # saturate on purpose
+    action, state = controller(torch.randn(32, 7) * 100)
+    assert action.shape == (32, 9) and state == {}
     assert (action >= 0).all() and (action <= 1).all()
-    loc, scale = controller.action_distribution_params(torch.randn(4, 7))
+    loc, scale, _, activity = controller.step(torch.randn(4, 7))
     assert loc.shape == scale.shape == (4, 9) and (scale > 0).all()
-    assert controller.value(torch.randn(4, 7)).shape == (4, 1)
+    assert set(activity) == {"layer_0", "layer_1"}

@@ -144,8 +144,8 @@ def test_ddp_on_cpu_keeps_ranks_identical(tmp_path):
     assert ranks[0]["clip_seed"] != ranks[1]["clip_seed"]
     for key, value in ranks[0]["weights"].items():
         assert torch.equal(value, ranks[1]["weights"][key]), key
-    assert torch.equal(ranks[0]["initial"]["actor.0.weight"], ranks[1]["initial"]["actor.0.weight"])
-    assert not torch.equal(ranks[0]["weights"]["actor.0.weight"], ranks[0]["initial"]["actor.0.weight"])
+    assert torch.equal(ranks[0]["initial"]["core.layers.0.weight"], ranks[1]["initial"]["core.layers.0.weight"])
+    assert not torch.equal(ranks[0]["weights"]["core.layers.0.weight"], ranks[0]["initial"]["core.layers.0.weight"])
     # The checkpoint keeps each rank's own random streams for a resumed DDP run.
     saved = load_checkpoint_file(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
     rank_states = saved["neuromimic"]["ranks"]

@@ -23,6 +23,7 @@ from torchrl.envs import EnvBase
 from neuromimic.bodies import get_body
 from neuromimic.data.clip_bank import ClipBank
 from neuromimic.data.clips import ClipError, load_clips
+from neuromimic.models.base import ControllerSpec
 from neuromimic.physics import make_backend
 from neuromimic.physics.base import Backend, PhysicsView
 from neuromimic.tasks import ImitationTask, ReferenceFrame, tracking_errors
@@ -115,22 +116,29 @@ def observation_layout(
     return layout
 
 
-def env_sizes(config: EnvConfig) -> tuple[int, int]:
-    """(D, nu): observation and action sizes of envs built from ``config``, without
-    building a simulator."""
+def controller_spec(config: EnvConfig) -> ControllerSpec:
+    """What a controller for envs built from ``config`` must fit (observation layout,
+    action size, control step), without building a simulator."""
     body = get_body(config.body)
     model = body.load_model()
     layout = observation_layout(
         model.nq, model.nv, model.nu, len(body.end_effector_sites), tuple(config.future_frames)
     )
-    return sum(size for _, size, _ in layout), model.nu
+    return ControllerSpec(
+        observation_size=sum(size for _, size, _ in layout),
+        action_size=model.nu,
+        control_dt=config.substeps * model.opt.timestep,
+        observation_layout=tuple(layout),
+    )
 
 
 class ImitationEnv(EnvBase):
     """B bodies imitating reference clips, as one batched TorchRL environment.
 
     Output keys per step: ``"observation"`` [B, D] float32 (layout in
-    `observation_layout`), ``"reward"`` [B, 1], ``"done"``, ``"terminated"`` (the tracked
+    `observation_layout`), ``"is_init"`` [B, 1] (True on an episode's first observation,
+    as TorchRL's ``InitTracker`` writes it; recurrent controllers reset their state
+    there), ``"reward"`` [B, 1], ``"done"``, ``"terminated"`` (the tracked
     sites strayed beyond the task's distance, or the physics went unstable),
     ``"truncated"`` (the clip ended; bootstrapped by GAE), and ``("metrics", name)`` [B]:
     every weighted reward term, ``site_pos_error_mm``, ``joint_pos_error_deg`` and
@@ -222,6 +230,7 @@ class ImitationEnv(EnvBase):
                 shape=batch,
                 device=self.device,
             ),
+            is_init=Categorical(2, shape=(*batch, 1), dtype=torch.bool, device=self.device),
             shape=batch,
             device=self.device,
         )
@@ -357,6 +366,7 @@ class ImitationEnv(EnvBase):
             {
                 "observation": observation,
                 "metrics": metrics,
+                "is_init": mask[:, None].clone(),
                 "done": done,
                 "terminated": done.clone(),
                 "truncated": done.clone(),
@@ -409,6 +419,7 @@ class ImitationEnv(EnvBase):
             {
                 "observation": observation,
                 "metrics": metrics,
+                "is_init": torch.zeros_like(terminated),
                 "reward": reward,
                 "done": terminated | truncated,
                 "terminated": terminated,

@@ -21,21 +21,22 @@ import lightning as L
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModule
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
+from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator, set_recurrent_mode
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from neuromimic.envs.imitation import EnvConfig, ImitationEnv, env_sizes, make_env
-from neuromimic.models import MLPController
+from neuromimic.envs.imitation import EnvConfig, ImitationEnv, controller_spec, make_env
+from neuromimic.models import Controller, ControllerModule, ControllerSpec, squash
+from neuromimic.models.cores import mlp
 
 log = logging.getLogger(__name__)
 
-ControllerFactory = Callable[[int, int], nn.Module]
-"""Builds a controller from (observation size D, action size nu)."""
+ControllerFactory = Callable[[ControllerSpec], Controller]
+"""Builds a controller for an env's `ControllerSpec` (a ``class_path`` in YAML)."""
 
 
 @dataclass
@@ -53,6 +54,10 @@ class PPOConfig:
         entropy_coeff: weight of the entropy bonus.
         critic_coeff: weight of the value loss.
         max_grad_norm: gradient-norm clip.
+        sequence_length: L, length of the sequences recurrent controllers are trained on
+            (truncated backpropagation through time); must divide ``rollout_steps``.
+        critic_hidden_sizes: hidden widths of the value network (an MLP on the
+            normalised observation; not part of the exported controller).
     """
 
     rollout_steps: int = 32
@@ -65,6 +70,8 @@ class PPOConfig:
     entropy_coeff: float = 1e-3
     critic_coeff: float = 0.5
     max_grad_norm: float = 1.0
+    sequence_length: int = 16
+    critic_hidden_sizes: tuple[int, ...] = (256, 256)
 
 
 class _Updates(IterableDataset):
@@ -85,8 +92,8 @@ class PPOModule(L.LightningModule):
 
     Args:
         env: the training environment (its ``val`` clips are used for validation).
-        controller: factory ``(observation_size, action_size) -> nn.Module`` (a
-            ``class_path`` in YAML); the default is `MLPController`.
+        controller: factory ``ControllerSpec -> Controller`` (a ``class_path`` in YAML);
+            the default is `Controller` with an `MLPCore`.
         ppo: PPO hyper-parameters.
         seed: base seed; rank r samples clips with ``seed + 1000 * r``.
     """
@@ -103,21 +110,24 @@ class PPOModule(L.LightningModule):
         self.env_config = env or EnvConfig()
         self.ppo = ppo or PPOConfig()
         self.seed = seed
-        self.observation_size, self.action_size = env_sizes(self.env_config)
-        factory = controller or MLPController
-        self.controller = factory(self.observation_size, self.action_size)
+        self.spec = controller_spec(self.env_config)
+        self.controller = (controller or Controller)(self.spec)
+        if self.controller.is_recurrent and self.ppo.rollout_steps % self.ppo.sequence_length:
+            raise ValueError(
+                f"ppo.sequence_length ({self.ppo.sequence_length}) must divide ppo.rollout_steps "
+                f"({self.ppo.rollout_steps}) for a recurrent controller"
+            )
+        self.value_net = mlp([self.spec.observation_size, *self.ppo.critic_hidden_sizes, 1])
 
-        policy = TensorDictModule(
-            _ActorHead(self.controller), in_keys=["observation"], out_keys=["loc", "scale"]
-        )
+        self.controller_module = ControllerModule(self.controller)
         self.actor = ProbabilisticActor(
-            policy,
+            self.controller_module,
             in_keys=["loc", "scale"],
             distribution_class=TanhNormal,
             distribution_kwargs={"low": 0.0, "high": 1.0},
             return_log_prob=True,
         )
-        self.critic = ValueOperator(_CriticHead(self.controller), in_keys=["observation"])
+        self.critic = ValueOperator(_Critic(self.controller.obs_norm, self.value_net), in_keys=["observation"])
         self.loss = ClipPPOLoss(
             self.actor,
             self.critic,
@@ -133,13 +143,23 @@ class PPOModule(L.LightningModule):
         )
         # Held-out wrist error of the untrained controller, kept across resumes.
         self.register_buffer("initial_val_error_mm", torch.tensor(float("nan")))
-        self.train_env: ImitationEnv | None = None
-        self.val_env: ImitationEnv | None = None
+        # Envs are nn.Modules to TorchRL: kept out of this module's tree (state_dict, DDP).
+        self._envs = _Envs()
         self._carry: TensorDictBase | None = None
         self._minibatches: list[TensorDictBase] = []
         self._rollout_observations: torch.Tensor | None = None
         self._shuffle = torch.Generator()
         self._episode_return: torch.Tensor | None = None
+
+    @property
+    def train_env(self) -> ImitationEnv | None:
+        """This rank's training env (after `setup`)."""
+        return self._envs.train
+
+    @property
+    def val_env(self) -> ImitationEnv | None:
+        """The held-out clips' env, one body per clip (after `setup`)."""
+        return self._envs.val
 
     # ------------------------------------------------------------------ Lightning plumbing
     @property
@@ -152,12 +172,19 @@ class PPOModule(L.LightningModule):
         device = self.trainer.strategy.root_device
         rank = self.trainer.global_rank
         if stage == "fit":
-            self.train_env = make_env(self.env_config, split="train", device=device, seed=self.seed + 1000 * rank)
+            self._envs.train = make_env(self.env_config, split="train", device=device, seed=self.seed + 1000 * rank)
+            self._envs.rollout = self.train_env
+            if self.controller.is_recurrent:
+                # Registers the controller's state in the env's specs, so that TorchRL's
+                # step_mdp carries it from "next" to the next step's root.
+                primer = self.controller_module.make_tensordict_primer()
+                self._envs.rollout = TransformedEnv(self.train_env, primer)
             self._shuffle.manual_seed(self.seed + 1000 * rank + 1)
-        self.val_env = make_env(self.env_config, split="val", device=device, evaluation=True)
+        self._envs.val = make_env(self.env_config, split="val", device=device, evaluation=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.controller.parameters(), lr=self.ppo.learning_rate)
+        parameters = [p for p in self.parameters() if p.requires_grad]  # a frozen decoder stays out
+        return torch.optim.Adam(parameters, lr=self.ppo.learning_rate)
 
     # The loaders get their own generators: creating an iterator must not draw from the
     # global torch RNG, which a resumed run restores from the checkpoint.
@@ -170,12 +197,12 @@ class PPOModule(L.LightningModule):
     def on_train_start(self) -> None:
         if self.global_step == 0:
             # Warm up the observation statistics before the first update sees them.
-            self._carry = self.train_env.reset()
+            self._carry = self._envs.rollout.reset()
             with torch.no_grad():
                 self._update_obs_norm(self._collect()["observation"])
             self.initial_val_error_mm.fill_(self.evaluate()["site_pos_error_mm"])
             log.info("held-out wrist error of the untrained controller: %.3f mm", self.initial_val_error_mm)
-        self._carry = self.train_env.reset()
+        self._carry = self._envs.rollout.reset()
         self._episode_return = torch.zeros(self.train_env.batch_size, device=self.device)
 
     # ------------------------------------------------------------------------------- PPO
@@ -184,8 +211,10 @@ class PPOModule(L.LightningModule):
         if not self._minibatches:
             self._minibatches = self._prepare_iteration()
         minibatch = self._minibatches.pop(0)
-        losses = self.loss(minibatch)
-        loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
+        with set_recurrent_mode(True):  # [sequences, L] minibatches of recurrent controllers
+            losses = self.loss(minibatch)
+        auxiliary = self.controller.auxiliary_loss(minibatch["observation"], self.global_step)
+        loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"] + auxiliary
 
         optimizer = self.optimizers()
         optimizer.zero_grad()
@@ -199,7 +228,7 @@ class PPOModule(L.LightningModule):
             self._update_obs_norm(self._rollout_observations)
             self._log_metrics(
                 {f"loss/{k.removeprefix('loss_')}": v.detach() for k, v in losses.items() if k.startswith("loss_")}
-                | {"loss/kl_approx": losses["kl_approx"].detach()}
+                | {"loss/kl_approx": losses["kl_approx"].detach(), "loss/auxiliary": auxiliary.detach()}
             )
 
     def _prepare_iteration(self) -> list[TensorDictBase]:
@@ -213,19 +242,25 @@ class PPOModule(L.LightningModule):
             self.gae(rollout)
             self._log_rollout(rollout, seconds)
         self._rollout_observations = rollout["observation"]
-        flat = rollout.reshape(-1)
+        if self.controller.is_recurrent:
+            # Sequences of L steps; each starts from the state stored while collecting and
+            # resets it wherever an episode starts inside it (see ControllerModule).
+            length = self.ppo.sequence_length
+            units = rollout.reshape(-1, length)  # [B * T / L, L]: row-major keeps time within rows
+        else:
+            units = rollout.reshape(-1)
         minibatches = []
         for _ in range(self.ppo.epochs):
-            order = torch.randperm(flat.shape[0], generator=self._shuffle).to(flat.device)
-            minibatches.extend(flat[order].tensor_split(self.ppo.minibatches))
+            order = torch.randperm(units.shape[0], generator=self._shuffle).to(units.device)
+            minibatches.extend(units[order].tensor_split(self.ppo.minibatches))
         return minibatches
 
     @set_exploration_type(ExplorationType.RANDOM)
     def _collect(self) -> TensorDictBase:
         """Run the stochastic policy for ``rollout_steps`` control steps: a [B, T] TensorDict."""
-        env, td = self.train_env, self._carry
+        env, td = self._envs.rollout, self._carry
         steps = []
-        with env.stepping():
+        with self.train_env.stepping():
             for _ in range(self.ppo.rollout_steps):
                 td = self.actor(td)
                 td, next_td = env.step_and_maybe_reset(td)
@@ -294,9 +329,11 @@ class PPOModule(L.LightningModule):
         td = env.reset()
         steps = int(env.clips.length.max().item()) - 1
         site_error, joint_error, valid = [], [], []
+        state = None
         with env.stepping():
             for _ in range(steps):
-                td["action"] = self.controller(td["observation"])
+                loc, _, state, _ = self.controller.step(td["observation"], state, td["is_init"])
+                td["action"] = squash(loc)
                 alive = env.frame < env.clips.length[env.clip_index] - 1
                 td = env.step(td)["next"]
                 site_error.append(td["metrics", "site_pos_error_mm"])
@@ -368,47 +405,53 @@ class PPOModule(L.LightningModule):
             torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Save what Lightning does not: every rank's clip sampler and RNG states.
+        """Save what Lightning does not: the controller's description (plain data, for
+        `neuromimic.load_controller`) and every rank's clip sampler and RNG states.
 
         Called on every rank (only rank 0 writes the file), so the states are gathered:
         a resumed DDP run gives each rank its own streams back.
         """
-        if self.train_env is None:
-            return
-        state = self._random_state()
-        if self.trainer.world_size > 1:
-            gathered = self.all_gather(state)  # each leaf [world_size, ...]
-            ranks = [{k: v[r].cpu() for k, v in gathered.items()} for r in range(self.trainer.world_size)]
-        else:
-            ranks = [{k: v.cpu() for k, v in state.items()}]
-        checkpoint["neuromimic"] = {"ranks": ranks, "unstable_count": self.train_env.unstable_count.cpu()}
+        extras = {
+            "controller": {
+                "controller": self.controller.config(),
+                "spec": self.spec.to_dict(),
+                "metadata": {"body": self.env_config.body, "clips": self.env_config.clips},
+            }
+        }
+        if self.train_env is not None:
+            state = self._random_state()
+            if self.trainer.world_size > 1:
+                gathered = self.all_gather(state)  # each leaf [world_size, ...]
+                ranks = [{k: v[r].cpu() for k, v in gathered.items()} for r in range(self.trainer.world_size)]
+            else:
+                ranks = [{k: v.cpu() for k, v in state.items()}]
+            extras["ranks"] = ranks
+            extras["unstable_count"] = self.train_env.unstable_count.cpu()
+        checkpoint["neuromimic"] = extras
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        extras = checkpoint.get("neuromimic")
-        if extras is None or self.train_env is None:
+        extras = checkpoint.get("neuromimic", {})
+        if "ranks" not in extras or self.train_env is None:
             return
         ranks = extras["ranks"]
         self._set_random_state(ranks[self.trainer.global_rank % len(ranks)])
         self.train_env.unstable_count.copy_(extras["unstable_count"])
 
 
-class _ActorHead(nn.Module):
-    """Exposes a controller's Gaussian parameters to TorchRL: observation -> (loc, scale)."""
+@dataclass
+class _Envs:
+    train: ImitationEnv | None = None
+    val: ImitationEnv | None = None
+    rollout: EnvBase | None = None  # train, with the controller's state primer if recurrent
 
-    def __init__(self, controller: nn.Module) -> None:
+
+class _Critic(nn.Module):
+    """State value [..., 1] of raw observations [..., D], through the controller's normaliser."""
+
+    def __init__(self, obs_norm: nn.Module, value_net: nn.Module) -> None:
         super().__init__()
-        self.controller = controller
-
-    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.controller.action_distribution_params(observation)
-
-
-class _CriticHead(nn.Module):
-    """Exposes a controller's value estimate to TorchRL: observation -> state value."""
-
-    def __init__(self, controller: nn.Module) -> None:
-        super().__init__()
-        self.controller = controller
+        self.obs_norm = obs_norm
+        self.value_net = value_net
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.controller.value(observation)
+        return self.value_net(self.obs_norm(observation))

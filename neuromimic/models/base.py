@@ -1,0 +1,151 @@
+"""What every controller is made of: the `ControllerSpec` it is built for, and the `Core`
+interface of its networks.
+
+A *core* maps an input [B, D_in] to an output [B, D_out] one control step at a time and
+may carry a state (recurrent units, delay lines) and take exogenous noise (process
+noise, latent samples). Cores are plain `torch.nn.Module`s working on plain tensors and
+dicts of tensors, so a lab can call them without TorchRL; `neuromimic.models.torchrl`
+adapts a whole controller to TensorDicts.
+
+State and noise conventions:
+
+- ``state``: ``dict[str, Tensor]``, each [B, *shape] with the shapes of `Core.state_shapes`.
+  All-zero is the state at the start of an episode (`Core.initial_state`).
+- ``noise``: ``dict[str, Tensor]`` of standard-normal draws [B, *shape] with the shapes of
+  `Core.noise_shapes`, or ``None`` for the noise-free (deterministic) network. Noise is an
+  input rather than drawn inside, so that a training update replays exactly the draws
+  made while collecting.
+- ``activity``: ``dict[str, Tensor]`` of what a neuroscientist would record at this
+  step (firing rates, hidden units, latents), each [B, n].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """What a controller is built for: the env's observation and action sizes and timing.
+
+    Args:
+        observation_size: D, size of the flat observation.
+        action_size: nu, number of muscles.
+        control_dt: control step in s (cores with time constants or delays discretise with it).
+        observation_layout: ``(name, size, units)`` of each block of the observation, in
+            order (`neuromimic.envs.observation_layout`).
+    """
+
+    observation_size: int
+    action_size: int
+    control_dt: float
+    observation_layout: tuple[tuple[str, int, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        layout = tuple(tuple(block) for block in self.observation_layout)
+        object.__setattr__(self, "observation_layout", layout)
+        if layout and sum(size for _, size, _ in layout) != self.observation_size:
+            raise ValueError(
+                f"observation_layout covers {sum(size for _, size, _ in layout)} values but "
+                f"observation_size is {self.observation_size}"
+            )
+
+    def observation_slices(self) -> dict[str, slice]:
+        """Name -> slice of each block of the observation."""
+        slices, start = {}, 0
+        for name, size, _ in self.observation_layout:
+            slices[name] = slice(start, start + size)
+            start += size
+        return slices
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (`from_dict` inverts it)."""
+        return {
+            "observation_size": self.observation_size,
+            "action_size": self.action_size,
+            "control_dt": self.control_dt,
+            "observation_layout": [list(block) for block in self.observation_layout],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ControllerSpec:
+        return cls(
+            observation_size=int(data["observation_size"]),
+            action_size=int(data["action_size"]),
+            control_dt=float(data["control_dt"]),
+            observation_layout=tuple(
+                (str(name), int(size), str(units)) for name, size, units in data["observation_layout"]
+            ),
+        )
+
+
+class Core(nn.Module):
+    """A network stepped once per control step: ``(x, state, noise) -> (y, state, activity)``.
+
+    Subclasses set ``input_size`` and ``output_size``, override `forward`, and override
+    `state_shapes` / `noise_shapes` when they carry state or take noise. `config` returns
+    the constructor arguments (JSON-serialisable) that rebuild the core; the registry in
+    `neuromimic.models.registry` maps its ``"class"`` back to the class.
+    """
+
+    input_size: int
+    output_size: int
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-env shape of each state tensor; empty for feed-forward cores."""
+        return {}
+
+    def noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-env shape of each standard-normal noise input; empty if the core takes none."""
+        return {}
+
+    @property
+    def is_recurrent(self) -> bool:
+        """Whether the output depends on earlier steps (the core carries a state)."""
+        return bool(self.state_shapes())
+
+    def initial_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Tensors:
+        """The all-zero state of ``batch_size`` envs at an episode start."""
+        dtype = dtype or torch.get_default_dtype()
+        return {
+            name: torch.zeros(batch_size, *shape, device=device, dtype=dtype)
+            for name, shape in self.state_shapes().items()
+        }
+
+    def sample_noise(self, batch_size: int, device: torch.device | str | None = None) -> Tensors:
+        """Standard-normal draws for one step of ``batch_size`` envs."""
+        return {
+            name: torch.randn(batch_size, *shape, device=device)
+            for name, shape in self.noise_shapes().items()
+        }
+
+    def forward(
+        self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None
+    ) -> tuple[torch.Tensor, Tensors, Tensors]:
+        """One control step.
+
+        Args:
+            x: input [B, input_size].
+            state: the state entering this step (see the module docstring).
+            noise: standard-normal draws, or ``None`` for the noise-free network.
+
+        Returns:
+            ``(y [B, output_size], new_state, activity)``.
+        """
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """``{"class": name, **constructor arguments}``, JSON-serialisable."""
+        raise NotImplementedError
+
+
+CoreFactory = Callable[[int, float], Core]
+"""Builds a core from (input size, control step in s); a ``class_path`` in YAML."""

@@ -1,0 +1,181 @@
+"""Export a trained controller as plain files, and load it back without running foreign code.
+
+An export is a directory with two files and no pickle in either:
+
+- ``controller.safetensors``: every parameter and buffer of the controller;
+- ``controller.json``: ``{"format", "version", "controller": <config>, "spec": <spec>,
+  "metadata": {...}}``, where ``<config>`` names the controller and core classes and
+  their constructor arguments (`Controller.config`) and ``<spec>`` the observation
+  layout, action size and control step (`ControllerSpec.to_dict`).
+
+`load_controller` rebuilds the module from the JSON, resolving class names only through
+the registry below (never importing what a file names), and loads the weights; given a
+Lightning checkpoint instead, it reads it with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from neuromimic.models.base import ControllerSpec, CoreFactory
+from neuromimic.models.controller import Controller, IntentionController
+from neuromimic.models.cores import GRUCore, LSTMCore, MLPCore
+from neuromimic.models.rate_rnn import RateRNNCore
+
+FORMAT = "neuromimic-controller"
+VERSION = 1
+WEIGHTS_FILE = "controller.safetensors"
+CONFIG_FILE = "controller.json"
+
+#: The only classes a config may name.
+CONTROLLERS = {"Controller": Controller, "IntentionController": IntentionController}
+CORES = {"MLPCore": MLPCore, "GRUCore": GRUCore, "LSTMCore": LSTMCore, "RateRNNCore": RateRNNCore}
+
+
+class ControllerLoadError(ValueError):
+    """A controller file cannot be used; the message names the file and what is wrong."""
+
+
+def _pick(registry: dict[str, type], config: dict, source: str) -> tuple[type, dict]:
+    if not isinstance(config, dict) or "class" not in config:
+        raise ControllerLoadError(f"{source}: expected an object with a 'class' entry, got {config!r}")
+    kwargs = dict(config)
+    name = kwargs.pop("class")
+    if name not in registry:
+        raise ControllerLoadError(f"{source}: unknown class {name!r}; known: {sorted(registry)}")
+    return registry[name], kwargs
+
+
+def core_factory(config: dict, source: str = "controller config") -> CoreFactory:
+    """The factory ``(input_size, control_dt) -> Core`` described by a core's `config`."""
+    cls, kwargs = _pick(CORES, config, source)
+    return functools.partial(cls, **kwargs)
+
+
+def build_controller(config: dict, spec: ControllerSpec, source: str = "controller config") -> Controller:
+    """A freshly initialised controller from its `Controller.config` and spec."""
+    cls, kwargs = _pick(CONTROLLERS, config, source)
+    for key in ("core", "decoder"):
+        if key in kwargs:
+            kwargs[key] = core_factory(kwargs[key], f"{source} ({key})")
+    try:
+        return cls(spec, **kwargs)
+    except TypeError as error:
+        raise ControllerLoadError(f"{source}: {error}") from error
+
+
+def export_controller(controller: Controller, output: str | Path, metadata: dict | None = None) -> Path:
+    """Write ``controller`` as ``output/controller.safetensors`` and ``output/controller.json``.
+
+    Args:
+        controller: the controller to export.
+        output: the directory (created if needed; files in it are replaced atomically).
+        metadata: JSON-serialisable notes stored with it (body, clips, source checkpoint...).
+
+    Returns:
+        The directory.
+    """
+    from neuromimic.training.checkpoint_io import atomic_write
+
+    output = Path(output)
+    tensors = {name: value.detach().cpu().contiguous() for name, value in controller.state_dict().items()}
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "controller": controller.config(),
+        "spec": controller.spec.to_dict(),
+        "metadata": metadata or {},
+    }
+    atomic_write(output / WEIGHTS_FILE, lambda f: f.write(save(tensors)))
+    atomic_write(output / CONFIG_FILE, lambda f: f.write(json.dumps(document, indent=2).encode()))
+    return output
+
+
+def load_controller(path: str | Path, map_location: str | torch.device = "cpu") -> Controller:
+    """A trained controller as a plain `torch.nn.Module`, in eval mode.
+
+    ``action, state = controller(observation, state)``; ``controller.spec`` holds the
+    observation layout (``controller.spec.observation_slices()`` gives name -> slice).
+
+    Args:
+        path: an export directory (or its ``controller.json``) or a Lightning checkpoint
+            (``.ckpt``) written by ``neuromimic fit``.
+        map_location: device of the returned module.
+
+    Raises:
+        ControllerLoadError: the files are missing, malformed, or do not match.
+        neuromimic.training.checkpoint_io.CheckpointError: an unreadable checkpoint
+            (pickled code in it is refused, never run).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ControllerLoadError(
+            f"{path} does not exist; give an export directory (neuromimic export) or a checkpoint (.ckpt)"
+        )
+    if path.is_dir() or path.name == CONFIG_FILE:
+        controller, state, source = _read_export(path if path.is_dir() else path.parent)
+    else:
+        controller, state, source = _read_checkpoint(path)
+    try:
+        controller.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ControllerLoadError(f"{source}: the weights do not fit the described controller: {error}") from None
+    return controller.to(map_location).eval()
+
+
+def _read_export(directory: Path) -> tuple[Controller, dict, str]:
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for file in (config_path, weights_path):
+        if not file.is_file():
+            raise ControllerLoadError(
+                f"{file} does not exist; an export holds {CONFIG_FILE} and {WEIGHTS_FILE} "
+                "(write one with `neuromimic export --ckpt FILE --output DIR`)"
+            )
+    try:
+        document = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ControllerLoadError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ControllerLoadError(f"{config_path} is not a neuromimic controller export (format {FORMAT!r})")
+    if document.get("version") != VERSION:
+        raise ControllerLoadError(
+            f"{config_path} has export version {document.get('version')!r}; this neuromimic reads "
+            f"version {VERSION}"
+        )
+    controller = _build(document, str(config_path))
+    try:
+        state = load_file(weights_path)
+    except Exception as error:  # safetensors raises its own types for corrupt files
+        raise ControllerLoadError(f"{weights_path} cannot be read: {error}") from None
+    return controller, state, str(weights_path)
+
+
+def _read_checkpoint(path: Path) -> tuple[Controller, dict, str]:
+    from neuromimic.training.checkpoint_io import load_checkpoint_file
+
+    checkpoint = load_checkpoint_file(path)
+    document = checkpoint.get("neuromimic", {}).get("controller")
+    if document is None:
+        raise ControllerLoadError(f"{path} holds no controller description (not written by neuromimic fit?)")
+    controller = _build(document, str(path))
+    state = {
+        name.removeprefix("controller."): value
+        for name, value in checkpoint["state_dict"].items()
+        if name.startswith("controller.")
+    }
+    return controller, state, str(path)
+
+
+def _build(document: dict, source: str) -> Controller:
+    try:
+        spec = ControllerSpec.from_dict(document["spec"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ControllerLoadError(f"{source}: malformed 'spec' entry: {error}") from None
+    config = dict(document.get("controller") or {})
+    config.pop("decoder_from", None)  # the weights come from the file itself
+    return build_controller(config, spec, source)
