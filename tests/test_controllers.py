@@ -187,6 +187,7 @@ def test_collection_noise_is_replayed_in_recurrent_mode():
     torch.testing.assert_close(replay["loc"], rollout["loc"], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_then_load_in_a_fresh_process_gives_identical_outputs(tmp_path):
     controller = _controller("rate_rnn")
     directory = export_controller(controller, tmp_path / "export", {"note": "test"})
@@ -273,6 +274,7 @@ def test_spec_round_trip_and_layout():
 CONFIGS = ["mlp", "gru", "rate_rnn", "intention"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_each_config_trains_and_exports(name, tmp_path, monkeypatch):
     """Each bundled config parses, trains a few updates, checkpoints, and exports."""

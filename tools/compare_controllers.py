@@ -1,0 +1,71 @@
+"""Train every bundled controller config for the same number of environment steps and
+print their held-out tracking errors side by side, as JSON (a benchmark, not a test).
+
+    python tools/compare_controllers.py --max-steps 4800 [--configs mlp gru rate_rnn intention]
+
+Each config runs ``neuromimic fit`` in its own temporary directory with the same
+``trainer.max_steps`` (optimiser steps; every config collects 64 envs x 32 steps per
+16 optimiser steps, so the same number of environment steps). The result per config:
+held-out wrist error (mm) and joint error (deg) before and after training, environment
+steps, wall-clock seconds and median collection speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(config: str, max_steps: int) -> dict:
+    path = ROOT / "configs" / f"mouse_forelimb_reach_{config}.yaml"
+    with tempfile.TemporaryDirectory() as directory:
+        start = time.perf_counter()
+        command = [
+            sys.executable, "-m", "neuromimic.cli", "fit", "--config", str(path),
+            "--trainer.max_steps", str(max_steps), "--trainer.enable_progress_bar", "false",
+            "--trainer.check_val_every_n_epoch", str(max_steps),  # validate at the end only
+        ]
+        subprocess.run(command, cwd=directory, check=True, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        events = EventAccumulator(glob.glob(f"{directory}/lightning_logs/version_0/events*")[0])
+        events.Reload()
+        last = lambda tag: events.Scalars(tag)[-1].value  # noqa: E731
+        speed = [e.value for e in events.Scalars("perf/env_steps_per_s")]
+        iterations = len(speed)
+        return {
+            "config": config,
+            "optimiser_steps": max_steps,
+            "env_steps": iterations * 64 * 32,
+            "val_wrist_error_mm_untrained": last("val/site_pos_error_mm_untrained"),
+            "val_wrist_error_mm": last("val/site_pos_error_mm"),
+            "val_joint_error_deg": last("val/joint_pos_error_deg"),
+            "wall_s": round(seconds, 1),
+            "median_env_steps_per_s": round(statistics.median(speed)),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-steps", type=int, default=4800)
+    parser.add_argument("--configs", nargs="+", default=["mlp", "gru", "rate_rnn", "intention"])
+    args = parser.parse_args()
+    results = []
+    for config in args.configs:
+        results.append(run(config, args.max_steps))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print(json.dumps({"benchmark": "controllers", "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
