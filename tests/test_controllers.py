@@ -53,6 +53,19 @@ def _controller(name: str) -> Controller:
     return Controller(SPEC, CORES[name])
 
 
+def _collect(env, module: ControllerModule, steps: int, exploration: ExplorationType):
+    """[B, steps] rollout of ``module`` in ``env``, acting with the squashed mean."""
+    td, out = env.reset(), []
+    with set_exploration_type(exploration):
+        for _ in range(steps):
+            module(td)
+            td["action"] = squash(td["loc"])
+            td, next_td = env.step_and_maybe_reset(td)
+            out.append(td)
+            td = next_td
+    return torch.stack(out, dim=1)
+
+
 def test_dale_signs_and_mask_zeros_hold_after_optimiser_steps():
     core = RateRNNCore(6, 0.01, hidden_size=10, excitatory_fraction=0.8, connectivity="random:0.4")
     mask = core.recurrent.parametrizations.weight[0].mask.clone()
@@ -83,7 +96,6 @@ def test_dale_needs_non_negative_rates_and_masks_files_are_checked(tmp_path):
     adjacency = (np.random.default_rng(0).random((8, 8)) < 0.3).astype(float)
     np.savetxt(right, adjacency, delimiter=",")
     core = RateRNNCore(4, 0.01, hidden_size=8, connectivity=str(right))
-    assert torch.equal(core.recurrent_weight == 0, torch.as_tensor(adjacency == 0) | (core.recurrent_weight == 0))
     assert (core.recurrent_weight[torch.as_tensor(adjacency == 0)] == 0).all()
     with pytest.raises(ValueError, match="whole number of 10 ms"):
         RateRNNCore(4, 0.01, input_delay_ms=15.0)
@@ -144,15 +156,7 @@ def test_env_rollout_equals_manual_steps_of_the_exported_controller(name, tmp_pa
     if controller.is_recurrent:
         env = TransformedEnv(env, module.make_tensordict_primer())
         check_env_specs(env, seed=0)
-    td, steps = env.reset(), []
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
-        for _ in range(40):
-            module(td)
-            td["action"] = squash(td["loc"])
-            td, next_td = env.step_and_maybe_reset(td)
-            steps.append(td)
-            td = next_td
-    rollout = torch.stack(steps, dim=1)
+    rollout = _collect(env, module, 40, ExplorationType.DETERMINISTIC)
     assert rollout["is_init"][:, 1:].any(), "the rollout should cross an episode start"
 
     loaded = load_controller(export_controller(controller, tmp_path / "export"))
@@ -167,24 +171,83 @@ def test_env_rollout_equals_manual_steps_of_the_exported_controller(name, tmp_pa
         torch.testing.assert_close(replay["loc"], rollout["loc"], rtol=0, atol=1e-5)
 
 
-def test_collection_noise_is_replayed_in_recurrent_mode():
+def test_ppo_replay_of_stored_sequences_gives_the_collected_log_probs():
+    """What recurrent PPO does: cut a stochastic rollout into sequences that start from the
+    stored state mid-episode, replay them, and get back the collected log-probabilities."""
+    from torchrl.modules import ProbabilisticActor, TanhNormal
+
     controller = _controller("rate_rnn")
     module = ControllerModule(controller)
+    actor = ProbabilisticActor(
+        module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
+        distribution_kwargs={"low": 0.0, "high": 1.0}, return_log_prob=True,
+    )
     env = TransformedEnv(make_env(EnvConfig(num_envs=3), split=None, seed=1), module.make_tensordict_primer())
     td, steps = env.reset(), []
     with set_exploration_type(ExplorationType.RANDOM):
-        for _ in range(12):
-            module(td)
-            td["action"] = squash(td["loc"])
-            td, next_td = env.step_and_maybe_reset(td)
+        for _ in range(24):
+            td, next_td = env.step_and_maybe_reset(actor(td))
             steps.append(td)
             td = next_td
     rollout = torch.stack(steps, dim=1)
-    assert ("core", "noise", "process") in rollout.keys(True)
-    replay = rollout.exclude("loc").clone()
-    with set_recurrent_mode(True):
-        module(replay)
-    torch.testing.assert_close(replay["loc"], rollout["loc"], rtol=0, atol=1e-5)
+    assert ("core", "noise", "process") in rollout.keys(True) and rollout["is_init"][:, 1:].any()
+    sequences = rollout.reshape(-1, 4)  # most start mid-episode from a non-zero stored state
+    assert (sequences["core", "state", "h"][:, 0].abs().sum(-1) > 0).sum() >= sequences.shape[0] // 2
+    with torch.no_grad(), set_recurrent_mode(True):
+        replay = actor.get_dist(sequences.exclude("loc", "scale").clone()).log_prob(sequences["action"])
+        without_noise = module(sequences.exclude("loc", ("core", "noise")).clone())["loc"]
+    torch.testing.assert_close(replay, sequences["action_log_prob"], rtol=0, atol=1e-3)
+    assert (without_noise - sequences["loc"]).abs().max() > 1e-3  # the replayed noise matters
+
+
+def test_a_recurrent_controller_without_the_primer_is_an_error():
+    module = ControllerModule(_controller("gru"))
+    env = make_env(EnvConfig(num_envs=2), split=None, seed=0)
+    td = env.reset()
+    module(td)
+    td["action"] = squash(td["loc"])
+    _, td = env.step_and_maybe_reset(td)
+    with pytest.raises(KeyError, match="make_tensordict_primer"):
+        module(td)
+
+
+def test_rate_rnn_delays_and_process_noise():
+    core = RateRNNCore(1, 0.01, hidden_size=1, tau=0.05, activation="relu", input_delay_ms=20.0, output_delay_ms=10.0)
+    with torch.no_grad():
+        core.recurrent.weight.zero_()
+        core.input.weight.fill_(1.0)
+        core.input.bias.zero_()
+    state, outputs = core.initial_state(1), []
+    for t in range(6):
+        output, state, activity = core(torch.ones(1, 1) * (t == 0), state)
+        outputs.append((output.item(), activity["h"].item()))
+    # The impulse at t = 0 reaches h at t = 2 (20 ms sensory delay) and the output at t = 3.
+    assert [h > 0 for _, h in outputs] == [False, False, True, True, True, True]
+    assert [y > 0 for y, _ in outputs] == [False, False, False, True, True, True]
+    noisy = RateRNNCore(1, 0.01, hidden_size=200, tau=[0.01] * 100 + [0.2] * 100, noise_std=0.3)
+    with torch.no_grad():
+        noisy.recurrent.weight.zero_()
+        noisy.input.weight.zero_()
+        noisy.input.bias.zero_()
+    torch.manual_seed(0)
+    state, samples = noisy.initial_state(64), []
+    for t in range(400):
+        _, state, activity = noisy(torch.zeros(64, 1), state, {"process": torch.randn(64, 200)})
+        if t >= 200:
+            samples.append(activity["h"])
+    std = torch.stack(samples).std(dim=(0, 1))
+    assert std[:100].mean().item() == pytest.approx(0.3, rel=0.05)  # the stationary std, fast units
+    assert std[100:].mean().item() == pytest.approx(0.3, rel=0.1)  # and slow ones
+
+
+def test_learned_time_constants_survive_export(tmp_path):
+    controller = Controller(SPEC, functools.partial(RateRNNCore, hidden_size=6, tau=[0.02, 0.05, 0.1, 0.2, 0.3, 0.4], learn_tau=True))
+    optimiser = torch.optim.SGD([controller.core.log_tau], lr=1.0)
+    controller.step(torch.randn(4, SPEC.observation_size))[0].square().sum().backward()
+    optimiser.step()
+    loaded = load_controller(export_controller(controller, tmp_path / "export"))
+    assert torch.equal(loaded.core.tau, controller.core.tau)
+    assert not torch.allclose(loaded.core.tau, torch.tensor([0.02, 0.05, 0.1, 0.2, 0.3, 0.4]))
 
 
 @pytest.mark.slow
@@ -246,21 +309,56 @@ def test_malicious_files_are_refused_and_nothing_runs(tmp_path):
 
 def test_intention_decoder_transfer_and_kl_warmup(tmp_path):
     source = _controller("intention")
+    source.obs_norm.update(torch.ones(SPEC.observation_size), torch.full((SPEC.observation_size,), 4.0), torch.tensor(10.0))
+    with torch.no_grad():
+        source.log_std.fill_(-1.3)
     directory = export_controller(source, tmp_path / "export")
     target = IntentionController(
         SPEC, CORES["gru"], latent_size=4, encoder_hidden_sizes=(16,), decoder_from=str(directory),
         freeze_decoder=True, kl_warmup_steps=100,
     )
-    for a, b in zip(source.core.parameters(), target.core.parameters(), strict=True):
-        assert torch.equal(a, b) and not b.requires_grad
+    for part in ("core", "readout", "obs_norm"):
+        for (name, a), b in zip(getattr(source, part).state_dict().items(), getattr(target, part).state_dict().values(), strict=True):
+            assert torch.equal(a, b), f"{part}.{name}"
+    assert torch.equal(source.log_std, target.log_std)
+    assert not any(p.requires_grad for p in [*target.core.parameters(), *target.readout.parameters(), target.log_std])
     assert all(p.requires_grad for p in target.encoder.parameters())
+    before = target.obs_norm.mean.clone()
+    target.obs_norm.update(torch.zeros(SPEC.observation_size), torch.ones(SPEC.observation_size), torch.tensor(5.0))
+    assert torch.equal(target.obs_norm.mean, before)  # the decoder's input scaling stays put
     observation = torch.randn(6, SPEC.observation_size)
     kl = lambda step: target.auxiliary_loss(observation, step).item()  # noqa: E731
     assert kl(0) == 0 and kl(100) > 0
     assert kl(50) == pytest.approx(0.5 * kl(100)) and kl(1000) == pytest.approx(kl(100))
-    other = IntentionController(SPEC, CORES["lstm"], latent_size=4)
+    learned = Controller(SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True))
+    rate_source = IntentionController(SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True), latent_size=4)
+    with torch.no_grad():
+        rate_source.core.log_tau.add_(0.3)  # learned taus differ from the defaults: still transferable
+    IntentionController(
+        SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True), latent_size=4,
+        decoder_from=str(export_controller(rate_source, tmp_path / "rate")),
+    )
     with pytest.raises(ValueError, match="decoder"):
-        IntentionController(SPEC, CORES["gru"], latent_size=4, decoder_from=str(export_controller(other, tmp_path / "o")))
+        IntentionController(SPEC, CORES["gru"], latent_size=4, decoder_from=str(export_controller(learned, tmp_path / "o")))
+
+
+def test_ppo_refuses_configs_that_would_fail_later():
+    from neuromimic.training import PPOConfig, PPOModule
+
+    with pytest.raises(ValueError, match="fewer than ppo.minibatches"):
+        PPOModule(EnvConfig(num_envs=2), CORES_FOR_PPO["gru"], PPOConfig(rollout_steps=16, sequence_length=16, minibatches=4))
+    with pytest.raises(ValueError, match="must divide"):
+        PPOModule(EnvConfig(), CORES_FOR_PPO["gru"], PPOConfig(rollout_steps=32, sequence_length=12))
+
+    class Unexportable(GRUCore):
+        def config(self):
+            raise NotImplementedError
+
+    with pytest.raises(ValueError, match="register_core"):
+        PPOModule(EnvConfig(), lambda spec: Controller(spec, Unexportable))
+
+
+CORES_FOR_PPO = {"gru": lambda spec: Controller(spec, CORES["gru"])}
 
 
 def test_spec_round_trip_and_layout():

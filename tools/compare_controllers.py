@@ -4,7 +4,8 @@ print their held-out tracking errors side by side, as JSON (a benchmark, not a t
     python tools/compare_controllers.py --max-steps 4800 [--configs mlp gru rate_rnn intention]
 
 Each config runs ``neuromimic fit`` in its own temporary directory with the same
-``trainer.max_steps`` (optimiser steps; every config collects 64 envs x 32 steps per
+``trainer.max_steps`` (a multiple of 800, so that the last validation, every 50 PPO
+iterations, falls at the end) (optimiser steps; every config collects 64 envs x 32 steps per
 16 optimiser steps, so the same number of environment steps). The result per config:
 held-out wrist error (mm) and joint error (deg) before and after training, environment
 steps, wall-clock seconds and median collection speed.
@@ -34,7 +35,6 @@ def run(config: str, max_steps: int) -> dict:
         command = [
             sys.executable, "-m", "neuromimic.cli", "fit", "--config", str(path),
             "--trainer.max_steps", str(max_steps), "--trainer.enable_progress_bar", "false",
-            "--trainer.check_val_every_n_epoch", str(max_steps),  # validate at the end only
         ]
         subprocess.run(command, cwd=directory, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=4800)
     parser.add_argument("--configs", nargs="+", default=["mlp", "gru", "rate_rnn", "intention"])
     args = parser.parse_args()
+    if args.max_steps % 800:
+        parser.error("--max-steps must be a multiple of 800 (validation every 50 iterations of 16 steps)")
     results = []
     for config in args.configs:
         results.append(run(config, args.max_steps))

@@ -23,7 +23,7 @@ from torchrl.envs import EnvBase
 from neuromimic.bodies import get_body
 from neuromimic.data.clip_bank import ClipBank
 from neuromimic.data.clips import ClipError, load_clips
-from neuromimic.models.base import ControllerSpec
+from neuromimic.models.base import ControllerSpec, layout_slices
 from neuromimic.physics import make_backend
 from neuromimic.physics.base import Backend, PhysicsView
 from neuromimic.tasks import ImitationTask, ReferenceFrame, tracking_errors
@@ -246,11 +246,7 @@ class ImitationEnv(EnvBase):
     # ----------------------------------------------------------------------------- layout
     def observation_slices(self) -> dict[str, slice]:
         """Name -> slice of each block of ``"observation"`` (units in `observation_layout`)."""
-        slices, start = {}, 0
-        for name, size, _ in self.observation_layout:
-            slices[name] = slice(start, start + size)
-            start += size
-        return slices
+        return layout_slices(self.observation_layout)
 
     def _observation_affine(self, model, obs_dim: int, **to) -> tuple[torch.Tensor, torch.Tensor]:
         """``(shift, scale)`` [D] such that ``(raw - shift) * scale`` puts the muscle blocks in

@@ -4,8 +4,8 @@ interface of its networks.
 A *core* maps an input [B, D_in] to an output [B, D_out] one control step at a time and
 may carry a state (recurrent units, delay lines) and take exogenous noise (process
 noise, latent samples). Cores are plain `torch.nn.Module`s working on plain tensors and
-dicts of tensors, so a lab can call them without TorchRL; `neuromimic.models.torchrl`
-adapts a whole controller to TensorDicts.
+dicts of tensors, so a lab can call them without TorchRL;
+`neuromimic.models.tensordict_module` adapts a whole controller to TensorDicts.
 
 State and noise conventions:
 
@@ -28,6 +28,15 @@ import torch
 from torch import nn
 
 Tensors = dict[str, torch.Tensor]
+
+
+def layout_slices(layout) -> dict[str, slice]:
+    """Name -> slice of each ``(name, size, units)`` block of a flat vector, in order."""
+    slices, start = {}, 0
+    for name, size, _ in layout:
+        slices[name] = slice(start, start + size)
+        start += size
+    return slices
 
 
 @dataclass(frozen=True)
@@ -58,11 +67,7 @@ class ControllerSpec:
 
     def observation_slices(self) -> dict[str, slice]:
         """Name -> slice of each block of the observation."""
-        slices, start = {}, 0
-        for name, size, _ in self.observation_layout:
-            slices[name] = slice(start, start + size)
-            start += size
-        return slices
+        return layout_slices(self.observation_layout)
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (`from_dict` inverts it)."""
@@ -91,7 +96,8 @@ class Core(nn.Module):
     Subclasses set ``input_size`` and ``output_size``, override `forward`, and override
     `state_shapes` / `noise_shapes` when they carry state or take noise. `config` returns
     the constructor arguments (JSON-serialisable) that rebuild the core; the registry in
-    `neuromimic.models.registry` maps its ``"class"`` back to the class.
+    `neuromimic.models.export` (`register_core` for your own) maps its ``"class"`` back to
+    the class, so that exported controllers can be loaded.
     """
 
     input_size: int
@@ -118,13 +124,6 @@ class Core(nn.Module):
         return {
             name: torch.zeros(batch_size, *shape, device=device, dtype=dtype)
             for name, shape in self.state_shapes().items()
-        }
-
-    def sample_noise(self, batch_size: int, device: torch.device | str | None = None) -> Tensors:
-        """Standard-normal draws for one step of ``batch_size`` envs."""
-        return {
-            name: torch.randn(batch_size, *shape, device=device)
-            for name, shape in self.noise_shapes().items()
         }
 
     def forward(

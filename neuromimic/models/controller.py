@@ -33,6 +33,8 @@ class RunningNorm(nn.Module):
         super().__init__()
         self.clip = clip
         self.eps = eps
+        #: When True, `update` leaves the statistics as they are (a transferred, frozen decoder).
+        self.frozen = False
         self.register_buffer("mean", torch.zeros(size))
         self.register_buffer("var", torch.ones(size))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -46,6 +48,8 @@ class RunningNorm(nn.Module):
             var: [D] batch variance (biased).
             count: scalar number of samples in the batch.
         """
+        if self.frozen:
+            return
         count = count.to(self.count.dtype)
         total = self.count + count
         delta = mean.to(self.mean.dtype) - self.mean
@@ -60,8 +64,8 @@ class RunningNorm(nn.Module):
 
 
 def squash(loc: torch.Tensor) -> torch.Tensor:
-    """Pre-squash action means [..., nu] -> excitations in 0..1 (the mode of
-    ``TanhNormal(low=0, high=1)`` without noise)."""
+    """Pre-squash action means [..., nu] -> excitations in 0..1: the squashed Gaussian mean,
+    which is also TorchRL's deterministic sample of ``TanhNormal(low=0, high=1)``."""
     return 0.5 * (torch.tanh(loc) + 1.0)
 
 
@@ -113,10 +117,7 @@ class Controller(nn.Module):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensors:
         """The state of ``batch_size`` envs at an episode start (all zeros)."""
-        return {
-            name: torch.zeros(batch_size, *shape, device=device)
-            for name, shape in self.state_shapes().items()
-        }
+        return self.core.initial_state(batch_size, device)
 
     def sample_noise(self, batch_size: int, device: torch.device | str | None = None) -> Tensors:
         """Standard-normal noise inputs for one step of ``batch_size`` envs."""
@@ -149,9 +150,15 @@ class Controller(nn.Module):
             recorded activity of the core.
         """
         state = self._start(observation, state, is_init)
-        features, new_state, activity = self.core(self.obs_norm(observation), state, noise)
+        features, new_state, activity = self._features(observation, state, noise)
         loc = self.readout(features)
         return loc, self.log_std.exp().expand_as(loc), new_state, activity
+
+    def _features(
+        self, observation: torch.Tensor, state: Tensors, noise: Tensors | None
+    ) -> tuple[torch.Tensor, Tensors, Tensors]:
+        """The core's output, new state and activity for raw observations [B, D]."""
+        return self.core(self.obs_norm(observation), state, noise)
 
     def _start(self, observation: torch.Tensor, state: Tensors | None, is_init: torch.Tensor | None) -> Tensors:
         """The state entering a step: zeros where ``is_init`` (or everywhere if ``state`` is None)."""
@@ -190,7 +197,7 @@ class IntentionController(Controller):
     """MIMIC-MJX style intention network: reference -> Gaussian latent -> decoder -> muscles.
 
     The encoder (an MLP) sees only the reference blocks of the observation (names starting
-    with ``ref_``) and outputs the mean and log standard deviation of a latent intention
+    with ``ref_``: the upcoming reference frames relative to the current body) and outputs the mean and log standard deviation of a latent intention
     ``z``; the decoder (any core) sees ``[z, proprioception]`` (every other block). While
     collecting, ``z = mean + std * eps`` with ``eps`` the ``"latent"`` noise input (replayed
     in the update); deterministic use takes ``z = mean``. `auxiliary_loss` is the KL
@@ -205,9 +212,12 @@ class IntentionController(Controller):
         encoder_hidden_sizes: hidden widths of the encoder MLP.
         kl_weight: final weight of the KL term.
         kl_warmup_steps: optimiser steps over which the weight ramps from 0.
-        freeze_decoder: keep the decoder and readout fixed (transfer to a new task).
-        decoder_from: a checkpoint or export of an `IntentionController` whose decoder
-            and readout weights are loaded (same decoder configuration required).
+        freeze_decoder: keep the decoder, readout and action noise fixed (transfer to a
+            new task); with ``decoder_from`` the observation normaliser stays fixed too, so
+            the decoder keeps seeing its inputs scaled as in its training.
+        decoder_from: a checkpoint or export of an `IntentionController` whose decoder,
+            readout, action noise and observation normaliser are loaded (same decoder
+            architecture required).
         init_log_std: initial log standard deviation of the pre-squash action noise.
     """
 
@@ -247,6 +257,8 @@ class IntentionController(Controller):
         if freeze_decoder:
             for module in (self.core, self.readout):
                 module.requires_grad_(False)
+            self.log_std.requires_grad_(False)
+            self.obs_norm.frozen = decoder_from is not None
 
     def _build_core(self, factory: CoreFactory | None) -> Core:
         proprioception = sum(size for name, size, _ in self.spec.observation_layout if not name.startswith("ref_"))
@@ -256,13 +268,21 @@ class IntentionController(Controller):
         from neuromimic.models.export import load_controller  # export imports this module
 
         source = load_controller(path)
-        if not isinstance(source, IntentionController) or source.core.config() != self.core.config():
+        shapes = lambda module: {k: v.shape for k, v in module.state_dict().items()}  # noqa: E731
+        if (
+            not isinstance(source, IntentionController)
+            or type(source.core) is not type(self.core)
+            or shapes(source.core) != shapes(self.core)
+        ):
             raise ValueError(
-                f"decoder_from {path!r} is not an IntentionController with the decoder "
-                f"{self.core.config()}; train one with the same decoder first"
+                f"decoder_from {path!r} is not an IntentionController with a decoder like "
+                f"{self.core.config()}; train one with the same decoder architecture first"
             )
         self.core.load_state_dict(source.core.state_dict())
         self.readout.load_state_dict(source.readout.state_dict())
+        self.obs_norm.load_state_dict(source.obs_norm.state_dict())
+        with torch.no_grad():
+            self.log_std.copy_(source.log_std)
 
     def noise_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"latent": (self.latent_size,), **self.core.noise_shapes()}
@@ -285,21 +305,15 @@ class IntentionController(Controller):
         mean, log_std = self.encoder(reference).chunk(2, dim=-1)
         return mean, log_std.clamp(-10.0, 2.0)
 
-    def step(
-        self,
-        observation: torch.Tensor,
-        state: Tensors | None = None,
-        is_init: torch.Tensor | None = None,
-        noise: Tensors | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, Tensors, Tensors]:
-        state = self._start(observation, state, is_init)
+    def _features(
+        self, observation: torch.Tensor, state: Tensors, noise: Tensors | None
+    ) -> tuple[torch.Tensor, Tensors, Tensors]:
         mean, log_std = self.encode(observation)
         latent = mean if noise is None else mean + log_std.exp() * noise["latent"]
         proprioception = self.obs_norm(observation).index_select(-1, self.proprioception_index)
         core_noise = None if noise is None else {k: v for k, v in noise.items() if k != "latent"}
         features, new_state, activity = self.core(torch.cat([latent, proprioception], dim=-1), state, core_noise)
-        loc = self.readout(features)
-        return loc, self.log_std.exp().expand_as(loc), new_state, {"latent": latent, **activity}
+        return features, new_state, {"latent": latent, **activity}
 
     def auxiliary_loss(self, observation: torch.Tensor, step: int) -> torch.Tensor:
         """``kl_weight * min(1, step / kl_warmup_steps) * KL(q(z | reference) || N(0, I))``,

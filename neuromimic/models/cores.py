@@ -51,7 +51,7 @@ class MLPCore(Core):
 
     def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
         activity = {}
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             x = layer(x)
             if not isinstance(layer, nn.Linear):
                 activity[f"layer_{len(activity)}"] = x

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
 
-from neuromimic.models.base import ControllerSpec, CoreFactory
+from neuromimic.models.base import ControllerSpec, Core, CoreFactory
 from neuromimic.models.controller import Controller, IntentionController
 from neuromimic.models.cores import GRUCore, LSTMCore, MLPCore
 from neuromimic.models.rate_rnn import RateRNNCore
@@ -37,6 +40,16 @@ CONTROLLERS = {"Controller": Controller, "IntentionController": IntentionControl
 CORES = {"MLPCore": MLPCore, "GRUCore": GRUCore, "LSTMCore": LSTMCore, "RateRNNCore": RateRNNCore}
 
 
+def register_core(cls: type[Core]) -> type[Core]:
+    """Make a custom core loadable from exports and checkpoints (usable as a decorator).
+
+    The class must implement `Core.config`, returning ``{"class": cls.__name__, ...}``
+    with the keyword arguments that rebuild it.
+    """
+    CORES[cls.__name__] = cls
+    return cls
+
+
 class ControllerLoadError(ValueError):
     """A controller file cannot be used; the message names the file and what is wrong."""
 
@@ -46,7 +59,7 @@ def _pick(registry: dict[str, type], config: dict, source: str) -> tuple[type, d
         raise ControllerLoadError(f"{source}: expected an object with a 'class' entry, got {config!r}")
     kwargs = dict(config)
     name = kwargs.pop("class")
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         raise ControllerLoadError(f"{source}: unknown class {name!r}; known: {sorted(registry)}")
     return registry[name], kwargs
 
@@ -74,14 +87,14 @@ def export_controller(controller: Controller, output: str | Path, metadata: dict
 
     Args:
         controller: the controller to export.
-        output: the directory (created if needed; files in it are replaced atomically).
+        output: the directory. Both files are written into a new sibling directory that
+            then replaces ``output``, so a crash never leaves weights and config that do not
+            belong together.
         metadata: JSON-serialisable notes stored with it (body, clips, source checkpoint...).
 
     Returns:
         The directory.
     """
-    from neuromimic.training.checkpoint_io import atomic_write
-
     output = Path(output)
     tensors = {name: value.detach().cpu().contiguous() for name, value in controller.state_dict().items()}
     document = {
@@ -91,8 +104,20 @@ def export_controller(controller: Controller, output: str | Path, metadata: dict
         "spec": controller.spec.to_dict(),
         "metadata": metadata or {},
     }
-    atomic_write(output / WEIGHTS_FILE, lambda f: f.write(save(tensors)))
-    atomic_write(output / CONFIG_FILE, lambda f: f.write(json.dumps(document, indent=2).encode()))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        (staging / WEIGHTS_FILE).write_bytes(save(tensors))
+        (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2))
+        if output.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+            os.replace(output, retired / output.name)
+            os.replace(staging, output)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return output
 
 

@@ -21,8 +21,10 @@ RATE_FUNCTIONS = {"softplus": nn.functional.softplus, "relu": torch.relu, "tanh"
 
 def delay_steps(delay_ms: float, control_dt: float, what: str) -> int:
     """A delay in ms as a whole number of control steps (error if it is not one)."""
+    if delay_ms < 0:
+        raise ValueError(f"{what} must be >= 0 ms; got {delay_ms:g}")
     steps = delay_ms / 1000.0 / control_dt
-    if delay_ms < 0 or abs(steps - round(steps)) > 1e-6:
+    if abs(steps - round(steps)) > 1e-6:
         raise ValueError(
             f"{what} of {delay_ms:g} ms is not a whole number of {control_dt * 1e3:g} ms control "
             f"steps; use a multiple of {control_dt * 1e3:g} ms"

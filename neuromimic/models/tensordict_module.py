@@ -11,15 +11,19 @@ Keys (B envs, optionally a time dimension T after them):
   made while exploring); ``("core", "activity", name)`` (rates, hidden units, latents).
 
 Hidden state handling. While collecting (sequential mode) the state rides in the
-TensorDict: TorchRL's ``step_mdp`` moves ``("next", "core", "state", ...)`` to the root
-for the next step, and ``is_init`` zeroes it where an episode starts (an env that
-resets mid-rollout starts from zero). A missing state (the first step) means zeros and
-is written back so that every step of a rollout has the same keys. In recurrent mode
+TensorDict: the env must be wrapped with `ControllerModule.make_tensordict_primer`
+(``TransformedEnv(env, module.make_tensordict_primer())``), which registers the state in
+the env's specs so that TorchRL's ``step_mdp`` moves ``("next", "core", "state", ...)`` to
+the root for the next step and puts zeros there at resets; ``is_init`` zeroes the state
+where an episode starts. A state missing on a step that is not every env's first raises
+an error (the env was not wrapped). In recurrent mode
 (`torchrl.modules.set_recurrent_mode`, which TorchRL's losses switch on) the module reads
 a [B, T] batch, starts from the stored state at t = 0, steps through time, and resets
 the state wherever ``is_init`` is True, so no state leaks across episodes within a
-sequence; noise is replayed from the batch, so log-probabilities are those of the
-collected actions.
+sequence. Noise: in sequential mode it is drawn when exploring
+(``ExplorationType.RANDOM``) and stored; in recurrent mode it is read from the batch only
+(replaying the collected draws, so log-probabilities are those of the collected actions),
+and a batch without it runs noise-free.
 """
 
 from __future__ import annotations
@@ -78,8 +82,9 @@ class ControllerModule(TensorDictModuleBase):
         return self._default_recurrent_mode if mode is None else bool(mode)
 
     def make_tensordict_primer(self) -> TensorDictPrimer:
-        """A `TensorDictPrimer` that puts zero states in an env's reset output, for
-        TorchRL envs other than `ImitationEnv` (which the module handles without one)."""
+        """The `TensorDictPrimer` a recurrent controller's env needs: it registers the
+        state keys in the env's specs (so ``step_mdp`` carries them) and puts zero states in
+        the reset output."""
         shapes = self.controller.state_shapes()
         spec = Composite(
             core=Composite(state=Composite({n: Unbounded(shape) for n, shape in shapes.items()}))
@@ -91,16 +96,21 @@ class ControllerModule(TensorDictModuleBase):
             return self._sequence(tensordict)
         return self._steps(tensordict)
 
-    def _states(self, tensordict: TensorDictBase, batch: int) -> dict[str, torch.Tensor]:
-        """The entering state flattened to [batch, ...], zeros (written back) where missing."""
-        state = {}
-        for name, shape in self.controller.state_shapes().items():
-            value = tensordict.get((*STATE, name), None)
-            if value is None:
-                value = torch.zeros(*tensordict.batch_size, *shape, device=tensordict.device)
-                tensordict.set((*STATE, name), value)
-            state[name] = value.reshape(batch, *shape)
-        return state
+    def _states(self, tensordict: TensorDictBase, batch: int, is_init: torch.Tensor | None) -> dict[str, torch.Tensor] | None:
+        """The entering state flattened to [batch, ...]; ``None`` (zeros) at every env's
+        episode start when the TensorDict holds none."""
+        if not self.state_names:
+            return None
+        if (*STATE, self.state_names[0]) not in tensordict.keys(True):
+            if is_init is not None and bool(is_init.all()):
+                return None
+            raise KeyError(
+                f"no controller state {STATE + (self.state_names[0],)} in the TensorDict of a step "
+                "that is not an episode start: wrap the env with "
+                "TransformedEnv(env, module.make_tensordict_primer()) so that TorchRL carries it"
+            )
+        shapes = self.controller.state_shapes()
+        return {name: tensordict.get((*STATE, name)).reshape(batch, *shapes[name]) for name in self.state_names}
 
     def _steps(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Every element of the batch is one step of one env (collection, or stateless
@@ -115,11 +125,9 @@ class ControllerModule(TensorDictModuleBase):
             noise = self.controller.sample_noise(n, observation.device)
         else:
             noise = None
+        is_init = None if is_init is None else is_init.reshape(n)
         loc, scale, state, activity = self.controller.step(
-            observation.reshape(n, -1),
-            self._states(tensordict, n) if self.state_names else None,
-            None if is_init is None else is_init.reshape(n),
-            noise,
+            observation.reshape(n, -1), self._states(tensordict, n, is_init), is_init, noise
         )
         unflat = lambda x: x.reshape(*batch_shape, *x.shape[1:])  # noqa: E731
         tensordict.set("loc", unflat(loc))
@@ -135,12 +143,11 @@ class ControllerModule(TensorDictModuleBase):
     def _sequence(self, tensordict: TensorDictBase) -> TensorDictBase:
         """A [..., T] batch of sequences: step through time from the stored first state."""
         *lead, steps = tensordict.batch_size
-        n = max(1, int(torch.Size(lead).numel()))
+        n = torch.Size(lead).numel()
         seq = tensordict.reshape(n, steps)
         observation = seq.get(self.observation_key)
         is_init = seq.get("is_init", None)
-        first = seq[:, 0]
-        state = self._states(first, n)  # zeros if the batch holds no state
+        state = self._states(seq[:, 0], n, None if is_init is None else is_init[:, 0].reshape(n))
         noise_present = bool(self.noise_names) and (*NOISE, self.noise_names[0]) in seq.keys(True)
         outputs: dict[str, list[torch.Tensor]] = {}
         for t in range(steps):

@@ -10,6 +10,7 @@ held-out clips with the deterministic controller and logs the errors in mm and d
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -112,11 +113,7 @@ class PPOModule(L.LightningModule):
         self.seed = seed
         self.spec = controller_spec(self.env_config)
         self.controller = (controller or Controller)(self.spec)
-        if self.controller.is_recurrent and self.ppo.rollout_steps % self.ppo.sequence_length:
-            raise ValueError(
-                f"ppo.sequence_length ({self.ppo.sequence_length}) must divide ppo.rollout_steps "
-                f"({self.ppo.rollout_steps}) for a recurrent controller"
-            )
+        self._check_config()
         self.value_net = mlp([self.spec.observation_size, *self.ppo.critic_hidden_sizes, 1])
 
         self.controller_module = ControllerModule(self.controller)
@@ -160,6 +157,30 @@ class PPOModule(L.LightningModule):
     def val_env(self) -> ImitationEnv | None:
         """The held-out clips' env, one body per clip (after `setup`)."""
         return self._envs.val
+
+    def _check_config(self) -> None:
+        """Fail at construction, not at the first update or checkpoint."""
+        ppo, recurrent = self.ppo, self.controller.is_recurrent
+        if recurrent and ppo.rollout_steps % ppo.sequence_length:
+            raise ValueError(
+                f"ppo.sequence_length ({ppo.sequence_length}) must divide ppo.rollout_steps "
+                f"({ppo.rollout_steps}) for a recurrent controller"
+            )
+        samples = self.env_config.num_envs * ppo.rollout_steps // (ppo.sequence_length if recurrent else 1)
+        if samples < ppo.minibatches:
+            raise ValueError(
+                f"a rollout holds {samples} {'sequences' if recurrent else 'steps'} per process, fewer than "
+                f"ppo.minibatches ({ppo.minibatches}); use more envs, longer rollouts or fewer minibatches"
+            )
+        try:
+            json.dumps(self.controller.config())
+        except (NotImplementedError, TypeError) as error:
+            raise ValueError(
+                f"{type(self.controller).__name__}.config() must return the JSON-serialisable "
+                "constructor arguments (checkpoints store them; a custom core implements "
+                "Core.config and is registered with neuromimic.models.export.register_core): "
+                f"{type(error).__name__}: {error}"
+            ) from error
 
     # ------------------------------------------------------------------ Lightning plumbing
     @property
@@ -249,6 +270,11 @@ class PPOModule(L.LightningModule):
             units = rollout.reshape(-1, length)  # [B * T / L, L]: row-major keeps time within rows
         else:
             units = rollout.reshape(-1)
+        with torch.no_grad(), set_recurrent_mode(True):
+            # The log-probabilities the ratio divides by, recomputed from the actions exactly
+            # as the loss will: the collector's came from the pre-squash draw, and for
+            # saturated excitations the squash and its inverse round them apart.
+            units.set(self.loss.tensor_keys.sample_log_prob, self.actor.get_dist(units).log_prob(units["action"]))
         minibatches = []
         for _ in range(self.ppo.epochs):
             order = torch.randperm(units.shape[0], generator=self._shuffle).to(units.device)
