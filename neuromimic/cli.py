@@ -22,7 +22,7 @@ from neuromimic.training.checkpoint_io import AtomicCheckpointIO, CheckpointErro
 
 log = logging.getLogger("neuromimic")
 
-TOOL_COMMANDS = ("bench", "bodies", "export")
+TOOL_COMMANDS = ("bench", "bodies", "export", "analyze")
 
 
 def find_last_checkpoint(save_dir: str | Path, name: str) -> tuple[Path, int]:

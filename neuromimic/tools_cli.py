@@ -1,4 +1,4 @@
-"""``neuromimic bench ...``, ``bodies ...`` and ``export ...``: the subcommands beside LightningCLI."""
+"""``neuromimic bench ...``, ``bodies ...``, ``export ...`` and ``analyze ...``: the subcommands beside LightningCLI."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--ckpt", required=True, help="a checkpoint written by neuromimic fit")
     export.add_argument("--output", required=True, help="directory for controller.safetensors and controller.json")
 
+    analyze = commands.add_parser("analyze", help="record and analyse a trained controller")
+    analyze_kinds = analyze.add_subparsers(dest="kind", required=True)
+    record = analyze_kinds.add_parser(
+        "record", help="run a controller on every clip of a split and save everything it and its body did"
+    )
+    record.add_argument("--ckpt", required=True, help="a checkpoint of neuromimic fit, or an export directory")
+    record.add_argument("--output", required=True, help="rollout.h5 (HDF5) or rollout.nwb (NWB)")
+    record.add_argument("--split", default="val", help="clips to play: val, train or all")
+    record.add_argument("--steps", type=int, default=None, help="control steps (default: the longest clip)")
+
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
     bodies_kinds.add_parser("list", help="key, DoF, actuators and muscles of every body")
@@ -51,6 +61,8 @@ def main(argv: list[str]) -> None:
         )
     elif args.command == "export":
         result = _export(args.ckpt, args.output)
+    elif args.command == "analyze":
+        result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
     else:
         result = _list_bodies()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
@@ -71,10 +83,27 @@ def _list_bodies() -> list[dict]:
 
 def _export(ckpt: str, output: str) -> dict:
     from neuromimic.models import export_controller, load_controller
-    from neuromimic.training.checkpoint_io import load_checkpoint_file
+    from neuromimic.models.export import controller_metadata
 
     controller = load_controller(ckpt)
-    description = load_checkpoint_file(ckpt).get("neuromimic", {}).get("controller", {})
-    metadata = {"source_checkpoint": str(ckpt), **description.get("metadata", {})}
+    metadata = {"source_checkpoint": str(ckpt), **controller_metadata(ckpt)}
     directory = export_controller(controller, output, metadata)
     return {"output": str(directory), "controller": controller.config(), "metadata": metadata}
+
+
+def _record(source: str, output: str, split: str | None, steps: int | None) -> dict:
+    from pathlib import Path
+
+    from neuromimic.analysis.record import record
+    from neuromimic.envs import EnvConfig
+    from neuromimic.models import load_controller
+    from neuromimic.models.export import controller_metadata
+
+    controller = load_controller(source)
+    env = controller_metadata(source).get("env")
+    if env is None:
+        raise SystemExit(f"{source} does not say which env it was trained in (no 'env' metadata); re-export it")
+    recording = record(controller, EnvConfig.from_dict(env), split=split, steps=steps)
+    path = Path(output)
+    written = recording.save_nwb(path) if path.suffix == ".nwb" else recording.save_h5(path)
+    return {"output": str(written), "arrays": {k: list(v.shape) for k, v in recording.data.items()}}

@@ -57,6 +57,19 @@ class EnvConfig:
     task: ImitationTask = field(default_factory=ImitationTask)
     backend_kwargs: dict = field(default_factory=dict)
 
+    def to_dict(self) -> dict:
+        """Plain data (checkpoints and exports store it; `from_dict` inverts it)."""
+        data = dataclasses.asdict(self)
+        data["future_frames"] = list(self.future_frames)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EnvConfig:
+        data = dict(data)
+        data["task"] = ImitationTask(**data.get("task", {}))
+        data["future_frames"] = tuple(data.get("future_frames", (1, 2, 4, 8)))
+        return cls(**data)
+
 
 def make_env(
     config: EnvConfig,

@@ -102,6 +102,18 @@ class Core(nn.Module):
 
     input_size: int
     output_size: int
+    #: Set only by `neuromimic.analysis.perturb` (clamped units, injected currents); None otherwise.
+    unit_perturbation: UnitPerturbation | None = None
+
+    def _perturb_units(self, units: torch.Tensor) -> torch.Tensor:
+        """The core's units [B, n] (rates, hidden units) with any clamp applied."""
+        p = self.unit_perturbation
+        return units if p is None else torch.where(p.clamp, p.value.to(units.dtype), units)
+
+    def _injected_current(self, drive: torch.Tensor) -> torch.Tensor:
+        """The input drive [B, n] of the units plus any injected current."""
+        p = self.unit_perturbation
+        return drive if p is None or p.current is None else drive + p.current.to(drive.dtype)
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-env shape of each state tensor; empty for feed-forward cores."""
@@ -144,6 +156,21 @@ class Core(nn.Module):
     def config(self) -> dict:
         """``{"class": name, **constructor arguments}``, JSON-serialisable."""
         raise NotImplementedError
+
+
+@dataclass
+class UnitPerturbation:
+    """An experimenter's hold on a core's units (see `neuromimic.analysis.perturb`).
+
+    Attributes:
+        clamp: [n] bool, units whose activity is held at ``value``.
+        value: [n] the held activity (0: silenced).
+        current: [n] input current added to the units' drive, or None (rate cores only).
+    """
+
+    clamp: torch.Tensor
+    value: torch.Tensor
+    current: torch.Tensor | None = None
 
 
 CoreFactory = Callable[[int, float], Core]

@@ -55,6 +55,8 @@ class MLPCore(Core):
             x = layer(x)
             if not isinstance(layer, nn.Linear):
                 activity[f"layer_{len(activity)}"] = x
+        x = self._perturb_units(x)  # the last hidden layer: the core's units
+        activity[f"layer_{len(activity) - 1}"] = x
         return x, {}, activity
 
     def config(self) -> dict:
@@ -80,7 +82,7 @@ class GRUCore(Core):
         return {"h": (self.output_size,)}
 
     def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
-        h = self.cell(x, state["h"])
+        h = self._perturb_units(self.cell(x, state["h"]))
         return h, {"h": h}, {"h": h}
 
     def config(self) -> dict:
@@ -108,6 +110,7 @@ class LSTMCore(Core):
 
     def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
         h, c = self.cell(x, (state["h"], state["c"]))
+        h = self._perturb_units(h)
         return h, {"h": h, "c": c}, {"h": h, "c": c}
 
     def config(self) -> dict:

@@ -153,6 +153,21 @@ def load_controller(path: str | Path, map_location: str | torch.device = "cpu") 
     return controller.to(map_location).eval()
 
 
+def controller_metadata(path: str | Path) -> dict:
+    """The notes stored with a controller (body, env config, source...): the ``metadata``
+    of an export, or what ``neuromimic fit`` wrote into a checkpoint."""
+    path = Path(path)
+    if path.is_dir() or path.name == CONFIG_FILE:
+        config_path = path / CONFIG_FILE if path.is_dir() else path
+        try:
+            return dict(json.loads(config_path.read_text()).get("metadata") or {})
+        except (OSError, json.JSONDecodeError, AttributeError) as error:
+            raise ControllerLoadError(f"{config_path}: cannot read its metadata: {error}") from None
+    from neuromimic.training.checkpoint_io import load_checkpoint_file
+
+    return dict(load_checkpoint_file(path).get("neuromimic", {}).get("controller", {}).get("metadata") or {})
+
+
 def _read_export(directory: Path) -> tuple[Controller, dict, str]:
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for file in (config_path, weights_path):

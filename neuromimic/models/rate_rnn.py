@@ -173,12 +173,12 @@ class RateRNNCore(Core):
             buffer = state["input_buffer"]
             x, new_state["input_buffer"] = buffer[:, 0], torch.cat([buffer[:, 1:], x[:, None]], dim=1)
         h = state["h"]
-        rate = RATE_FUNCTIONS[self.activation](h)
+        rate = self._perturb_units(RATE_FUNCTIONS[self.activation](h))
         alpha = -torch.expm1(-self.control_dt / self.tau)  # 1 - exp(-dt / tau), [H]
-        h = h + alpha * (-h + self.recurrent(rate) + self.input(x))
+        h = h + alpha * (-h + self._injected_current(self.recurrent(rate) + self.input(x)))
         if noise is not None and self.noise_std > 0:
             h = h + torch.sqrt(1.0 - (1.0 - alpha).square()) * self.noise_std * noise["process"]
-        rate = RATE_FUNCTIONS[self.activation](h)
+        rate = self._perturb_units(RATE_FUNCTIONS[self.activation](h))
         new_state["h"] = h
         output = rate
         if self.output_delay:

@@ -151,11 +151,7 @@ class MujocoBackend:
         # substeps they describe the state one substep back. One step of an explicit-Euler
         # copy of the model from the final state evaluates them at that state (one forward
         # pass, against RK4's four per substep); the state it integrates is discarded.
-        # Sensors do not depend on constraint forces: skip the solver in that pass.
-        sensor_model = copy.copy(model)
-        sensor_model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
-        sensor_model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONSTRAINT
-        self._sensor_models = [sensor_model] * num_envs
+        self.model_changed()
         self._substep_sensordata = np.zeros((num_envs, substeps, model.nsensordata))
         self._final_state = np.zeros((num_envs, nstate))
         self._final_control = np.zeros((num_envs, 1, model.nu))
@@ -176,6 +172,15 @@ class MujocoBackend:
         log.debug(
             "MujocoBackend: %d bodies, %d threads, %d substeps", num_envs, self.nthread, substeps
         )
+
+    def model_changed(self) -> None:
+        """Call after changing `model` in place (muscle strength, masses...): rebuilds the
+        copy the sensor pass uses. The physics rollout reads `model` itself."""
+        # Sensors do not depend on constraint forces: skip the solver in that pass.
+        sensor_model = copy.copy(self.model)
+        sensor_model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
+        sensor_model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONSTRAINT
+        self._sensor_models = [sensor_model] * self.num_envs
 
     def close(self) -> None:
         """Stop the rollout thread pool (the backend cannot step afterwards)."""

@@ -441,7 +441,7 @@ class PPOModule(L.LightningModule):
             "controller": {
                 "controller": self.controller.config(),
                 "spec": self.spec.to_dict(),
-                "metadata": {"body": self.env_config.body, "clips": self.env_config.clips},
+                "metadata": {"body": self.env_config.body, "env": self.env_config.to_dict()},
             }
         }
         if self.train_env is not None:

@@ -1,0 +1,230 @@
+"""Perturbations of a controller and its body, as context managers that undo exactly.
+
+Inside the block the experiment runs perturbed; on exit every touched value is put back
+as it was, so the outputs afterwards are bitwise equal to those before (tested).
+
+Controller side (any core; units are the core's units: rates of a `RateRNNCore`, hidden
+units of a GRU/LSTM, the last hidden layer of an MLP):
+
+- `silence_units` / `clamp_units`: hold chosen units' activity at 0 / a value;
+- `inject_current`: add a current to chosen units' drive (`RateRNNCore`);
+- `remove_sensory`: feedback elimination, named observation blocks held at their mean;
+- `sensory_noise`: Gaussian noise on named observation blocks (normalised units);
+- `scale_time_constants`: multiply the time constants of a `RateRNNCore`.
+
+Body side (native MuJoCo backend):
+
+- `weaken_muscles`: scale the peak isometric force of chosen muscles;
+- `scale_body_mass`: scale the mass and inertia of chosen bodies.
+
+Units are chosen with `select_units`: indices, a fraction drawn with a seed, or the
+``"excitatory"`` / ``"inhibitory"`` population of a Dale's-law core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import mujoco
+import torch
+
+from neuromimic.models import Controller
+from neuromimic.models.base import UnitPerturbation
+from neuromimic.models.rate_rnn import RateRNNCore
+
+Units = Sequence[int] | float | str
+
+
+def select_units(controller: Controller, units: Units, seed: int = 0) -> torch.Tensor:
+    """[n] bool mask of the core's units.
+
+    Args:
+        controller: the controller whose core's units are chosen.
+        units: indices; a fraction in (0, 1) drawn uniformly with ``seed``; or
+            ``"excitatory"`` / ``"inhibitory"`` (a `RateRNNCore` with Dale's law).
+    """
+    core = controller.core
+    size = core.output_size
+    mask = torch.zeros(size, dtype=torch.bool)
+    if isinstance(units, str):
+        sign = getattr(core, "recurrent", None) and getattr(core.recurrent, "parametrizations", None)
+        if units not in ("excitatory", "inhibitory") or not sign:
+            raise ValueError(
+                f"units={units!r}: populations need a RateRNNCore with Dale's law; otherwise give "
+                "indices or a fraction"
+            )
+        signs = core.recurrent.parametrizations.weight[0].sign
+        if signs is None:
+            raise ValueError("this RateRNNCore has no Dale's law (excitatory_fraction is None)")
+        mask = (signs > 0) if units == "excitatory" else (signs < 0)
+    elif isinstance(units, float):
+        if not 0.0 < units < 1.0:
+            raise ValueError(f"a fraction of units must be in (0, 1); got {units}")
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+        mask[order[: round(units * size)]] = True
+    else:
+        index = torch.as_tensor(list(units), dtype=torch.long)
+        if index.numel() and (index.min() < 0 or index.max() >= size):
+            raise ValueError(f"unit indices must be in [0, {size}); got {list(units)}")
+        mask[index] = True
+    return mask.to(controller.log_std.device)
+
+
+@contextlib.contextmanager
+def _unit_perturbation(controller: Controller, perturbation: UnitPerturbation) -> Iterator[None]:
+    core = controller.core
+    if core.unit_perturbation is not None:
+        raise RuntimeError("the core's units are already perturbed; nest different kinds of perturbation instead")
+    core.unit_perturbation = perturbation
+    try:
+        yield
+    finally:
+        core.unit_perturbation = None
+
+
+def clamp_units(controller: Controller, units: Units, value: float, seed: int = 0):
+    """Hold the activity of chosen units at ``value`` (a context manager)."""
+    mask = select_units(controller, units, seed)
+    return _unit_perturbation(controller, UnitPerturbation(mask, torch.full(mask.shape, float(value), device=mask.device)))
+
+
+def silence_units(controller: Controller, units: Units, seed: int = 0):
+    """Silence chosen units: their activity is 0 for the core and the readout (a context manager)."""
+    return clamp_units(controller, units, 0.0, seed)
+
+
+def inject_current(controller: Controller, units: Units, current: float, seed: int = 0):
+    """Add ``current`` to the drive ``W r + U x + b`` of chosen units of a `RateRNNCore`
+    (a context manager)."""
+    if not isinstance(controller.core, RateRNNCore):
+        raise TypeError(f"inject_current needs a RateRNNCore; this controller's core is {type(controller.core).__name__}")
+    mask = select_units(controller, units, seed)
+    none = torch.zeros(mask.shape, dtype=torch.bool, device=mask.device)
+    return _unit_perturbation(
+        controller, UnitPerturbation(none, torch.zeros(mask.shape, device=mask.device), mask.float() * float(current))
+    )
+
+
+def _observation_columns(controller: Controller, blocks: Sequence[str] | None) -> torch.Tensor:
+    """[D] bool mask of the observation blocks whose names start with one of ``blocks``."""
+    slices = controller.spec.observation_slices()
+    names = list(slices) if blocks is None else [n for n in slices if n.startswith(tuple(blocks))]
+    if not names:
+        raise ValueError(f"no observation block starts with {list(blocks)}; blocks: {list(slices)}")
+    mask = torch.zeros(controller.observation_size, dtype=torch.bool)
+    for name in names:
+        mask[slices[name]] = True
+    return mask.to(controller.log_std.device)
+
+
+@contextlib.contextmanager
+def _observation_hook(controller: Controller, change) -> Iterator[None]:
+    handle = controller.obs_norm.register_forward_hook(lambda module, inputs, output: change(output))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def remove_sensory(controller: Controller, blocks: Sequence[str]):
+    """Feedback elimination: the named observation blocks (name prefixes, e.g.
+    ``["muscle_length", "muscle_velocity"]`` for spindle-like feedback) reach the
+    controller at their running mean, i.e. carry no information (a context manager)."""
+    mask = _observation_columns(controller, blocks)
+    return _observation_hook(controller, lambda x: x.masked_fill(mask, 0.0))
+
+
+def sensory_noise(controller: Controller, std: float, blocks: Sequence[str] | None = None, seed: int = 0):
+    """Add Gaussian noise of ``std`` (in normalised observation units) to the named blocks
+    (all when None), drawn from a generator seeded with ``seed`` (a context manager)."""
+    mask = _observation_columns(controller, blocks)
+    generator = torch.Generator(device=mask.device).manual_seed(seed)
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + std * noise * mask
+
+    return _observation_hook(controller, noisy)
+
+
+@contextlib.contextmanager
+def scale_time_constants(controller: Controller, factor: float, units: Units | None = None, seed: int = 0) -> Iterator[None]:
+    """Multiply the time constants of a `RateRNNCore` (all units, or chosen ones) by ``factor``."""
+    core = controller.core
+    if not isinstance(core, RateRNNCore):
+        raise TypeError(f"scale_time_constants needs a RateRNNCore; this controller's core is {type(core).__name__}")
+    mask = torch.ones(core.output_size, dtype=torch.bool) if units is None else select_units(controller, units, seed)
+    saved = core.log_tau.detach().clone()
+    with torch.no_grad():
+        core.log_tau.add_(mask.to(saved.device) * math.log(factor))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            core.log_tau.copy_(saved)
+
+
+def _native_backend(env):
+    backend = getattr(env, "backend", env)
+    if not hasattr(backend, "model_changed"):
+        raise NotImplementedError(
+            "body perturbations change the compiled model in place and need the native 'mujoco' "
+            f"backend; this env runs {type(backend).__name__}"
+        )
+    return backend
+
+
+def _ids(model: mujoco.MjModel, kind: mujoco.mjtObj, names: Sequence[str], what: str) -> list[int]:
+    ids = [mujoco.mj_name2id(model, kind, name) for name in names]
+    unknown = [name for name, i in zip(names, ids, strict=True) if i < 0]
+    if unknown:
+        known = [mujoco.mj_id2name(model, kind, i) for i in range(getattr(model, f"n{what}"))]
+        raise ValueError(f"unknown {what} names {unknown}; known: {known}")
+    return ids
+
+
+@contextlib.contextmanager
+def _scaled_model(backend, changes: list[tuple[str, tuple, float]]) -> Iterator[None]:
+    """Multiply model entries ``(field, index, factor)``; restore the fields on exit."""
+    model = backend.model
+    saved = {name: getattr(model, name).copy() for name, *_ in changes}
+    for name, index, factor in changes:
+        getattr(model, name)[index] *= factor
+    backend.model_changed()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            getattr(model, name)[:] = value
+        backend.model_changed()
+
+
+def weaken_muscles(env, scales: dict[str, float]):
+    """Scale the peak isometric force of the named muscles (``{"Biceps_Long": 0.5}``),
+    active and passive alike, as in impaired gait studies (a context manager).
+
+    Args:
+        env: an `ImitationEnv` (or its backend) on the native ``mujoco`` backend.
+        scales: muscle (actuator) name -> factor on its maximum force.
+    """
+    backend = _native_backend(env)
+    model = backend.model
+    ids = _ids(model, mujoco.mjtObj.mjOBJ_ACTUATOR, list(scales), "u")
+    if (model.actuator_gainprm[ids, 2] <= 0).any():
+        raise ValueError("weaken_muscles needs muscles with an explicit force (gainprm[2] > 0) in the MJCF")
+    # MuJoCo muscles: F0 is gainprm[2] (active force) and biasprm[2] (passive force).
+    changes = [(field, (i, 2), factor) for i, factor in zip(ids, scales.values(), strict=True)
+               for field in ("actuator_gainprm", "actuator_biasprm")]
+    return _scaled_model(backend, changes)
+
+
+def scale_body_mass(env, scales: dict[str, float]):
+    """Scale the mass and rotational inertia of the named bodies (``{"forearm": 1.5}``;
+    a context manager). Env and backend as in `weaken_muscles`."""
+    backend = _native_backend(env)
+    ids = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, list(scales), "body")
+    changes = [(field, (i,), factor) for i, factor in zip(ids, scales.values(), strict=True)
+               for field in ("body_mass", "body_inertia")]
+    return _scaled_model(backend, changes)

@@ -1,0 +1,329 @@
+"""Record everything a controller and its body do while tracking clips, like an animal on a rig.
+
+`record` runs a controller deterministically on every clip of a split (one env per clip,
+from its first frame, never terminated) and returns a `Recording`: per control step
+[B, T, ...] arrays of the observation, the action, every layer's output (forward hooks,
+named by module path), the core's states and activity, the muscles' activation, force,
+length and velocity, joint angles and velocities, joint torques from the actuators and
+from inverse dynamics, contact forces on each body, the reference and the tracking
+errors, each with its units. Save it as HDF5 (`Recording.save_h5`) or NWB
+(`Recording.save_nwb`).
+
+Quantities the simulator does not keep between steps (body positions, joint torques,
+contact forces) are recomputed afterwards from the recorded states with MuJoCo on the
+CPU (``mj_forward`` at each recorded state; ``mj_inverse`` with the joint acceleration
+from central differences of the recorded joint velocities), so recording costs the
+backend nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import mujoco
+import numpy as np
+import torch
+from torch import nn
+
+from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env
+from neuromimic.models import Controller, squash
+from neuromimic.physics.model import compile_model
+
+FORMAT = "neuromimic-recording"
+VERSION = 1
+
+
+@dataclass
+class Recording:
+    """Arrays [B, T, ...] of one recorded run, with units and run attributes.
+
+    Attributes:
+        data: name -> array; names are paths such as ``"muscle/force"`` or
+            ``"layers/core.layers.1"``. ``"valid"`` [B, T] marks the steps inside each
+            clip (clips shorter than the longest are padded at their end).
+        units: name -> unit string of every array.
+        attrs: ``body``, ``control_dt`` (s), ``clip_names``, ``joint_names``,
+            ``muscle_names``, ``body_names``, ``site_names``, ``controller`` (its config).
+    """
+
+    data: dict[str, np.ndarray]
+    units: dict[str, str]
+    attrs: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+    @property
+    def time(self) -> np.ndarray:
+        """[T] time of each recorded step in s (after the step)."""
+        steps = next(iter(self.data.values())).shape[1]
+        return (np.arange(steps) + 1) * self.attrs["control_dt"]
+
+    def save_h5(self, path: str | Path) -> Path:
+        """Write one HDF5 dataset per array (``units`` attribute on each) and the run
+        attributes as JSON on the root; written atomically."""
+        from neuromimic.training.checkpoint_io import atomic_write
+
+        def write(f) -> None:
+            with h5py.File(f, "w") as h5:
+                h5.attrs["format"] = FORMAT
+                h5.attrs["version"] = VERSION
+                h5.attrs["attrs"] = json.dumps(self.attrs)
+                for name, value in self.data.items():
+                    dataset = h5.create_dataset(name, data=value, compression="gzip", compression_opts=4)
+                    dataset.attrs["units"] = self.units[name]
+
+        path = Path(path)
+        atomic_write(path, write)
+        return path
+
+    @classmethod
+    def load_h5(cls, path: str | Path) -> Recording:
+        """Read a file written by `save_h5`."""
+        data, units = {}, {}
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("format") != FORMAT:
+                raise ValueError(f"{path} is not a neuromimic recording (no format={FORMAT!r} attribute)")
+            attrs = json.loads(h5.attrs["attrs"])
+
+            def visit(name: str, node) -> None:
+                if isinstance(node, h5py.Dataset):
+                    data[name] = node[()]
+                    units[name] = str(node.attrs["units"])
+
+            h5.visititems(visit)
+        return cls(data, units, attrs)
+
+    def save_nwb(self, path: str | Path, session_description: str = "neuromimic recording") -> Path:
+        """Write an NWB file: one ``TimeSeries`` per array and env in a ``neuromimic``
+        processing module (data [T, ...] of env ``b`` under ``<name>/env<b>``; names with
+        ``/`` become ``__``), with units and timestamps.
+
+        Needs ``pynwb`` (``pip install pynwb``).
+        """
+        from datetime import datetime, timezone
+
+        from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+
+        nwb = NWBFile(
+            session_description=session_description,
+            identifier=f"neuromimic-{self.attrs.get('body', 'body')}",
+            session_start_time=datetime.now(timezone.utc),
+        )
+        module = nwb.create_processing_module("neuromimic", "controller and body recorded by neuromimic")
+        for name, value in self.data.items():
+            for env in range(value.shape[0]):
+                module.add(
+                    TimeSeries(
+                        name=f"{name.replace('/', '__')}__env{env}",
+                        data=value[env],
+                        unit=self.units[name],
+                        timestamps=self.time,
+                        description=f"{name} of env {env} ({self.attrs['clip_names'][env]})",
+                    )
+                )
+        path = Path(path)
+        with NWBHDF5IO(str(path), "w") as io:
+            io.write(nwb)
+        return path
+
+
+def _is_layer(name: str, module: nn.Module) -> bool:
+    """A module with no submodules but weight parametrisations (whose outputs are weights,
+    not activity)."""
+    if ".parametrizations" in name:
+        return False
+    return all(child == "parametrizations" for child, _ in module.named_children())
+
+
+class _LayerTap:
+    """Forward hooks on every submodule of a controller, keeping the last tensor outputs."""
+
+    def __init__(self, controller: nn.Module) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = [
+            module.register_forward_hook(self._hook(name))
+            for name, module in controller.named_modules()
+            if name and _is_layer(name, module)
+        ]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module, inputs, output) -> None:
+            if isinstance(output, torch.Tensor):
+                self.outputs[name] = output.detach()
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def record(
+    controller: Controller,
+    env: EnvConfig | ImitationEnv,
+    split: str | None = "val",
+    num_envs: int | None = None,
+    steps: int | None = None,
+) -> Recording:
+    """Run ``controller`` deterministically on every clip of ``split`` and record it.
+
+    Args:
+        controller: a trained controller (`neuromimic.load_controller`).
+        env: the env config of the run (its body, clips and task), or an env built with
+            ``make_env(..., evaluation=True)``.
+        split: clips to play when ``env`` is a config (``"val"``, ``"train"`` or ``None``
+            for all).
+        num_envs: bodies to simulate when ``env`` is a config; default one per clip.
+        steps: control steps to record; default the longest clip's length - 1.
+
+    Returns:
+        The `Recording` (units in `Recording.units`).
+    """
+    if isinstance(env, EnvConfig):
+        env = make_env(env, split=split, num_envs=num_envs, evaluation=True)
+    if not env.sequential_clips:
+        raise ValueError("record needs an env made with make_env(..., evaluation=True) (one clip per env, from frame 0)")
+    controller = controller.to(env.device).eval()
+    steps = int(env.clips.length.max()) - 1 if steps is None else steps
+    tap = _LayerTap(controller)
+    frames: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        frames.setdefault(name, []).append(value.detach().float().cpu().clone())
+
+    try:
+        td, state = env.reset(), None
+        with env.stepping():
+            for _ in range(steps):
+                observation = td["observation"]
+                valid = env.frame < env.clips.length[env.clip_index] - 1
+                loc, _, state, activity = controller.step(observation, state, td["is_init"])
+                action = squash(loc)
+                td["action"] = action
+                td = env.step(td)["next"]
+                sim, ref = env.backend.view, env.reference()
+                keep("valid", valid)
+                keep("observation", observation)
+                keep("action", action)
+                for name, value in tap.outputs.items():
+                    keep(f"layers/{name}", value)
+                for name, value in activity.items():
+                    keep(f"core/activity/{name}", value)
+                for name, value in state.items():
+                    keep(f"core/state/{name}", value)
+                for name in ("qpos", "qvel", "act", "ctrl", "actuator_length", "actuator_velocity", "actuator_force", "site_pos_w"):
+                    keep(f"sim/{name}", getattr(sim, name))
+                keep("reference/qpos", ref.qpos)
+                keep("reference/site_pos_w", ref.site_pos_w)
+                for name, value in td["metrics"].items():
+                    keep(f"metrics/{name}", value)
+    finally:
+        tap.remove()
+    data = {name: torch.stack(values, dim=1).numpy() for name, values in frames.items()}
+    data["valid"] = data["valid"].astype(bool)
+    model = compile_model(env.backend.body)
+    data.update(_dynamics(model, data, env.backend.substeps * model.opt.timestep))
+    recording = Recording(_rename(data), {}, _attributes(env, controller, model))
+    recording.units = {name: _units(name) for name in recording.data}
+    return recording
+
+
+def _dynamics(model: mujoco.MjModel, data: dict[str, np.ndarray], dt: float) -> dict[str, np.ndarray]:
+    """Body positions, actuator and inverse-dynamics joint torques and contact forces at
+    every recorded state, from MuJoCo on the CPU."""
+    qpos, qvel, act, ctrl = (data[f"sim/{k}"].astype(np.float64) for k in ("qpos", "qvel", "act", "ctrl"))
+    qacc = np.gradient(qvel, dt, axis=1)  # central differences in time, [B, T, nv]
+    num_envs, steps = qpos.shape[:2]
+    out = {
+        "body/xpos": np.zeros((num_envs, steps, model.nbody, 3)),
+        "joint/actuator_torque": np.zeros((num_envs, steps, model.nv)),
+        "joint/inverse_dynamics_torque": np.zeros((num_envs, steps, model.nv)),
+        "body/contact_force": np.zeros((num_envs, steps, model.nbody, 6)),
+    }
+    mj = mujoco.MjData(model)
+    for b in range(num_envs):
+        for t in range(steps):
+            mj.qpos[:], mj.qvel[:], mj.act[:], mj.ctrl[:] = qpos[b, t], qvel[b, t], act[b, t], ctrl[b, t]
+            mujoco.mj_forward(model, mj)
+            mujoco.mj_rnePostConstraint(model, mj)  # fills cfrc_ext: contact forces per body
+            out["body/xpos"][b, t] = mj.xpos
+            out["joint/actuator_torque"][b, t] = mj.qfrc_actuator
+            out["body/contact_force"][b, t] = mj.cfrc_ext
+            mj.qacc[:] = qacc[b, t]
+            mujoco.mj_inverse(model, mj)
+            out["joint/inverse_dynamics_torque"][b, t] = mj.qfrc_inverse
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+_RENAMES = {
+    "sim/qpos": "joint/qpos",
+    "sim/qvel": "joint/qvel",
+    "sim/act": "muscle/activation",
+    "sim/ctrl": "muscle/excitation",
+    "sim/actuator_length": "muscle/length",
+    "sim/actuator_velocity": "muscle/velocity",
+    "sim/actuator_force": "muscle/force",
+    "sim/site_pos_w": "site/pos",
+}
+
+
+def _rename(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {_RENAMES.get(name, name): value for name, value in data.items()}
+
+
+_UNITS = {
+    "valid": "bool",
+    "observation": "see attrs observation_layout",
+    "action": "excitation 0..1",
+    "joint/qpos": "rad",
+    "joint/qvel": "rad/s",
+    "muscle/activation": "0..1",
+    "muscle/excitation": "0..1",
+    "muscle/length": "m",
+    "muscle/velocity": "m/s",
+    "muscle/force": "N (negative: pulling)",
+    "site/pos": "m",
+    "body/xpos": "m",
+    "joint/actuator_torque": "N m",
+    "joint/inverse_dynamics_torque": "N m",
+    "body/contact_force": "N m, N (torque then force, world frame, about the body's CoM)",
+    "reference/qpos": "rad",
+    "reference/site_pos_w": "m",
+    "metrics/site_pos_error_mm": "mm",
+    "metrics/joint_pos_error_deg": "deg",
+    "metrics/unstable": "bool (1: the physics went unstable)",
+}
+
+
+def _units(name: str) -> str:
+    if name in _UNITS:
+        return _UNITS[name]
+    if name.startswith(("layers/", "core/")):
+        return "a.u. (network units)"
+    if name.startswith("metrics/"):
+        return "reward term (unitless)"
+    raise KeyError(f"no unit for recorded array {name!r}")
+
+
+def _attributes(env: ImitationEnv, controller: Controller, model: mujoco.MjModel) -> dict:
+    names = lambda kind, n: [mujoco.mj_id2name(model, kind, i) for i in range(n)]  # noqa: E731
+    clip_count = env.clips.num_clips
+    return {
+        "body": env.backend.body.key,
+        "control_dt": env.backend.substeps * model.opt.timestep,
+        "clip_names": [env.clips.names[int(i) % clip_count] for i in env.clip_index.cpu()],
+        "joint_names": names(mujoco.mjtObj.mjOBJ_JOINT, model.njnt),
+        "muscle_names": names(mujoco.mjtObj.mjOBJ_ACTUATOR, model.nu),
+        "body_names": names(mujoco.mjtObj.mjOBJ_BODY, model.nbody),
+        "site_names": list(env.clips.site_names),
+        "observation_layout": [list(block) for block in env.observation_layout],
+        "controller": controller.config(),
+        "task": dataclasses.asdict(env.task),
+    }
