@@ -190,6 +190,7 @@ def record(
         env = make_env(env, split=split, num_envs=num_envs, evaluation=True)
     if not env.sequential_clips:
         raise ValueError("record needs an env made with make_env(..., evaluation=True) (one clip per env, from frame 0)")
+    was_training = controller.training
     controller = controller.to(env.device).eval()
     steps = int(env.clips.length.max()) - 1 if steps is None else steps
     tap = _LayerTap(controller)
@@ -226,6 +227,7 @@ def record(
                     keep(f"metrics/{name}", value)
     finally:
         tap.remove()
+        controller.train(was_training)
     data = {name: torch.stack(values, dim=1).numpy() for name, values in frames.items()}
     data["valid"] = data["valid"].astype(bool)
     model = compile_model(env.backend.body)

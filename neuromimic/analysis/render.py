@@ -1,0 +1,146 @@
+"""Headless MuJoCo rendering of recorded rollouts, with the reference as a ghost body.
+
+`render_frames` draws the simulated body at each recorded pose and, in the same scene, a
+semi-transparent copy at the reference pose; `render_video` writes them as an MP4
+(imageio with its bundled ffmpeg); `gif_bytes` encodes frames as an animated GIF (what
+TensorBoard shows as a video, see `neuromimic.training.callbacks.VideoLogger`).
+
+Rendering needs an OpenGL platform without a display: EGL (preferred) or OSMesa. The
+context is created here, so the ``MUJOCO_GL`` variable does not matter.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from neuromimic.analysis.record import Recording
+from neuromimic.bodies import get_body
+from neuromimic.physics.model import compile_model
+
+
+# PyOpenGL announces at INFO level that its optional C accelerator is missing.
+logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
+
+
+class RenderingUnavailable(RuntimeError):
+    """No headless OpenGL platform (EGL or OSMesa) could be started."""
+
+
+def _gl_context(width: int, height: int):
+    errors = []
+    for platform in ("egl", "osmesa"):
+        try:
+            module = __import__(f"mujoco.{platform}", fromlist=["GLContext"])
+            context = module.GLContext(width, height)
+            context.make_current()
+            return context
+        except Exception as error:  # each platform fails in its own way when missing
+            errors.append(f"{platform}: {type(error).__name__}: {error}")
+    raise RenderingUnavailable(
+        "cannot start headless OpenGL (" + "; ".join(errors) + "). Install EGL or OSMesa, e.g. "
+        "`apt-get install libegl1 libgl1-mesa-dri` or `apt-get install libosmesa6`"
+    )
+
+
+def render_frames(
+    model: mujoco.MjModel,
+    qpos: np.ndarray,
+    reference_qpos: np.ndarray | None = None,
+    width: int = 480,
+    height: int = 368,
+    ghost_alpha: float = 0.3,
+    distance_scale: float = 1.0,
+) -> np.ndarray:
+    """RGB frames of a body at each pose, with an optional ghost at the reference pose.
+
+    Args:
+        model: the compiled model (`neuromimic.physics.model.compile_model`).
+        qpos: [T, nq] simulated joint positions (rad).
+        reference_qpos: [T, nq] reference joint positions drawn semi-transparent, or None.
+        width, height: frame size in pixels (multiples of 16 suit video codecs).
+        ghost_alpha: opacity of the reference body.
+        distance_scale: camera distance relative to MuJoCo's default free camera.
+
+    Returns:
+        [T, height, width, 3] uint8.
+    """
+    qpos = np.asarray(qpos, dtype=np.float64)
+    if qpos.ndim != 2 or qpos.shape[1] != model.nq:
+        raise ValueError(f"qpos must be [T, {model.nq}]; got {qpos.shape}")
+    if reference_qpos is not None and np.shape(reference_qpos) != qpos.shape:
+        raise ValueError(f"reference_qpos must match qpos {qpos.shape}; got {np.shape(reference_qpos)}")
+    model.vis.global_.offwidth = max(width, model.vis.global_.offwidth)
+    model.vis.global_.offheight = max(height, model.vis.global_.offheight)
+    context = _gl_context(width, height)
+    try:
+        render = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, render)
+        scene = mujoco.MjvScene(model, maxgeom=4 * model.ngeom + 100)
+        camera, option, perturbation = mujoco.MjvCamera(), mujoco.MjvOption(), mujoco.MjvPerturb()
+        mujoco.mjv_defaultFreeCamera(model, camera)
+        camera.distance *= distance_scale
+        viewport = mujoco.MjrRect(0, 0, width, height)
+        simulated, reference = mujoco.MjData(model), mujoco.MjData(model)
+        frames = np.zeros((len(qpos), height, width, 3), dtype=np.uint8)
+        for t in range(len(qpos)):
+            simulated.qpos[:] = qpos[t]
+            mujoco.mj_kinematics(model, simulated)
+            mujoco.mjv_updateScene(model, simulated, option, perturbation, camera, mujoco.mjtCatBit.mjCAT_ALL, scene)
+            if reference_qpos is not None:
+                reference.qpos[:] = reference_qpos[t]
+                mujoco.mj_kinematics(model, reference)
+                first = scene.ngeom
+                mujoco.mjv_addGeoms(model, reference, option, perturbation, mujoco.mjtCatBit.mjCAT_DYNAMIC, scene)
+                for i in range(first, scene.ngeom):
+                    scene.geoms[i].rgba[:] = (0.3, 0.6, 1.0, ghost_alpha)
+            mujoco.mjr_render(viewport, scene, render)
+            mujoco.mjr_readPixels(frames[t], None, viewport, render)
+        render.free()
+    finally:
+        context.free()
+    return frames[:, ::-1]  # OpenGL rows run bottom-up
+
+
+def recording_frames(recording: Recording, env: int = 0, **kwargs) -> np.ndarray:
+    """`render_frames` of env ``env`` of a recording (valid steps only), ghost included."""
+    count = recording["joint/qpos"].shape[0]
+    if not 0 <= env < count:
+        raise ValueError(f"env {env} is not in the recording, which has {count} envs")
+    valid = recording["valid"][env]
+    model = compile_model(get_body(recording.attrs["body"]))
+    return render_frames(model, recording["joint/qpos"][env][valid], recording["reference/qpos"][env][valid], **kwargs)
+
+
+def render_video(recording: Recording, path: str | Path, env: int = 0, fps: float | None = None, **kwargs) -> Path:
+    """Write env ``env`` of a recording as an MP4 (H.264) with the reference as a ghost.
+
+    Args:
+        recording: a `neuromimic.analysis.Recording`.
+        path: output ``.mp4``.
+        env: which env (clip) to render.
+        fps: frames per second; default real time (``1 / control_dt``).
+        **kwargs: passed to `render_frames` (size, ghost opacity, camera distance).
+    """
+    import imageio.v2 as imageio
+
+    frames = recording_frames(recording, env, **kwargs)
+    fps = fps or 1.0 / recording.attrs["control_dt"]
+    path = Path(path)
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return path
+
+
+def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
+    """Frames [T, H, W, 3] uint8 as an animated GIF (looping)."""
+    import imageio.v2 as imageio
+
+    buffer = io.BytesIO()
+    imageio.mimsave(buffer, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
+    return buffer.getvalue()
