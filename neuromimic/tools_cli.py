@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--split", default="val", help="clips to play: val, train or all")
     record.add_argument("--steps", type=int, default=None, help="control steps (default: the longest clip)")
 
+    perturb = analyze_kinds.add_parser(
+        "perturb", help="tracking error and muscle activity with and without perturbations"
+    )
+    perturb.add_argument("--ckpt", required=True, help="a checkpoint of neuromimic fit, or an export directory")
+    perturb.add_argument("--perturbation", required=True, help="YAML list of {name: arguments}")
+    perturb.add_argument("--split", default="val", help="clips to play: val, train or all")
+
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
     bodies_kinds.add_parser("list", help="key, DoF, actuators and muscles of every body")
@@ -61,8 +68,10 @@ def main(argv: list[str]) -> None:
         )
     elif args.command == "export":
         result = _export(args.ckpt, args.output)
-    elif args.command == "analyze":
+    elif args.command == "analyze" and args.kind == "record":
         result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
+    elif args.command == "analyze":
+        result = _perturb(args.ckpt, args.perturbation, None if args.split == "all" else args.split)
     else:
         result = _list_bodies()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
@@ -91,10 +100,7 @@ def _export(ckpt: str, output: str) -> dict:
     return {"output": str(directory), "controller": controller.config(), "metadata": metadata}
 
 
-def _record(source: str, output: str, split: str | None, steps: int | None) -> dict:
-    from pathlib import Path
-
-    from neuromimic.analysis.record import record
+def _controller_and_env(source: str):
     from neuromimic.envs import EnvConfig
     from neuromimic.models import load_controller
     from neuromimic.models.export import controller_metadata
@@ -103,7 +109,54 @@ def _record(source: str, output: str, split: str | None, steps: int | None) -> d
     env = controller_metadata(source).get("env")
     if env is None:
         raise SystemExit(f"{source} does not say which env it was trained in (no 'env' metadata); re-export it")
-    recording = record(controller, EnvConfig.from_dict(env), split=split, steps=steps)
+    return controller, EnvConfig.from_dict(env)
+
+
+def _record(source: str, output: str, split: str | None, steps: int | None) -> dict:
+    from pathlib import Path
+
+    from neuromimic.analysis.record import record
+
+    controller, env = _controller_and_env(source)
+    recording = record(controller, env, split=split, steps=steps)
     path = Path(output)
     written = recording.save_nwb(path) if path.suffix == ".nwb" else recording.save_h5(path)
     return {"output": str(written), "arrays": {k: list(v.shape) for k, v in recording.data.items()}}
+
+
+def _perturb(source: str, perturbation: str, split: str | None) -> dict:
+    from pathlib import Path
+
+    import yaml
+
+    from neuromimic.analysis import perturb
+    from neuromimic.analysis.record import record
+    from neuromimic.envs import make_env
+
+    controller, config = _controller_and_env(source)
+    try:
+        perturbations = yaml.safe_load(Path(perturbation).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SystemExit(f"cannot read the perturbation file {perturbation}: {error}") from None
+    if not isinstance(perturbations, list):
+        raise SystemExit(f"{perturbation} must hold a YAML list of {{name: arguments}} entries")
+    env = make_env(config, split=split, evaluation=True)
+    baseline = record(controller, env)
+    with perturb.apply(perturbations, controller, env):
+        perturbed = record(controller, env)
+    return {
+        "perturbations": perturbations,
+        "baseline": _activity_summary(baseline),
+        "perturbed": _activity_summary(perturbed),
+    }
+
+
+def _activity_summary(recording) -> dict:
+    valid = recording["valid"]
+    activation = recording["muscle/activation"][valid]
+    return {
+        "wrist_error_mm": float(recording["metrics/site_pos_error_mm"][valid].mean()),
+        "joint_error_deg": float(recording["metrics/joint_pos_error_deg"][valid].mean()),
+        "total_activation": float(activation.sum(axis=1).mean()),
+        "mean_activation": dict(zip(recording.attrs["muscle_names"], activation.mean(axis=0).round(5).tolist(), strict=True)),
+    }

@@ -142,3 +142,24 @@ def test_weakened_muscles_pull_less():
     torch.testing.assert_close(weak[0, :, biceps], 0.5 * normal[0, :, biceps], rtol=1e-2, atol=0.0)
     with pytest.raises(ValueError, match="unknown u names"):
         perturb.weaken_muscles(env, {"Deltoid": 0.5})
+
+
+def test_analyze_perturb_cli_reports_with_and_without(tmp_path, capsys):
+    import json
+
+    from neuromimic.cli import main
+    from neuromimic.models import export_controller
+
+    export = export_controller(_controller(), tmp_path / "export", {"env": EnvConfig().to_dict()})
+    config = tmp_path / "perturbation.yaml"
+    config.write_text("- silence_units: {units: inhibitory}\n- weaken_muscles: {scales: {Biceps_Long: 0.2}}\n")
+    main(["analyze", "perturb", "--ckpt", str(export), "--perturbation", str(config)])
+    report = json.loads(capsys.readouterr().out)
+    assert report["perturbations"][0] == {"silence_units": {"units": "inhibitory"}}
+    baseline, perturbed = report["baseline"], report["perturbed"]
+    assert set(baseline["mean_activation"]) == set(perturbed["mean_activation"]) and len(baseline["mean_activation"]) == 9
+    assert baseline["total_activation"] != perturbed["total_activation"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- lesion_everything: {}\n")
+    with pytest.raises(ValueError, match="unknown perturbation 'lesion_everything'"):
+        main(["analyze", "perturb", "--ckpt", str(export), "--perturbation", str(bad)])

@@ -228,3 +228,41 @@ def scale_body_mass(env, scales: dict[str, float]):
     changes = [(field, (i,), factor) for i, factor in zip(ids, scales.values(), strict=True)
                for field in ("body_mass", "body_inertia")]
     return _scaled_model(backend, changes)
+
+
+#: Perturbations by name, for YAML files: ``{name: keyword arguments}``.
+PERTURBATIONS = {
+    "silence_units": (silence_units, "controller"),
+    "clamp_units": (clamp_units, "controller"),
+    "inject_current": (inject_current, "controller"),
+    "remove_sensory": (remove_sensory, "controller"),
+    "sensory_noise": (sensory_noise, "controller"),
+    "scale_time_constants": (scale_time_constants, "controller"),
+    "weaken_muscles": (weaken_muscles, "env"),
+    "scale_body_mass": (scale_body_mass, "env"),
+}
+
+
+def apply(perturbations: Sequence[dict], controller: Controller, env) -> contextlib.ExitStack:
+    """Enter every perturbation of a list such as a YAML file gives, in order::
+
+        - silence_units: {units: inhibitory}
+        - weaken_muscles: {scales: {Biceps_Long: 0.5}}
+
+    Returns:
+        An `contextlib.ExitStack` to use in a ``with`` block (undone in reverse order).
+    """
+    stack = contextlib.ExitStack()
+    try:
+        for entry in perturbations:
+            if not isinstance(entry, dict) or len(entry) != 1:
+                raise ValueError(f"each perturbation is one {{name: arguments}} mapping; got {entry!r}")
+            ((name, kwargs),) = entry.items()
+            if name not in PERTURBATIONS:
+                raise ValueError(f"unknown perturbation {name!r}; known: {sorted(PERTURBATIONS)}")
+            function, target = PERTURBATIONS[name]
+            stack.enter_context(function(controller if target == "controller" else env, **(kwargs or {})))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
