@@ -118,6 +118,7 @@ def _physics(env, steps=15):
     [
         lambda env: perturb.weaken_muscles(env, {"Biceps_Long": 0.3, "Brachialis": 0.5}),
         lambda env: perturb.scale_body_mass(env, {"radius": 3.0, "ulna": 3.0}),
+        lambda env: perturb.force_pulse(env, "radius", [0.0, 0.0, -0.05], start_s=0.03, duration_s=0.05),
     ],
 )
 def test_body_perturbations_change_the_physics_and_undo_exactly(make):
@@ -163,3 +164,14 @@ def test_analyze_perturb_cli_reports_with_and_without(tmp_path, capsys):
     bad.write_text("- lesion_everything: {}\n")
     with pytest.raises(ValueError, match="unknown perturbation 'lesion_everything'"):
         main(["analyze", "perturb", "--ckpt", str(export), "--perturbation", str(bad)])
+
+
+def test_force_pulse_acts_only_inside_its_window():
+    env = make_env(EnvConfig(num_envs=2), split="val", evaluation=True)
+    _, before = _physics(env, steps=12)
+    with perturb.force_pulse(env, "radius", [0.0, 0.0, -0.2], start_s=0.05, duration_s=0.03):
+        _, pushed = _physics(env, steps=12)
+    # Control steps start at 0, 10, 20 ... ms: the pulse acts on the steps starting at 50-70 ms.
+    assert torch.equal(pushed[:5], before[:5])
+    assert (pushed[5] - before[5]).abs().max() > 1e-6
+    assert not env.before_step and (env.backend.external_force == 0).all()

@@ -15,7 +15,8 @@ units of a GRU/LSTM, the last hidden layer of an MLP):
 Body side (native MuJoCo backend):
 
 - `weaken_muscles`: scale the peak isometric force of chosen muscles;
-- `scale_body_mass`: scale the mass and inertia of chosen bodies.
+- `scale_body_mass`: scale the mass and inertia of chosen bodies;
+- `force_pulse`: push a named body with a force during a time window of each episode.
 
 Units are chosen with `select_units`: indices, a fraction drawn with a seed, or the
 ``"excitatory"`` / ``"inhibitory"`` population of a Dale's-law core.
@@ -230,6 +231,50 @@ def scale_body_mass(env, scales: dict[str, float]):
     return _scaled_model(backend, changes)
 
 
+@contextlib.contextmanager
+def force_pulse(
+    env,
+    body: str,
+    force: Sequence[float],
+    start_s: float,
+    duration_s: float,
+    torque: Sequence[float] = (0.0, 0.0, 0.0),
+) -> Iterator[None]:
+    """Push a named body with a constant force (and torque) during a window of each episode.
+
+    The pulse acts on every control step that starts within ``[start_s, start_s +
+    duration_s)`` of the clip's first frame, at the body's centre of mass, in the world
+    frame (MuJoCo's ``xfrc_applied``).
+
+    Args:
+        env: an `ImitationEnv` on the native ``mujoco`` backend.
+        body: body name (e.g. ``"radius"``).
+        force: [3] force in N.
+        start_s: pulse onset in s after the clip's first frame.
+        duration_s: pulse length in s.
+        torque: [3] torque in N m.
+    """
+    backend = _native_backend(env)
+    (index,) = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, [body], "body")
+    wrench = torch.tensor([*force, *torque], dtype=torch.float64)
+    if wrench.shape != (6,):
+        raise ValueError(f"force and torque must have 3 components each; got {force}, {torque}")
+    dt = backend.substeps * backend.model.opt.timestep
+
+    def push(current) -> None:
+        time = current.frame.cpu().double() * dt
+        active = ((time >= start_s) & (time < start_s + duration_s)).numpy()
+        backend.external_force[:, index] = 0.0
+        backend.external_force[active, index] = wrench.numpy()
+
+    env.before_step.append(push)
+    try:
+        yield
+    finally:
+        env.before_step.remove(push)
+        backend.external_force[:, index] = 0.0
+
+
 #: Perturbations by name, for YAML files: ``{name: keyword arguments}``.
 PERTURBATIONS = {
     "silence_units": (silence_units, "controller"),
@@ -240,6 +285,7 @@ PERTURBATIONS = {
     "scale_time_constants": (scale_time_constants, "controller"),
     "weaken_muscles": (weaken_muscles, "env"),
     "scale_body_mass": (scale_body_mass, "env"),
+    "force_pulse": (force_pulse, "env"),
 }
 
 

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -222,6 +223,9 @@ class ImitationEnv(EnvBase):
         self._clip_last_frame = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         #: Device-side count of control steps that ended unstable (NaN/Inf, runaway).
         self.unstable_count = torch.zeros((), dtype=torch.long, device=self.device)
+        #: Called with the env before every physics step (stimuli and perturbations, such as
+        #: `neuromimic.analysis.perturb.force_pulse`, set the backend's inputs here).
+        self.before_step: list[Callable[[ImitationEnv], None]] = []
 
         self.observation_layout = observation_layout(
             model.nq, model.nv, model.nu, len(body.end_effector_sites), self.future_frames
@@ -416,6 +420,8 @@ class ImitationEnv(EnvBase):
                 f"action must be a float32 tensor of shape {tuple(expected)} (B envs x nu "
                 f"muscles, values in 0..1); got {action.dtype} of shape {tuple(action.shape)}"
             )
+        for hook in self.before_step:
+            hook(self)
         self.backend.step(action)
         self.frame = self.frame + 1
         sim = self.backend.view

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 COPIES: tuple[str, ...] = (
     "initial_state: last substep state [B, nstate] float64 -> contiguous rollout input (per step)",
     "ctrl: [B, nu] any float -> float64 control buffer [B, substeps, nu] "
-    "(cast + broadcast, per step)",
+    "(cast + broadcast, per step), with external_force [B, nbody, 6] beside it",
     "final state: last substep state [B, nstate] and ctrl [B, 1, nu] -> contiguous inputs of "
     "the sensor rollout (per step)",
     "reset: masked rows' new states gathered, written into the state buffer, and their "
@@ -57,6 +57,8 @@ COPIES: tuple[str, ...] = (
 )
 
 _FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS
+#: What each control vector holds: muscle controls, then external forces on the bodies.
+CONTROL_SPEC = mujoco.mjtState.mjSTATE_CTRL.value | mujoco.mjtState.mjSTATE_XFRC_APPLIED.value
 
 
 def state_offsets(model: mujoco.MjModel) -> dict[str, slice]:
@@ -105,7 +107,11 @@ class MujocoBackend:
             state, written in place by rollout.
         sensordata: [B, 1, nsensordata] float64, the sensors of the final state, written in
             place by the sensor rollout.
-        control: [B, substeps, nu] float64, the controls rollout reads.
+        control: [B, substeps, nu + 6 nbody] float64, what rollout reads each substep:
+            muscle controls, then the external force and torque on each body.
+        external_force: [B, nbody, 6] float64, force (N) then torque (N m) applied to each
+            body at its centre of mass in the world frame during the next step (MuJoCo's
+            ``xfrc_applied``); zero unless a perturbation sets it.
         initial_state: [B, nstate] float64, the states rollout starts from.
         unstable: [B] bool, the flags `PhysicsView.unstable` aliases.
     """
@@ -142,7 +148,9 @@ class MujocoBackend:
         nstate = mujoco.mj_stateSize(model, _FULLPHYSICS)
         self.state = np.zeros((num_envs, substeps, nstate))
         self.sensordata = np.zeros((num_envs, 1, model.nsensordata))
-        self.control = np.zeros((num_envs, substeps, model.nu))
+        # Each control vector is [ctrl (nu) | xfrc_applied (nbody x 6)] (CONTROL_SPEC).
+        self.control = np.zeros((num_envs, substeps, model.nu + 6 * model.nbody))
+        self.external_force = np.zeros((num_envs, model.nbody, 6))
         self.initial_state = np.zeros((num_envs, nstate))
         # rollout wants one model per body and one MjData per thread.
         self._models = [model] * num_envs
@@ -154,7 +162,7 @@ class MujocoBackend:
         self.model_changed()
         self._substep_sensordata = np.zeros((num_envs, substeps, model.nsensordata))
         self._final_state = np.zeros((num_envs, nstate))
-        self._final_control = np.zeros((num_envs, 1, model.nu))
+        self._final_control = np.zeros((num_envs, 1, self.control.shape[-1]))
         self._discarded_state = np.zeros((num_envs, 1, nstate))
         # The state a reset row starts from before its qpos, qvel and act are written.
         self._reset_state = np.zeros(nstate)
@@ -194,7 +202,7 @@ class MujocoBackend:
             qpos=last[:, offsets["qpos"]],
             qvel=last[:, offsets["qvel"]],
             act=last[:, offsets["act"]],
-            ctrl=self._control_t[:, -1],
+            ctrl=self._control_t[:, -1, : self.model.nu],
             site_pos_w=sensors[:, layout.site_pos_w].unflatten(1, (layout.num_sites, 3)),
             actuator_length=sensors[:, layout.actuator_length],
             actuator_velocity=sensors[:, layout.actuator_velocity],
@@ -219,12 +227,15 @@ class MujocoBackend:
             ctrl: [B, nu] controls (muscle excitations in 0..1), any float dtype, CPU.
         """
         self._initial_t.copy_(self._state_t[:, -1])
-        self._control_t.copy_(ctrl[:, None, :])
+        nu = self.model.nu
+        self._control_t[:, :, :nu].copy_(ctrl[:, None, :])
+        self.control[:, :, nu:] = self.external_force.reshape(self.num_envs, 1, -1)
         self._pool.rollout(
             self._models,
             self._datas,
             self.initial_state,
             self.control,
+            control_spec=CONTROL_SPEC,
             skip_checks=True,
             nstep=self.substeps,
             state=self.state,
@@ -278,13 +289,14 @@ class MujocoBackend:
 
     def _sensors_at(self, state: np.ndarray, control: np.ndarray, out: np.ndarray) -> None:
         """Write into ``out`` [n, 1, nsensordata] the sensors at ``state`` [n, nstate] (the
-        explicit-Euler pass; ``control`` [n, 1, nu] is held during it)."""
+        explicit-Euler pass; ``control`` [n, 1, nu + 6 nbody] is held during it)."""
         n = state.shape[0]
         self._pool.rollout(
             self._sensor_models[:n],
             self._datas,
             state,
             control,
+            control_spec=CONTROL_SPEC,
             skip_checks=True,
             nstep=1,
             state=self._discarded_state[:n],
