@@ -119,6 +119,7 @@ def _physics(env, steps=15):
         lambda env: perturb.weaken_muscles(env, {"Biceps_Long": 0.3, "Brachialis": 0.5}),
         lambda env: perturb.scale_body_mass(env, {"radius": 3.0, "ulna": 3.0}),
         lambda env: perturb.force_pulse(env, "radius", [0.0, 0.0, -0.05], start_s=0.03, duration_s=0.05),
+        lambda env: perturb.scale_segment_length(env, {"humerus": 1.3}),
     ],
 )
 def test_body_perturbations_change_the_physics_and_undo_exactly(make):
@@ -175,3 +176,22 @@ def test_force_pulse_acts_only_inside_its_window():
     assert torch.equal(pushed[:5], before[:5])
     assert (pushed[5] - before[5]).abs().max() > 1e-6
     assert not env.before_step and (env.backend.external_force == 0).all()
+
+
+def test_a_longer_segment_is_longer_by_its_factor():
+    import mujoco
+
+    env = make_env(EnvConfig(num_envs=1), split="val", evaluation=True)
+    model = env.backend.model
+    humerus = model.body("humerus").id
+    (elbow,) = [b for b in range(model.nbody) if model.body_parentid[b] == humerus and b != humerus]
+    data = mujoco.MjData(model)
+
+    def length() -> float:
+        mujoco.mj_kinematics(model, data)
+        return float(((data.xpos[elbow] - data.xpos[humerus]) ** 2).sum() ** 0.5)
+
+    normal = length()
+    with perturb.scale_segment_length(env, {"humerus": 1.5}):
+        assert length() == pytest.approx(1.5 * normal, rel=1e-12)
+    assert length() == normal

@@ -16,6 +16,7 @@ Body side (native MuJoCo backend):
 
 - `weaken_muscles`: scale the peak isometric force of chosen muscles;
 - `scale_body_mass`: scale the mass and inertia of chosen bodies;
+- `scale_segment_length`: lengthen or shorten chosen segments;
 - `force_pulse`: push a named body with a force during a time window of each episode.
 
 Units are chosen with `select_units`: indices, a fraction drawn with a seed, or the
@@ -231,6 +232,27 @@ def scale_body_mass(env, scales: dict[str, float]):
     return _scaled_model(backend, changes)
 
 
+def scale_segment_length(env, scales: dict[str, float]):
+    """Lengthen or shorten the named segments (``{"radius": 1.2}``; a context manager).
+
+    Everything placed in a segment's frame moves with it: the positions of its child
+    bodies, geoms and sites (muscle attachment and via points included) are scaled, and
+    so are the half-lengths of its capsule and cylinder geoms; radii, masses and the
+    muscles' compiled parameters stay as they were. Env and backend as in `weaken_muscles`.
+    """
+    backend = _native_backend(env)
+    model = backend.model
+    changes = []
+    for i, factor in zip(_ids(model, mujoco.mjtObj.mjOBJ_BODY, list(scales), "body"), scales.values(), strict=True):
+        changes += [("body_pos", (child,), factor) for child in range(model.nbody) if child != i and model.body_parentid[child] == i]
+        changes += [("geom_pos", (g,), factor) for g in range(model.ngeom) if model.geom_bodyid[g] == i]
+        changes += [("site_pos", (k,), factor) for k in range(model.nsite) if model.site_bodyid[k] == i]
+        elongated = (mujoco.mjtGeom.mjGEOM_CAPSULE, mujoco.mjtGeom.mjGEOM_CYLINDER)
+        changes += [("geom_size", (g, 1), factor) for g in range(model.ngeom)
+                    if model.geom_bodyid[g] == i and model.geom_type[g] in elongated]
+    return _scaled_model(backend, changes)
+
+
 @contextlib.contextmanager
 def force_pulse(
     env,
@@ -285,6 +307,7 @@ PERTURBATIONS = {
     "scale_time_constants": (scale_time_constants, "controller"),
     "weaken_muscles": (weaken_muscles, "env"),
     "scale_body_mass": (scale_body_mass, "env"),
+    "scale_segment_length": (scale_segment_length, "env"),
     "force_pulse": (force_pulse, "env"),
 }
 
