@@ -48,6 +48,7 @@ OBSERVATIONS = torch.randn(12, 3, SPEC.observation_size, generator=torch.Generat
         ("remove feedback", lambda c: perturb.remove_sensory(c, ["muscle_length", "muscle_velocity"])),
         ("sensory noise", lambda c: perturb.sensory_noise(c, 0.5, ["qpos"], seed=3)),
         ("time constants", lambda c: perturb.scale_time_constants(c, 3.0)),
+        ("sensory delay", lambda c: perturb.sensory_delay(c, 30.0, ["qpos", "qvel"])),
     ],
 )
 def test_controller_perturbations_change_outputs_and_undo_exactly(name, make):
@@ -195,3 +196,15 @@ def test_a_longer_segment_is_longer_by_its_factor():
     with perturb.scale_segment_length(env, {"humerus": 1.5}):
         assert length() == pytest.approx(1.5 * normal, rel=1e-12)
     assert length() == normal
+
+
+def test_sensory_delay_shifts_the_input_by_whole_steps():
+    controller = _controller(functools.partial(MLPCore, hidden_sizes=(16,)))  # no memory of its own
+    delayed_observations = torch.cat([OBSERVATIONS[:1].repeat(2, 1, 1), OBSERVATIONS[:-2]])
+    expected, _ = _run(controller, delayed_observations)
+    with perturb.sensory_delay(controller, 20.0):
+        actual, _ = _run(controller, OBSERVATIONS)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="whole number of 10 ms"):
+        with perturb.sensory_delay(controller, 15.0):
+            pass

@@ -10,6 +10,7 @@ units of a GRU/LSTM, the last hidden layer of an MLP):
 - `inject_current`: add a current to chosen units' drive (`RateRNNCore`);
 - `remove_sensory`: feedback elimination, named observation blocks held at their mean;
 - `sensory_noise`: Gaussian noise on named observation blocks (normalised units);
+- `sensory_delay`: named observation blocks arrive some milliseconds late;
 - `scale_time_constants`: multiply the time constants of a `RateRNNCore`.
 
 Body side (native MuJoCo backend):
@@ -34,7 +35,7 @@ import torch
 
 from neuromimic.models import Controller
 from neuromimic.models.base import UnitPerturbation
-from neuromimic.models.rate_rnn import RateRNNCore
+from neuromimic.models.rate_rnn import RateRNNCore, delay_steps
 
 Units = Sequence[int] | float | str
 
@@ -149,6 +150,41 @@ def sensory_noise(controller: Controller, std: float, blocks: Sequence[str] | No
         return x + std * noise * mask
 
     return _observation_hook(controller, noisy)
+
+
+@contextlib.contextmanager
+def sensory_delay(controller: Controller, delay_ms: float, blocks: Sequence[str] | None = None) -> Iterator[None]:
+    """Delay the named observation blocks (all when None) by ``delay_ms`` (a multiple of the
+    control step) on their way to the controller (a context manager).
+
+    For step-by-step use (`neuromimic.analysis.record`, your own closed loop): the delay
+    line lives in this context, one row per env; at an episode start (``is_init``) a row is
+    filled with the first observation, so no information crosses episodes.
+    """
+    steps = delay_steps(delay_ms, controller.spec.control_dt, "delay_ms")
+    mask = _observation_columns(controller, blocks)
+    line: torch.Tensor | None = None  # [B, steps, D], oldest first
+    original = controller.step
+
+    def delayed_step(observation, state=None, is_init=None, noise=None):
+        nonlocal line
+        if steps == 0:
+            return original(observation, state, is_init, noise)
+        fresh = line is None or line.shape[0] != observation.shape[0] or state is None
+        if fresh:
+            line = observation[:, None].repeat(1, steps, 1)
+        elif is_init is not None:
+            start = is_init.reshape(-1, 1, 1)
+            line = torch.where(start, observation[:, None].expand_as(line), line)
+        delayed = torch.where(mask, line[:, 0], observation)
+        line = torch.cat([line[:, 1:], observation[:, None]], dim=1)
+        return original(delayed, state, is_init, noise)
+
+    controller.step = delayed_step  # the instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del controller.step
 
 
 @contextlib.contextmanager
@@ -304,6 +340,7 @@ PERTURBATIONS = {
     "inject_current": (inject_current, "controller"),
     "remove_sensory": (remove_sensory, "controller"),
     "sensory_noise": (sensory_noise, "controller"),
+    "sensory_delay": (sensory_delay, "controller"),
     "scale_time_constants": (scale_time_constants, "controller"),
     "weaken_muscles": (weaken_muscles, "env"),
     "scale_body_mass": (scale_body_mass, "env"),
