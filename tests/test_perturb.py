@@ -143,7 +143,7 @@ def test_weakened_muscles_pull_less():
     # Same start, same excitation, so the same activation after the first control step: half
     # the force, up to the small difference in muscle length the weaker pull made by then.
     torch.testing.assert_close(weak[0, :, biceps], 0.5 * normal[0, :, biceps], rtol=1e-2, atol=0.0)
-    with pytest.raises(ValueError, match="unknown u names"):
+    with pytest.raises(ValueError, match="unknown muscle names"):
         perturb.weaken_muscles(env, {"Deltoid": 0.5})
 
 
@@ -208,3 +208,14 @@ def test_sensory_delay_shifts_the_input_by_whole_steps():
     with pytest.raises(ValueError, match="whole number of 10 ms"):
         with perturb.sensory_delay(controller, 15.0):
             pass
+
+
+@pytest.mark.slow
+def test_body_perturbations_on_mjx_change_and_undo():
+    env = make_env(EnvConfig(backend="mjx", num_envs=2), split="val", evaluation=True)
+    before = _physics(env, steps=8)
+    with perturb.weaken_muscles(env, {"Biceps_Long": 0.3}), perturb.force_pulse(env, "radius", [0, 0, -0.1], 0.0, 0.05):
+        inside = _physics(env, steps=8)
+    after = _physics(env, steps=8)
+    assert (inside[1] - before[1]).abs().max() > 1e-5
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])

@@ -13,7 +13,7 @@ units of a GRU/LSTM, the last hidden layer of an MLP):
 - `sensory_delay`: named observation blocks arrive some milliseconds late;
 - `scale_time_constants`: multiply the time constants of a `RateRNNCore`.
 
-Body side (native MuJoCo backend):
+Body side (both backends):
 
 - `weaken_muscles`: scale the peak isometric force of chosen muscles;
 - `scale_body_mass`: scale the mass and inertia of chosen bodies;
@@ -204,21 +204,22 @@ def scale_time_constants(controller: Controller, factor: float, units: Units | N
             core.log_tau.copy_(saved)
 
 
-def _native_backend(env):
+def _body_backend(env):
+    """The backend of an env (or the backend itself), which must support changing its model."""
     backend = getattr(env, "backend", env)
     if not hasattr(backend, "model_changed"):
-        raise NotImplementedError(
-            "body perturbations change the compiled model in place and need the native 'mujoco' "
-            f"backend; this env runs {type(backend).__name__}"
-        )
+        raise NotImplementedError(f"{type(backend).__name__} cannot change its body model in place")
     return backend
 
 
-def _ids(model: mujoco.MjModel, kind: mujoco.mjtObj, names: Sequence[str], what: str) -> list[int]:
+def _ids(model: mujoco.MjModel, kind: mujoco.mjtObj, names: Sequence[str]) -> list[int]:
+    """Model ids of named objects (muscles: ``mjOBJ_ACTUATOR``, bodies: ``mjOBJ_BODY``)."""
     ids = [mujoco.mj_name2id(model, kind, name) for name in names]
     unknown = [name for name, i in zip(names, ids, strict=True) if i < 0]
     if unknown:
-        known = [mujoco.mj_id2name(model, kind, i) for i in range(getattr(model, f"n{what}"))]
+        count = model.nu if kind == mujoco.mjtObj.mjOBJ_ACTUATOR else model.nbody
+        known = [mujoco.mj_id2name(model, kind, i) for i in range(count)]
+        what = "muscle" if kind == mujoco.mjtObj.mjOBJ_ACTUATOR else "body"
         raise ValueError(f"unknown {what} names {unknown}; known: {known}")
     return ids
 
@@ -244,12 +245,12 @@ def weaken_muscles(env, scales: dict[str, float]):
     active and passive alike, as in impaired gait studies (a context manager).
 
     Args:
-        env: an `ImitationEnv` (or its backend) on the native ``mujoco`` backend.
+        env: an `ImitationEnv` (or its backend).
         scales: muscle (actuator) name -> factor on its maximum force.
     """
-    backend = _native_backend(env)
+    backend = _body_backend(env)
     model = backend.model
-    ids = _ids(model, mujoco.mjtObj.mjOBJ_ACTUATOR, list(scales), "u")
+    ids = _ids(model, mujoco.mjtObj.mjOBJ_ACTUATOR, list(scales))
     if (model.actuator_gainprm[ids, 2] <= 0).any():
         raise ValueError("weaken_muscles needs muscles with an explicit force (gainprm[2] > 0) in the MJCF")
     # MuJoCo muscles: F0 is gainprm[2] (active force) and biasprm[2] (passive force).
@@ -261,8 +262,8 @@ def weaken_muscles(env, scales: dict[str, float]):
 def scale_body_mass(env, scales: dict[str, float]):
     """Scale the mass and rotational inertia of the named bodies (``{"forearm": 1.5}``;
     a context manager). Env and backend as in `weaken_muscles`."""
-    backend = _native_backend(env)
-    ids = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, list(scales), "body")
+    backend = _body_backend(env)
+    ids = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, list(scales))
     changes = [(field, (i,), factor) for i, factor in zip(ids, scales.values(), strict=True)
                for field in ("body_mass", "body_inertia")]
     return _scaled_model(backend, changes)
@@ -276,10 +277,10 @@ def scale_segment_length(env, scales: dict[str, float]):
     so are the half-lengths of its capsule and cylinder geoms; radii, masses and the
     muscles' compiled parameters stay as they were. Env and backend as in `weaken_muscles`.
     """
-    backend = _native_backend(env)
+    backend = _body_backend(env)
     model = backend.model
     changes = []
-    for i, factor in zip(_ids(model, mujoco.mjtObj.mjOBJ_BODY, list(scales), "body"), scales.values(), strict=True):
+    for i, factor in zip(_ids(model, mujoco.mjtObj.mjOBJ_BODY, list(scales)), scales.values(), strict=True):
         changes += [("body_pos", (child,), factor) for child in range(model.nbody) if child != i and model.body_parentid[child] == i]
         changes += [("geom_pos", (g,), factor) for g in range(model.ngeom) if model.geom_bodyid[g] == i]
         changes += [("site_pos", (k,), factor) for k in range(model.nsite) if model.site_bodyid[k] == i]
@@ -305,32 +306,34 @@ def force_pulse(
     frame (MuJoCo's ``xfrc_applied``).
 
     Args:
-        env: an `ImitationEnv` on the native ``mujoco`` backend.
+        env: an `ImitationEnv` (or its backend).
         body: body name (e.g. ``"radius"``).
         force: [3] force in N.
         start_s: pulse onset in s after the clip's first frame.
         duration_s: pulse length in s.
         torque: [3] torque in N m.
     """
-    backend = _native_backend(env)
-    (index,) = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, [body], "body")
+    backend = _body_backend(env)
+    (index,) = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, [body])
     wrench = torch.tensor([*force, *torque], dtype=torch.float64)
     if wrench.shape != (6,):
         raise ValueError(f"force and torque must have 3 components each; got {force}, {torque}")
     dt = backend.substeps * backend.model.opt.timestep
 
-    def push(current) -> None:
-        time = current.frame.cpu().double() * dt
-        active = ((time >= start_s) & (time < start_s + duration_s)).numpy()
-        backend.external_force[:, index] = 0.0
-        backend.external_force[active, index] = wrench.numpy()
+    force = backend.external_force
+    wrench = wrench.to(device=force.device, dtype=force.dtype)
+
+    def push(current) -> None:  # on the device, no host synchronisation
+        time = current.frame.to(force.dtype) * dt
+        active = (time >= start_s) & (time < start_s + duration_s)
+        force[:, index] = torch.where(active[:, None], wrench, torch.zeros_like(wrench))
 
     env.before_step.append(push)
     try:
         yield
     finally:
         env.before_step.remove(push)
-        backend.external_force[:, index] = 0.0
+        force[:, index] = 0.0
 
 
 #: Perturbations by name, for YAML files: ``{name: keyword arguments}``.

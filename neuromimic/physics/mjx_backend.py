@@ -92,6 +92,9 @@ class MjxBackend:
         device: the torch device of the views.
         substeps: physics steps per control step.
         data: the batched `mjx.Data` (leaves [B, ...]); replaced by every call.
+        external_force: [B, nbody, 6] torch tensor on `device`: force (N) then torque (N m)
+            on each body's centre of mass, world frame, during the next step (MuJoCo's
+            ``xfrc_applied``); zero unless a perturbation sets it.
         dtype: torch dtype of the views (float32).
         copies: the copies that remain (see the module docstring).
     """
@@ -120,7 +123,8 @@ class MjxBackend:
         self.max_qvel = max_qvel
         self.layout = sensor_layout(self.model, body)
         self._jax_device, self.device = _jax_device(device)
-        self._mx = mjx.put_model(self.model, device=self._jax_device, impl=impl)
+        self._put_model = lambda: mjx.put_model(self.model, device=self._jax_device, impl=impl)
+        self._mx = self._put_model()
         self._step_fn = jax.jit(self._build_step(mjx, jax, jnp))
         self._reset_fn = jax.jit(self._build_reset(mjx, jax, jnp))
 
@@ -135,6 +139,7 @@ class MjxBackend:
         )
         self._unstable = jax.device_put(jnp.zeros(num_envs, dtype=bool), self._jax_device)
         self.dtype = jax_to_torch(self.data.qpos).dtype
+        self.external_force = torch.zeros(num_envs, self.model.nbody, 6, dtype=self.dtype, device=self.device)
 
         reset_to_rest_pose(self, self.dtype)
         log.debug(
@@ -144,17 +149,17 @@ class MjxBackend:
 
     # ---------------------------------------------------------------- compiled functions
     def _build_step(self, mjx: Any, jax: Any, jnp: Any) -> Callable:
-        mx, substeps, max_qvel = self._mx, self.substeps, self.max_qvel
+        """``(mx, data, ctrl [B, nu], xfrc [B, nbody, 6]) -> (data, unstable)``; the model is
+        an argument (not a constant of the compiled function) so `model_changed` needs no
+        recompilation."""
+        substeps, max_qvel = self.substeps, self.max_qvel
         ctrl_dt = substeps * self.model.opt.timestep
         half_dt = 0.5 * self.model.opt.timestep
 
-        def physics_step(d: Any, _: Any) -> tuple[Any, None]:
-            return mjx.step(mx, d), None
-
-        def one_body(d: Any, ctrl: Any) -> tuple[Any, Any]:
+        def one_body(mx: Any, d: Any, ctrl: Any, xfrc: Any) -> tuple[Any, Any]:
             time0 = d.time
-            d = d.replace(ctrl=ctrl.astype(d.ctrl.dtype))
-            d, _ = jax.lax.scan(physics_step, d, None, length=substeps)
+            d = d.replace(ctrl=ctrl.astype(d.ctrl.dtype), xfrc_applied=xfrc.astype(d.xfrc_applied.dtype))
+            d, _ = jax.lax.scan(lambda d, _: (mjx.step(mx, d), None), d, None, length=substeps)
             # Positions, velocities, forces and sensors of the final state (mjx.step leaves
             # those of an earlier stage): one forward pass, as native MuJoCo's sensor step.
             d = mjx.forward(mx, d)
@@ -164,20 +169,18 @@ class MjxBackend:
             stalled = jnp.abs(d.time - time0 - ctrl_dt) > half_dt
             return d, ~finite | fast | stalled
 
-        return jax.vmap(one_body)
+        return jax.vmap(one_body, in_axes=(None, 0, 0, 0))
 
     def _build_reset(self, mjx: Any, jax: Any, jnp: Any) -> Callable:
-        mx = self._mx
-
-        def new_body(qpos: Any, qvel: Any, act: Any) -> Any:
+        def new_body(mx: Any, qpos: Any, qvel: Any, act: Any) -> Any:
             fresh = mjx.make_data(mx)
             fresh = fresh.replace(qpos=qpos, qvel=qvel, act=act)
             return mjx.forward(mx, fresh)
 
         def reset(
-            data: Any, unstable: Any, mask: Any, qpos: Any, qvel: Any, act: Any
+            mx: Any, data: Any, unstable: Any, mask: Any, qpos: Any, qvel: Any, act: Any
         ) -> tuple[Any, Any]:
-            new = jax.vmap(new_body)(qpos, qvel, act)
+            new = jax.vmap(new_body, in_axes=(None, 0, 0, 0))(mx, qpos, qvel, act)
 
             def select(old: Any, fresh: Any) -> Any:
                 row_mask = mask.reshape(mask.shape + (1,) * (old.ndim - 1))
@@ -188,6 +191,11 @@ class MjxBackend:
         return reset
 
     # ---------------------------------------------------------------------------- API
+    def model_changed(self) -> None:
+        """Call after changing `model` in place (muscle strength, masses...): puts it on the
+        device again; the compiled step takes it as an argument, so nothing recompiles."""
+        self._mx = self._put_model()
+
     @property
     def view(self) -> PhysicsView:
         """Torch tensors aliasing the current JAX buffers (read-only; new after every call)."""
@@ -220,7 +228,9 @@ class MjxBackend:
                 contiguous float32 tensor is shared with JAX, not copied; exporting the new
                 views waits for the step on CPU, so it may be reused once `step` returns.
         """
-        self.data, self._unstable = self._step_fn(self.data, self._to_jax(ctrl))
+        self.data, self._unstable = self._step_fn(
+            self._mx, self.data, self._to_jax(ctrl), self._to_jax(self.external_force)
+        )
         self._refresh_view()
 
     def reset(
@@ -234,6 +244,7 @@ class MjxBackend:
         warm start, sensors at the new state (``mjx.forward``), a cleared `unstable` flag."""
         mask_j = torch_to_jax(mask.detach().to(device=self.device, dtype=torch.bool).contiguous())
         self.data, self._unstable = self._reset_fn(
+            self._mx,
             self.data,
             self._unstable,
             mask_j,

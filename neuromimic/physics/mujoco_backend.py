@@ -109,7 +109,7 @@ class MujocoBackend:
             place by the sensor rollout.
         control: [B, substeps, nu + 6 nbody] float64, what rollout reads each substep:
             muscle controls, then the external force and torque on each body.
-        external_force: [B, nbody, 6] float64, force (N) then torque (N m) applied to each
+        external_force: [B, nbody, 6] float64 torch view, force (N) then torque (N m) applied to each
             body at its centre of mass in the world frame during the next step (MuJoCo's
             ``xfrc_applied``); zero unless a perturbation sets it.
         initial_state: [B, nstate] float64, the states rollout starts from.
@@ -150,7 +150,8 @@ class MujocoBackend:
         self.sensordata = np.zeros((num_envs, 1, model.nsensordata))
         # Each control vector is [ctrl (nu) | xfrc_applied (nbody x 6)] (CONTROL_SPEC).
         self.control = np.zeros((num_envs, substeps, model.nu + 6 * model.nbody))
-        self.external_force = np.zeros((num_envs, model.nbody, 6))
+        self._external_force = np.zeros((num_envs, model.nbody, 6))
+        self.external_force = torch.from_numpy(self._external_force)
         self.initial_state = np.zeros((num_envs, nstate))
         # rollout wants one model per body and one MjData per thread.
         self._models = [model] * num_envs
@@ -229,7 +230,7 @@ class MujocoBackend:
         self._initial_t.copy_(self._state_t[:, -1])
         nu = self.model.nu
         self._control_t[:, :, :nu].copy_(ctrl[:, None, :])
-        self.control[:, :, nu:] = self.external_force.reshape(self.num_envs, 1, -1)
+        self.control[:, :, nu:] = self._external_force.reshape(self.num_envs, 1, -1)
         self._pool.rollout(
             self._models,
             self._datas,
