@@ -374,19 +374,11 @@ CONFIGS = ["mlp", "gru", "rate_rnn", "intention"]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
-def test_each_config_trains_and_exports(name, tmp_path, monkeypatch):
+def test_each_config_trains_and_exports(name, tmp_path, tiny_fit):
     """Each bundled config parses, trains a few updates, checkpoints, and exports."""
     from neuromimic.cli import main
 
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(tmp_path)
-    main([
-        "fit", "--config", str(root / "configs" / f"mouse_forelimb_reach_{name}.yaml"),
-        "--trainer.enable_progress_bar", "false", "--model.env.num_envs", "8",
-        "--model.ppo.rollout_steps", "16", "--model.ppo.epochs", "1", "--model.ppo.minibatches", "2",
-        "--trainer.max_steps", "4", "--trainer.check_val_every_n_epoch", "100",
-    ])
-    checkpoint = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = tiny_fit(name)
     main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "export")])
     from_checkpoint, from_export = load_controller(checkpoint), load_controller(tmp_path / "export")
     observation = torch.randn(3, SPEC.observation_size)

@@ -81,20 +81,10 @@ def test_nwb_round_trip(recording, tmp_path):
 
 
 @pytest.mark.slow
-def test_analyze_record_cli_from_a_checkpoint(tmp_path, monkeypatch):
-    from pathlib import Path
-
+def test_analyze_record_cli_from_a_checkpoint(tmp_path, tiny_fit):
     from neuromimic.cli import main
 
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(tmp_path)
-    main([
-        "fit", "--config", str(root / "configs" / "mouse_forelimb_reach_gru.yaml"),
-        "--trainer.enable_progress_bar", "false", "--model.env.num_envs", "8",
-        "--model.ppo.rollout_steps", "16", "--model.ppo.epochs", "1", "--model.ppo.minibatches", "2",
-        "--trainer.max_steps", "2", "--trainer.check_val_every_n_epoch", "100",
-    ])
-    checkpoint = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = tiny_fit("gru", max_steps=2)
     main(["analyze", "record", "--ckpt", str(checkpoint), "--output", str(tmp_path / "rollout.h5"), "--steps", "12"])
     loaded = Recording.load_h5(tmp_path / "rollout.h5")
     assert loaded["core/state/h"].shape == (8, 12, 128) and loaded.attrs["controller"]["core"]["class"] == "GRUCore"

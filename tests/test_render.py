@@ -46,28 +46,20 @@ def test_mp4_and_gif(recording, tmp_path):
 
 
 @pytest.mark.slow
-def test_video_logger_writes_videos_to_tensorboard(tmp_path, monkeypatch):
-    from pathlib import Path
-
+def test_video_logger_writes_videos_to_tensorboard(tmp_path, tiny_fit):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from neuromimic.analysis.render import _gl_context
-    from neuromimic.cli import main
 
     try:
         _gl_context(8, 8).free()
     except RenderingUnavailable as error:
         pytest.skip(f"no headless OpenGL here: {error}")
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(tmp_path)
-    main([
-        "fit", "--config", str(root / "configs" / "mouse_forelimb_reach_mlp.yaml"),
-        "--trainer.enable_progress_bar", "false", "--model.env.num_envs", "8",
-        "--model.ppo.rollout_steps", "16", "--model.ppo.epochs", "1", "--model.ppo.minibatches", "2",
-        "--trainer.max_steps", "6", "--trainer.check_val_every_n_epoch", "100",
-        "--trainer.callbacks+=neuromimic.training.callbacks.VideoLogger",
+    tiny_fit(
+        "mlp", "--trainer.callbacks+=neuromimic.training.callbacks.VideoLogger",
         "--trainer.callbacks.every_n_steps", "4", "--trainer.callbacks.width", "64", "--trainer.callbacks.height", "48",
-    ])
+        max_steps=6,
+    )
     (events,) = (tmp_path / "lightning_logs" / "version_0").glob("events*")
     accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
     accumulator.Reload()
