@@ -118,7 +118,7 @@ def _physics(env, steps=15):
     "make",
     [
         lambda env: perturb.weaken_muscles(env, {"Biceps_Long": 0.3, "Brachialis": 0.5}),
-        lambda env: perturb.scale_body_mass(env, {"radius": 3.0, "ulna": 3.0}),
+        lambda env: perturb.scale_body_mass(env, {"humerus": 3.0, "ulna": 3.0}),
         lambda env: perturb.force_pulse(env, "radius", [0.0, 0.0, -0.05], start_s=0.03, duration_s=0.05),
         lambda env: perturb.scale_segment_length(env, {"humerus": 1.3}),
     ],
@@ -219,3 +219,34 @@ def test_body_perturbations_on_mjx_change_and_undo():
     after = _physics(env, steps=8)
     assert (inside[1] - before[1]).abs().max() > 1e-5
     assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+
+
+def test_perturbation_input_checks():
+    env = make_env(EnvConfig(num_envs=2), split="val", evaluation=True)
+    with pytest.raises(ValueError, match="no mass"):
+        perturb.scale_body_mass(env, {"radius": 2.0})
+    with pytest.raises(ValueError, match="world body"):
+        perturb.scale_segment_length(env, {"world": 2.0})
+    with pytest.raises(ValueError, match="3 components"):
+        perturb.force_pulse(env, "radius", [1.0, 2.0], 0.0, 0.1).__enter__()
+    controller = _controller()
+    with pytest.raises(ValueError, match="factor must be > 0"):
+        perturb.scale_time_constants(controller, 0.0).__enter__()
+    with perturb.silence_units(controller, [0]), pytest.raises(RuntimeError, match="one at a time"):
+        perturb.inject_current(controller, [1], 1.0).__enter__()
+
+
+def test_pulses_add_up_and_windows_are_whole_steps():
+    env = make_env(EnvConfig(num_envs=1), split="val", evaluation=True)
+    seen = []
+    env.before_step.append(lambda e: seen.append(e.backend.external_force[0, 5, 2].item()))
+    env.reset()
+    with perturb.force_pulse(env, "radius", [0, 0, 1.0], start_s=0.07, duration_s=0.02):
+        with perturb.force_pulse(env, "radius", [0, 0, 2.0], start_s=0.08, duration_s=0.03):
+            td = env.reset()
+            for _ in range(12):
+                td["action"] = torch.zeros(env.action_spec.shape)
+                td = env.step(td)["next"]
+    # Hooks run in order, so `seen` shows the force set for the previous step: shift by one.
+    assert seen[1:] == [0, 0, 0, 0, 0, 0, 0, 1.0, 3.0, 2.0, 2.0]
+    assert (env.backend.external_force == 0).all()

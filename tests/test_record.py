@@ -91,3 +91,29 @@ def test_analyze_record_cli_from_a_checkpoint(tmp_path, tiny_fit):
     main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "export")])
     main(["analyze", "record", "--ckpt", str(tmp_path / "export"), "--output", str(tmp_path / "rollout.nwb"), "--steps", "5"])
     assert (tmp_path / "rollout.nwb").stat().st_size > 0
+
+
+def test_recording_inside_body_perturbations_uses_the_perturbed_body(recording):
+    from neuromimic.analysis import perturb
+    from neuromimic.envs import make_env
+
+    assert (recording["body/contact_force"] == 0).all()  # the forelimb touches nothing
+    env = make_env(CONFIG, split="val", evaluation=True)
+    torch.manual_seed(0)
+    controller = Controller(controller_spec(CONFIG))
+    humerus = env.backend.model.body("humerus").id
+    with perturb.weaken_muscles(env, {"Biceps_Long": 0.3}), perturb.force_pulse(env, "humerus", [0, 0, -0.01], 0.05, 0.03):
+        weak = record(controller, env, steps=12)
+    pushed = weak["body/external_force"][:, :, humerus, 2]
+    assert (pushed[:, 5:8] == np.float32(-0.01)).all() and (pushed[:, :5] == 0).all() and (pushed[:, 8:] == 0).all()
+    model = env.backend.model
+    data = mujoco.MjData(model)
+    with perturb.weaken_muscles(env, {"Biceps_Long": 0.3}):
+        for step in (3, 9):
+            data.qpos[:], data.qvel[:] = weak["joint/qpos"][0, step], weak["joint/qvel"][0, step]
+            data.act[:] = weak["muscle/activation"][0, step]
+            mujoco.mj_forward(model, data)
+            moment = np.zeros((model.nu, model.nv))
+            mujoco.mju_sparse2dense(moment, data.actuator_moment, data.moment_rownnz, data.moment_rowadr, data.moment_colind)
+            expected = moment.T @ weak["muscle/force"][0, step].astype(np.float64)
+            np.testing.assert_allclose(weak["joint/actuator_torque"][0, step], expected, rtol=1e-3, atol=1e-7)

@@ -68,6 +68,8 @@ def select_units(controller: Controller, units: Units, seed: int = 0) -> torch.T
         order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
         mask[order[: round(units * size)]] = True
     else:
+        if isinstance(units, int) or any(isinstance(u, bool) for u in units):
+            raise ValueError(f"units must be a list of indices, a fraction or a population; got {units!r}")
         index = torch.as_tensor(list(units), dtype=torch.long)
         if index.numel() and (index.min() < 0 or index.max() >= size):
             raise ValueError(f"unit indices must be in [0, {size}); got {list(units)}")
@@ -79,7 +81,10 @@ def select_units(controller: Controller, units: Units, seed: int = 0) -> torch.T
 def _unit_perturbation(controller: Controller, perturbation: UnitPerturbation) -> Iterator[None]:
     core = controller.core
     if core.unit_perturbation is not None:
-        raise RuntimeError("the core's units are already perturbed; nest different kinds of perturbation instead")
+        raise RuntimeError(
+            "the core's units are already held by another unit perturbation (silence, clamp or "
+            "inject); one at a time: combine the units into one call instead"
+        )
     core.unit_perturbation = perturbation
     try:
         yield
@@ -157,34 +162,38 @@ def sensory_delay(controller: Controller, delay_ms: float, blocks: Sequence[str]
     """Delay the named observation blocks (all when None) by ``delay_ms`` (a multiple of the
     control step) on their way to the controller (a context manager).
 
-    For step-by-step use (`neuromimic.analysis.record`, your own closed loop): the delay
-    line lives in this context, one row per env; at an episode start (``is_init``) a row is
+    For step-by-step use only (`neuromimic.analysis.record`, your own closed loop; not for
+    training, whose sequence replays would read the collection's delay line): the line
+    lives in this context, one row per env; at an episode start (``is_init``) a row is
     filled with the first observation, so no information crosses episodes.
     """
     steps = delay_steps(delay_ms, controller.spec.control_dt, "delay_ms")
     mask = _observation_columns(controller, blocks)
     line: torch.Tensor | None = None  # [B, steps, D], oldest first
-    original = controller.step
+    shadowed = controller.__dict__.get("step")  # an enclosing sensory_delay, if any
+    inner = controller.step
 
     def delayed_step(observation, state=None, is_init=None, noise=None):
         nonlocal line
         if steps == 0:
-            return original(observation, state, is_init, noise)
-        fresh = line is None or line.shape[0] != observation.shape[0] or state is None
-        if fresh:
+            return inner(observation, state, is_init, noise)
+        if line is None or line.shape[0] != observation.shape[0]:
             line = observation[:, None].repeat(1, steps, 1)
         elif is_init is not None:
             start = is_init.reshape(-1, 1, 1)
             line = torch.where(start, observation[:, None].expand_as(line), line)
         delayed = torch.where(mask, line[:, 0], observation)
         line = torch.cat([line[:, 1:], observation[:, None]], dim=1)
-        return original(delayed, state, is_init, noise)
+        return inner(delayed, state, is_init, noise)
 
     controller.step = delayed_step  # the instance attribute shadows the method
     try:
         yield
     finally:
-        del controller.step
+        if shadowed is None:
+            del controller.step
+        else:
+            controller.step = shadowed
 
 
 @contextlib.contextmanager
@@ -193,6 +202,8 @@ def scale_time_constants(controller: Controller, factor: float, units: Units | N
     core = controller.core
     if not isinstance(core, RateRNNCore):
         raise TypeError(f"scale_time_constants needs a RateRNNCore; this controller's core is {type(core).__name__}")
+    if not factor > 0:
+        raise ValueError(f"time constants must stay positive: factor must be > 0; got {factor}")
     mask = torch.ones(core.output_size, dtype=torch.bool) if units is None else select_units(controller, units, seed)
     saved = core.log_tau.detach().clone()
     with torch.no_grad():
@@ -229,10 +240,12 @@ def _scaled_model(backend, changes: list[tuple[str, tuple, float]]) -> Iterator[
     """Multiply model entries ``(field, index, factor)``; restore the fields on exit."""
     model = backend.model
     saved = {name: getattr(model, name).copy() for name, *_ in changes}
-    for name, index, factor in changes:
-        getattr(model, name)[index] *= factor
-    backend.model_changed()
     try:
+        for name, index, factor in changes:
+            if not factor >= 0:
+                raise ValueError(f"scale factors must be >= 0; got {factor} for {name}")
+            getattr(model, name)[index] *= factor
+        backend.model_changed()
         yield
     finally:
         for name, value in saved.items():
@@ -251,19 +264,29 @@ def weaken_muscles(env, scales: dict[str, float]):
     backend = _body_backend(env)
     model = backend.model
     ids = _ids(model, mujoco.mjtObj.mjOBJ_ACTUATOR, list(scales))
-    if (model.actuator_gainprm[ids, 2] <= 0).any():
-        raise ValueError("weaken_muscles needs muscles with an explicit force (gainprm[2] > 0) in the MJCF")
-    # MuJoCo muscles: F0 is gainprm[2] (active force) and biasprm[2] (passive force).
-    changes = [(field, (i, 2), factor) for i, factor in zip(ids, scales.values(), strict=True)
-               for field in ("actuator_gainprm", "actuator_biasprm")]
+    not_muscles = [name for name, i in zip(scales, ids, strict=True) if model.actuator_gaintype[i] != mujoco.mjtGain.mjGAIN_MUSCLE]
+    if not_muscles:
+        raise ValueError(f"weaken_muscles scales MuJoCo muscles; {not_muscles} are other actuators")
+    # Muscle parameters: [range0, range1, force, scale, ...] for the active (gain) and passive
+    # (bias) force alike. An explicit force F0 sits at index 2; a negative one means MuJoCo
+    # derives F0 from `scale` (index 3), so that is what scales.
+    changes = []
+    for i, factor in zip(ids, scales.values(), strict=True):
+        column = 2 if model.actuator_gainprm[i, 2] > 0 else 3
+        changes += [(field, (i, column), factor) for field in ("actuator_gainprm", "actuator_biasprm")]
     return _scaled_model(backend, changes)
 
 
 def scale_body_mass(env, scales: dict[str, float]):
-    """Scale the mass and rotational inertia of the named bodies (``{"forearm": 1.5}``;
-    a context manager). Env and backend as in `weaken_muscles`."""
+    """Scale the mass and rotational inertia of the named bodies (``{"ulna": 1.5}``; a
+    context manager). Env and backend as in `weaken_muscles`. Quantities MuJoCo compiled
+    from the masses (``body_subtreemass``, ``dof_invweight0``, ``actuator_acc0``) keep their
+    values: they shape constraint softness and scale-derived muscle forces, not dynamics."""
     backend = _body_backend(env)
     ids = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, list(scales))
+    massless = [name for name, i in zip(scales, ids, strict=True) if backend.model.body_mass[i] == 0]
+    if massless:
+        raise ValueError(f"bodies {massless} have no mass to scale")
     changes = [(field, (i,), factor) for i, factor in zip(ids, scales.values(), strict=True)
                for field in ("body_mass", "body_inertia")]
     return _scaled_model(backend, changes)
@@ -273,14 +296,20 @@ def scale_segment_length(env, scales: dict[str, float]):
     """Lengthen or shorten the named segments (``{"radius": 1.2}``; a context manager).
 
     Everything placed in a segment's frame moves with it: the positions of its child
-    bodies, geoms and sites (muscle attachment and via points included) are scaled, and
-    so are the half-lengths of its capsule and cylinder geoms; radii, masses and the
-    muscles' compiled parameters stay as they were. Env and backend as in `weaken_muscles`.
+    bodies, geoms, sites (muscle attachment and via points included) and its centre of
+    mass are scaled, and so are the half-lengths of its capsule and cylinder geoms. Radii,
+    mass and inertia stay, and so do quantities MuJoCo compiled from the geometry: the
+    muscles' length ranges (their optimal fibre lengths: a longer bone stretches them),
+    tendon rest lengths and collision bounding volumes. Env and backend as in
+    `weaken_muscles`.
     """
     backend = _body_backend(env)
     model = backend.model
     changes = []
     for i, factor in zip(_ids(model, mujoco.mjtObj.mjOBJ_BODY, list(scales)), scales.values(), strict=True):
+        if i == 0:
+            raise ValueError("the world body is not a segment")
+        changes.append(("body_ipos", (i,), factor))
         changes += [("body_pos", (child,), factor) for child in range(model.nbody) if child != i and model.body_parentid[child] == i]
         changes += [("geom_pos", (g,), factor) for g in range(model.ngeom) if model.geom_bodyid[g] == i]
         changes += [("site_pos", (k,), factor) for k in range(model.nsite) if model.site_bodyid[k] == i]
@@ -302,38 +331,45 @@ def force_pulse(
     """Push a named body with a constant force (and torque) during a window of each episode.
 
     The pulse acts on every control step that starts within ``[start_s, start_s +
-    duration_s)`` of the clip's first frame, at the body's centre of mass, in the world
-    frame (MuJoCo's ``xfrc_applied``).
+    duration_s)`` of the clip's first frame (ends rounded to whole control steps), at the
+    body's centre of mass, in the world frame (MuJoCo's ``xfrc_applied``); pulses on one
+    body add up.
 
     Args:
-        env: an `ImitationEnv` (or its backend).
+        env: an `ImitationEnv`.
         body: body name (e.g. ``"radius"``).
         force: [3] force in N.
         start_s: pulse onset in s after the clip's first frame.
         duration_s: pulse length in s.
         torque: [3] torque in N m.
     """
+    if len(force) != 3 or len(torque) != 3:
+        raise ValueError(f"force and torque need 3 components each; got {list(force)} and {list(torque)}")
+    if not hasattr(env, "before_step"):
+        raise TypeError("force_pulse needs an ImitationEnv (it acts before each of the env's steps)")
     backend = _body_backend(env)
     (index,) = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, [body])
-    wrench = torch.tensor([*force, *torque], dtype=torch.float64)
-    if wrench.shape != (6,):
-        raise ValueError(f"force and torque must have 3 components each; got {force}, {torque}")
     dt = backend.substeps * backend.model.opt.timestep
-
-    force = backend.external_force
-    wrench = wrench.to(device=force.device, dtype=force.dtype)
+    # Whole control steps, so float rounding cannot move the window's ends.
+    first = math.ceil(start_s / dt - 1e-9)
+    end = math.ceil((start_s + duration_s) / dt - 1e-9)
+    external = backend.external_force
+    wrench = torch.tensor([*force, *torque], dtype=external.dtype, device=external.device)
+    applied = torch.zeros_like(external[:, index])  # this pulse's share of the body's force
 
     def push(current) -> None:  # on the device, no host synchronisation
-        time = current.frame.to(force.dtype) * dt
-        active = (time >= start_s) & (time < start_s + duration_s)
-        force[:, index] = torch.where(active[:, None], wrench, torch.zeros_like(wrench))
+        nonlocal applied
+        active = (current.frame >= first) & (current.frame < end)
+        now = torch.where(active[:, None], wrench, torch.zeros_like(wrench))
+        external[:, index] += now - applied  # other pulses on this body keep their share
+        applied = now
 
     env.before_step.append(push)
     try:
         yield
     finally:
         env.before_step.remove(push)
-        force[:, index] = 0.0
+        external[:, index] -= applied
 
 
 #: Perturbations by name, for YAML files: ``{name: keyword arguments}``.

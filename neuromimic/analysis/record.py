@@ -18,8 +18,13 @@ backend nothing.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
+import os
+import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +37,6 @@ from torch import nn
 
 from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env
 from neuromimic.models import Controller, squash
-from neuromimic.physics.model import compile_model
 
 FORMAT = "neuromimic-recording"
 VERSION = 1
@@ -42,10 +46,21 @@ VERSION = 1
 class Recording:
     """Arrays [B, T, ...] of one recorded run, with units and run attributes.
 
+    Timing: step ``t`` covers the control step from ``t * dt`` to ``(t + 1) * dt``. What the
+    controller saw and did (``observation``, ``action``, ``layers/*``, ``core/*``) and the
+    external forces it met belong to the start of the step; the body (``joint/*``,
+    ``muscle/*``, ``site/*``, ``body/*``), the reference and the tracking errors to its end,
+    which `time` gives.
+
     Attributes:
         data: name -> array; names are paths such as ``"muscle/force"`` or
             ``"layers/core.layers.1"``. ``"valid"`` [B, T] marks the steps inside each
             clip (clips shorter than the longest are padded at their end).
+            ``joint/inverse_dynamics_torque`` is the net generalised force that produces
+            the finite-difference acceleration of the recorded velocities: it matches
+            ``joint/actuator_torque`` (plus passive and constraint torques) to a few percent
+            away from joint limits, and is unreliable within a step of an active limit
+            (whose soft constraint acts as fast as the control step).
         units: name -> unit string of every array.
         attrs: ``body``, ``control_dt`` (s), ``clip_names``, ``joint_names``,
             ``muscle_names``, ``body_names``, ``site_names``, ``controller`` (its config).
@@ -60,26 +75,22 @@ class Recording:
 
     @property
     def time(self) -> np.ndarray:
-        """[T] time of each recorded step in s (after the step)."""
+        """[T] time of each recorded step in s (its end; see the class docstring)."""
         steps = next(iter(self.data.values())).shape[1]
         return (np.arange(steps) + 1) * self.attrs["control_dt"]
 
     def save_h5(self, path: str | Path) -> Path:
         """Write one HDF5 dataset per array (``units`` attribute on each) and the run
-        attributes as JSON on the root; written atomically."""
-        from neuromimic.training.checkpoint_io import atomic_write
-
-        def write(f) -> None:
-            with h5py.File(f, "w") as h5:
+        attributes as JSON on the root; written to a temporary file renamed into place."""
+        path = Path(path)
+        with _replaced_atomically(path) as temporary:
+            with h5py.File(temporary, "w") as h5:
                 h5.attrs["format"] = FORMAT
                 h5.attrs["version"] = VERSION
                 h5.attrs["attrs"] = json.dumps(self.attrs)
                 for name, value in self.data.items():
                     dataset = h5.create_dataset(name, data=value, compression="gzip", compression_opts=4)
                     dataset.attrs["units"] = self.units[name]
-
-        path = Path(path)
-        atomic_write(path, write)
         return path
 
     @classmethod
@@ -101,8 +112,9 @@ class Recording:
 
     def save_nwb(self, path: str | Path, session_description: str = "neuromimic recording") -> Path:
         """Write an NWB file: one ``TimeSeries`` per array and env in a ``neuromimic``
-        processing module (data [T, ...] of env ``b`` under ``<name>/env<b>``; names with
-        ``/`` become ``__``), with units and timestamps.
+        processing module (data [T, ...] of env ``b`` under ``<name>__env<b>``; names with
+        ``/`` become ``__``), with units and timestamps; the run attributes as JSON in the
+        file's ``notes``.
 
         Needs ``pynwb`` (``pip install pynwb``).
         """
@@ -112,8 +124,9 @@ class Recording:
 
         nwb = NWBFile(
             session_description=session_description,
-            identifier=f"neuromimic-{self.attrs.get('body', 'body')}",
+            identifier=f"neuromimic-{self.attrs.get('body', 'body')}-{uuid.uuid4()}",
             session_start_time=datetime.now(timezone.utc),
+            notes=json.dumps(self.attrs),  # names, layout, control step, controller config
         )
         module = nwb.create_processing_module("neuromimic", "controller and body recorded by neuromimic")
         for name, value in self.data.items():
@@ -128,7 +141,7 @@ class Recording:
                     )
                 )
         path = Path(path)
-        with NWBHDF5IO(str(path), "w") as io:
+        with _replaced_atomically(path) as temporary, NWBHDF5IO(str(temporary), "w") as io:
             io.write(nwb)
         return path
 
@@ -139,6 +152,19 @@ def _is_layer(name: str, module: nn.Module) -> bool:
     if ".parametrizations" in name:
         return False
     return all(child == "parametrizations" for child, _ in module.named_children())
+
+
+@contextlib.contextmanager
+def _replaced_atomically(path: Path):
+    """A temporary path beside ``path``, renamed over it when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 class _LayerTap:
@@ -191,8 +217,10 @@ def record(
     if not env.sequential_clips:
         raise ValueError("record needs an env made with make_env(..., evaluation=True) (one clip per env, from frame 0)")
     was_training = controller.training
-    controller = controller.to(env.device).eval()
     steps = int(env.clips.length.max()) - 1 if steps is None else steps
+    if steps < 2:
+        raise ValueError(f"record needs at least 2 steps (accelerations are differences in time); got {steps}")
+    controller = controller.to(env.device).eval()
     tap = _LayerTap(controller)
     frames: dict[str, list[torch.Tensor]] = {}
 
@@ -209,8 +237,10 @@ def record(
                 action = squash(loc)
                 td["action"] = action
                 td = env.step(td)["next"]
+                external_force = env.backend.external_force.clone()  # what the step applied
                 sim, ref = env.backend.view, env.reference()
                 keep("valid", valid)
+                keep("body/external_force", external_force)
                 keep("observation", observation)
                 keep("action", action)
                 for name, value in tap.outputs.items():
@@ -230,7 +260,7 @@ def record(
         controller.train(was_training)
     data = {name: torch.stack(values, dim=1).numpy() for name, values in frames.items()}
     data["valid"] = data["valid"].astype(bool)
-    model = compile_model(env.backend.body)
+    model = copy.copy(env.backend.model)  # as simulated: body perturbations included
     data.update(_dynamics(model, data, env.backend.substeps * model.opt.timestep))
     recording = Recording(_rename(data), {}, _attributes(env, controller, model))
     recording.units = {name: _units(name) for name in recording.data}
@@ -238,26 +268,35 @@ def record(
 
 
 def _dynamics(model: mujoco.MjModel, data: dict[str, np.ndarray], dt: float) -> dict[str, np.ndarray]:
-    """Body positions, actuator and inverse-dynamics joint torques and contact forces at
-    every recorded state, from MuJoCo on the CPU."""
+    """Body positions, joint torques and contact forces at every recorded state, from MuJoCo
+    on the CPU (``mj_forward`` at the state; ``mj_inverse`` with the joint acceleration from
+    central differences of the recorded velocities, one-sided at both ends)."""
     qpos, qvel, act, ctrl = (data[f"sim/{k}"].astype(np.float64) for k in ("qpos", "qvel", "act", "ctrl"))
-    qacc = np.gradient(qvel, dt, axis=1)  # central differences in time, [B, T, nv]
+    external = data["body/external_force"].astype(np.float64)
+    qacc = np.gradient(qvel, dt, axis=1)  # [B, T, nv]
     num_envs, steps = qpos.shape[:2]
     out = {
         "body/xpos": np.zeros((num_envs, steps, model.nbody, 3)),
         "joint/actuator_torque": np.zeros((num_envs, steps, model.nv)),
+        "joint/constraint_torque": np.zeros((num_envs, steps, model.nv)),
         "joint/inverse_dynamics_torque": np.zeros((num_envs, steps, model.nv)),
-        "body/contact_force": np.zeros((num_envs, steps, model.nbody, 6)),
+        "body/contact_force": np.zeros((num_envs, steps, model.nbody, 3)),
     }
-    mj = mujoco.MjData(model)
+    mj, wrench = mujoco.MjData(model), np.zeros(6)
     for b in range(num_envs):
         for t in range(steps):
             mj.qpos[:], mj.qvel[:], mj.act[:], mj.ctrl[:] = qpos[b, t], qvel[b, t], act[b, t], ctrl[b, t]
+            mj.xfrc_applied[:] = external[b, t]
             mujoco.mj_forward(model, mj)
-            mujoco.mj_rnePostConstraint(model, mj)  # fills cfrc_ext: contact forces per body
             out["body/xpos"][b, t] = mj.xpos
             out["joint/actuator_torque"][b, t] = mj.qfrc_actuator
-            out["body/contact_force"][b, t] = mj.cfrc_ext
+            out["joint/constraint_torque"][b, t] = mj.qfrc_constraint
+            for i, contact in enumerate(mj.contact[: mj.ncon]):
+                mujoco.mj_contactForce(model, mj, i, wrench)
+                force = contact.frame.reshape(3, 3).T @ wrench[:3]  # contact frame -> world
+                # MuJoCo's contact force acts on geom2's body, its reaction on geom1's.
+                out["body/contact_force"][b, t, model.geom_bodyid[contact.geom2]] += force
+                out["body/contact_force"][b, t, model.geom_bodyid[contact.geom1]] -= force
             mj.qacc[:] = qacc[b, t]
             mujoco.mj_inverse(model, mj)
             out["joint/inverse_dynamics_torque"][b, t] = mj.qfrc_inverse
@@ -294,8 +333,10 @@ _UNITS = {
     "site/pos": "m",
     "body/xpos": "m",
     "joint/actuator_torque": "N m",
-    "joint/inverse_dynamics_torque": "N m",
-    "body/contact_force": "N m, N (torque then force, world frame, about the body's CoM)",
+    "joint/inverse_dynamics_torque": "N m (net generalised force for the finite-difference acceleration)",
+    "body/contact_force": "N (net contact force on the body, world frame)",
+    "body/external_force": "N, N m (force then torque applied at the body's CoM, world frame)",
+    "joint/constraint_torque": "N m (joint limits and other constraints)",
     "reference/qpos": "rad",
     "reference/site_pos_w": "m",
     "metrics/site_pos_error_mm": "mm",

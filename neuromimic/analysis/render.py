@@ -5,14 +5,16 @@ semi-transparent copy at the reference pose; `render_video` writes them as an MP
 (imageio with its bundled ffmpeg); `gif_bytes` encodes frames as an animated GIF (what
 TensorBoard shows as a video, see `neuromimic.training.callbacks.VideoLogger`).
 
-Rendering needs an OpenGL platform without a display: EGL (preferred) or OSMesa. The
-context is created here, so the ``MUJOCO_GL`` variable does not matter.
+Rendering needs an OpenGL platform without a display: EGL, or OSMesa with
+``MUJOCO_GL=osmesa``. The context is created here. `recording_frames` draws the body as
+compiled from its MJCF: body perturbations active during the recording are not shown.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 
 import mujoco
@@ -32,19 +34,20 @@ class RenderingUnavailable(RuntimeError):
 
 
 def _gl_context(width: int, height: int):
-    errors = []
-    for platform in ("egl", "osmesa"):
-        try:
-            module = __import__(f"mujoco.{platform}", fromlist=["GLContext"])
-            context = module.GLContext(width, height)
-            context.make_current()
-            return context
-        except Exception as error:  # each platform fails in its own way when missing
-            errors.append(f"{platform}: {type(error).__name__}: {error}")
-    raise RenderingUnavailable(
-        "cannot start headless OpenGL (" + "; ".join(errors) + "). Install EGL or OSMesa, e.g. "
-        "`apt-get install libegl1 libgl1-mesa-dri` or `apt-get install libosmesa6`"
-    )
+    """A current headless GL context: EGL, or OSMesa when ``MUJOCO_GL=osmesa`` (PyOpenGL
+    binds one platform per process, so there is no falling back from one to the other)."""
+    platform = "osmesa" if os.environ.get("MUJOCO_GL", "").lower() == "osmesa" else "egl"
+    try:
+        module = __import__(f"mujoco.{platform}", fromlist=["GLContext"])
+        context = module.GLContext(width, height)
+        context.make_current()
+        return context
+    except Exception as error:  # each platform fails in its own way when missing
+        raise RenderingUnavailable(
+            f"cannot start headless OpenGL through {platform} ({type(error).__name__}: {error}). "
+            "Install EGL (`apt-get install libegl1 libgl1-mesa-dri`), or OSMesa "
+            "(`apt-get install libosmesa6`) and set MUJOCO_GL=osmesa before starting Python"
+        ) from error
 
 
 def render_frames(
@@ -76,7 +79,7 @@ def render_frames(
         raise ValueError(f"reference_qpos must match qpos {qpos.shape}; got {np.shape(reference_qpos)}")
     model.vis.global_.offwidth = max(width, model.vis.global_.offwidth)
     model.vis.global_.offheight = max(height, model.vis.global_.offheight)
-    context = _gl_context(width, height)
+    context, render = _gl_context(width, height), None
     try:
         render = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, render)
@@ -89,21 +92,22 @@ def render_frames(
         frames = np.zeros((len(qpos), height, width, 3), dtype=np.uint8)
         for t in range(len(qpos)):
             simulated.qpos[:] = qpos[t]
-            mujoco.mj_kinematics(model, simulated)
+            mujoco.mj_fwdPosition(model, simulated)  # kinematics and tendon (muscle) paths
             mujoco.mjv_updateScene(model, simulated, option, perturbation, camera, mujoco.mjtCatBit.mjCAT_ALL, scene)
             if reference_qpos is not None:
                 reference.qpos[:] = reference_qpos[t]
-                mujoco.mj_kinematics(model, reference)
+                mujoco.mj_fwdPosition(model, reference)
                 first = scene.ngeom
                 mujoco.mjv_addGeoms(model, reference, option, perturbation, mujoco.mjtCatBit.mjCAT_DYNAMIC, scene)
                 for i in range(first, scene.ngeom):
                     scene.geoms[i].rgba[:] = (0.3, 0.6, 1.0, ghost_alpha)
             mujoco.mjr_render(viewport, scene, render)
             mujoco.mjr_readPixels(frames[t], None, viewport, render)
-        render.free()
     finally:
+        if render is not None:
+            render.free()
         context.free()
-    return frames[:, ::-1]  # OpenGL rows run bottom-up
+    return np.ascontiguousarray(frames[:, ::-1])  # OpenGL rows run bottom-up
 
 
 def recording_frames(recording: Recording, env: int = 0, **kwargs) -> np.ndarray:

@@ -35,8 +35,9 @@ class VideoLogger(L.Callback):
     Every ``every_n_steps`` optimiser steps (and at the end of training), rank 0 records
     the held-out clips (`neuromimic.analysis.record`), renders clip ``clip`` with the
     reference as a ghost body, and writes it as an animated image under ``video/val`` (the
-    IMAGES tab plays it). Rendering needs headless OpenGL (EGL or OSMesa); without it the
-    callback warns once and stops.
+    IMAGES tab plays it; GIF viewers slow frames shorter than 20 ms, so keep
+    ``frame_step * control step >= 20 ms``). Needs a TensorBoard logger and headless OpenGL;
+    if rendering fails the callback warns once and stops, and training goes on.
 
     Args:
         every_n_steps: optimiser steps between videos.
@@ -60,19 +61,27 @@ class VideoLogger(L.Callback):
         if trainer.global_step % self.every_n_steps:
             self._log(trainer, pl_module)
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        clips = pl_module.val_env.clips.num_clips
+        if not 0 <= self.clip < clips:
+            raise ValueError(f"VideoLogger clip={self.clip}, but there are {clips} held-out clips")
+
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._disabled or trainer.global_rank != 0 or trainer.logger is None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if self._disabled or trainer.global_rank != 0 or tensorboard is None:
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         from neuromimic.analysis.record import record
-        from neuromimic.analysis.render import RenderingUnavailable, gif_bytes, recording_frames
+        from neuromimic.analysis.render import gif_bytes, recording_frames
 
-        recording = record(pl_module.controller, pl_module.val_env)
         try:
+            recording = record(pl_module.controller, pl_module.val_env)
             frames = recording_frames(recording, self.clip, width=self.width, height=self.height)
-        except RenderingUnavailable as error:
-            log.warning("VideoLogger: no video, %s", error)
+        except Exception as error:  # a video must never end a training run
+            log.warning("VideoLogger: no video from now on: %s: %s", type(error).__name__, error)
             self._disabled = True
             return
         fps = 1.0 / (recording.attrs["control_dt"] * self.frame_step)
@@ -81,4 +90,4 @@ class VideoLogger(L.Callback):
             encoded_image_string=gif_bytes(frames[:: self.frame_step], fps),
         )
         summary = Summary(value=[Summary.Value(tag="video/val", image=image)])
-        trainer.logger.experiment.file_writer.add_summary(summary, trainer.global_step)
+        tensorboard.experiment.file_writer.add_summary(summary, trainer.global_step)
