@@ -26,11 +26,13 @@ def bench_env(
     clips: str = "bundled:mouse_forelimb_reach",
     seed: int = 0,
 ) -> dict:
-    """Control steps per second of `ImitationEnv` against a bare ``mujoco.rollout``.
+    """Control steps per second of `ImitationEnv` against the bare simulator, in one run.
 
-    Both run the same compiled model (with the env's sensors), the same uniformly random
-    muscle excitations [steps, B, nu] held for ``substeps`` physics steps, from the same
-    initial states, with the same number of threads. The env's figure includes
+    The bare simulator is a single ``mujoco.rollout`` call for the ``mujoco`` backend, and
+    for ``mjx`` a jitted, vmapped ``lax.scan`` of ``mjx.step`` over all control steps (the
+    published JAX pipelines' inner loop). Both run the same compiled model (with the env's
+    sensors), the same uniformly random muscle excitations [steps, B, nu] held for
+    ``substeps`` physics steps, from the same initial states. The env's figure includes
     observation, reward, termination, automatic partial resets and the TensorDict.
 
     Returns:
@@ -64,6 +66,8 @@ def bench_env(
         env_seconds = _seconds(env_steps, env.device)
         backend_seconds = _seconds(backend_steps, env.device)
         raw_seconds = None
+        if backend == "mjx":
+            raw_seconds = _raw_mjx_seconds(env.backend, actions, substeps)
         if backend == "mujoco":
             host_actions = actions.cpu().numpy()
             raw_seconds = _raw_rollout_seconds(env.backend, initial_state, host_actions, substeps)
@@ -89,11 +93,15 @@ def bench_env(
     }
     if raw_seconds is not None:
         result["raw_steps_per_s"] = steps * num_envs / raw_seconds
-        # The bare rollout called once per control step: the most any closed-loop env can do.
-        result["raw_per_control_step_steps_per_s"] = steps * num_envs / closed_loop_seconds
         result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
         result["backend_ratio"] = result["backend_steps_per_s"] / result["raw_steps_per_s"]
+    if backend == "mujoco":
+        # The bare rollout called once per control step: the most any closed-loop env can do.
+        result["raw_per_control_step_steps_per_s"] = steps * num_envs / closed_loop_seconds
         result["threads"] = env.backend.nthread
+    if env.device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(env.device)
+        result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(env.device) / 1e9
     return result
 
 
@@ -137,3 +145,99 @@ def _raw_rollout_seconds(
             runner.rollout(models, datas, state, chunk, nstep=substeps, state=states)
             state[:] = states[:, -1]
         return time.perf_counter() - start
+
+
+def _raw_mjx_seconds(backend, actions: torch.Tensor, substeps: int) -> float:
+    """Seconds of one jitted ``lax.scan`` over all control steps of a vmapped ``mjx.step``
+    (``substeps`` per control step), from the backend's current states, compile excluded."""
+    from mujoco import mjx
+
+    from neuromimic.physics.bridge import import_jax, torch_to_jax
+
+    jax = import_jax()
+    model = mjx.put_model(backend.model, device=backend._jax_device, impl=backend.impl)
+    controls = torch_to_jax(actions.to(device=backend.device, dtype=backend.dtype).contiguous())
+
+    def control_step(data, ctrl):
+        data = data.replace(ctrl=ctrl)
+        data, _ = jax.lax.scan(lambda d, _: (mjx.step(model, d), None), data, None, length=substeps)
+        return data, None
+
+    @jax.jit
+    def run(data, controls):
+        return jax.lax.scan(jax.vmap(control_step), data, controls)[0].qpos
+
+    start_state = backend.data
+    run(start_state, controls).block_until_ready()  # compile
+    start = time.perf_counter()
+    run(start_state, controls).block_until_ready()
+    return time.perf_counter() - start
+
+
+def bench_train(
+    body: str = "mouse_forelimb",
+    backend: str = "mujoco",
+    num_envs: int = 64,
+    iterations: int = 20,
+    accelerator: str = "auto",
+    clips: str = "bundled:mouse_forelimb_reach",
+) -> dict:
+    """End-to-end PPO throughput: environment steps consumed per second of training
+    (collection, advantages and updates), with the bundled default PPO settings.
+
+    The first PPO iteration (compilation, warm-up) is excluded from the timing.
+
+    Returns:
+        ``{"train_env_steps_per_s", "optimiser_steps_per_s", "peak_memory_gb", ...}``.
+    """
+    import resource
+
+    import lightning as L
+
+    from neuromimic.training import PPOModule
+
+    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs)
+    module = PPOModule(env=config)
+    updates = module.updates_per_iteration
+    starts: list[float] = []
+    ends: list[float] = []
+
+    def now(trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    class _Clock(L.Callback):  # PPO iterations only: not the evaluations before and after
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            starts.append(now(trainer))
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            ends.append(now(trainer))
+
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=1, max_steps=iterations * updates, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, check_val_every_n_epoch=10**9, callbacks=[_Clock()],
+    )
+    if iterations < 2:
+        raise ValueError("bench train needs at least 2 iterations (the first one is not timed)")
+    trainer.fit(module)
+    device = trainer.strategy.root_device
+    seconds = ends[-1] - starts[1]
+    timed_iterations = iterations - 1
+    env_steps = timed_iterations * num_envs * module.ppo.rollout_steps
+    result = {
+        "benchmark": "train",
+        "body": body,
+        "backend": backend,
+        "num_envs": num_envs,
+        "iterations_timed": timed_iterations,
+        "train_env_steps_per_s": env_steps / seconds,
+        "optimiser_steps_per_s": timed_iterations * updates / seconds,
+        "device": str(device),
+        "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
+    if device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(device)
+        result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    return result

@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     perturb.add_argument("--perturbation", required=True, help="YAML list of {name: arguments}")
     perturb.add_argument("--split", default="val", help="clips to play: val, train or all")
 
+    train = bench_kinds.add_parser("train", help="end-to-end PPO training: env steps consumed per second")
+    train.add_argument("--body", default="mouse_forelimb")
+    train.add_argument("--backend", default="mujoco", choices=["mujoco", "mjx"])
+    train.add_argument("--num-envs", type=int, default=64)
+    train.add_argument("--iterations", type=int, default=20, help="PPO iterations; the first is not timed")
+    train.add_argument("--accelerator", default="auto")
+    train.add_argument("--clips", default="bundled:mouse_forelimb_reach")
+
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
     bodies_kinds.add_parser("list", help="key, DoF, actuators and muscles of every body")
@@ -54,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     """Run one tool subcommand and print its JSON result to stdout."""
     args = _parser().parse_args(argv)
-    if args.command == "bench":
+    if args.command == "bench" and args.kind == "train":
+        from neuromimic.bench import bench_train
+
+        result = bench_train(
+            body=args.body, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations,
+            accelerator=args.accelerator, clips=args.clips,
+        )
+    elif args.command == "bench":
         from neuromimic.bench import bench_env
 
         result = bench_env(

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from neuromimic.cli import main
 
 
@@ -18,3 +20,19 @@ def test_bodies_list(capsys):
     main(["bodies", "list"])
     rows = json.loads(capsys.readouterr().out)
     assert {"key": "mouse_forelimb", "dof": 4, "actuators": 9, "muscles": 9} in rows
+
+
+def test_bench_train_prints_one_json_object(capsys):
+    main(["bench", "train", "--num-envs", "8", "--iterations", "2"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n"):])
+    assert result["benchmark"] == "train" and result["iterations_timed"] == 1
+    assert result["train_env_steps_per_s"] > 0 and result["optimiser_steps_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_env_mjx_has_a_raw_jax_baseline():
+    from neuromimic.bench import bench_env
+
+    result = bench_env(backend="mjx", num_envs=2, steps=4)
+    assert result["raw_steps_per_s"] > 0 and result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
