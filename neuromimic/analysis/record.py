@@ -18,12 +18,9 @@ backend nothing.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +33,7 @@ import torch
 from torch import nn
 
 from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env
+from neuromimic.files import replaced_atomically
 from neuromimic.models import Controller, squash
 
 FORMAT = "neuromimic-recording"
@@ -83,7 +81,7 @@ class Recording:
         """Write one HDF5 dataset per array (``units`` attribute on each) and the run
         attributes as JSON on the root; written to a temporary file renamed into place."""
         path = Path(path)
-        with _replaced_atomically(path) as temporary:
+        with replaced_atomically(path) as temporary:
             with h5py.File(temporary, "w") as h5:
                 h5.attrs["format"] = FORMAT
                 h5.attrs["version"] = VERSION
@@ -141,7 +139,7 @@ class Recording:
                     )
                 )
         path = Path(path)
-        with _replaced_atomically(path) as temporary, NWBHDF5IO(str(temporary), "w") as io:
+        with replaced_atomically(path) as temporary, NWBHDF5IO(str(temporary), "w") as io:
             io.write(nwb)
         return path
 
@@ -152,19 +150,6 @@ def _is_layer(name: str, module: nn.Module) -> bool:
     if ".parametrizations" in name:
         return False
     return all(child == "parametrizations" for child, _ in module.named_children())
-
-
-@contextlib.contextmanager
-def _replaced_atomically(path: Path):
-    """A temporary path beside ``path``, renamed over it when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 class _LayerTap:

@@ -63,7 +63,27 @@ class MLPCore(Core):
         return {"class": "MLPCore", "hidden_sizes": list(self.hidden_sizes), "activation": self.activation}
 
 
-class GRUCore(Core):
+class _CellCore(Core):
+    """One recurrent cell layer (``cell`` an `nn.GRUCell` or `nn.LSTMCell`) of ``hidden_size``
+    units, whose states are named by ``STATES``."""
+
+    CELL: type[nn.Module]
+    STATES: tuple[str, ...]
+
+    def __init__(self, input_size: int, control_dt: float = 0.01, hidden_size: int = 128) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.output_size = hidden_size
+        self.cell = self.CELL(input_size, hidden_size)
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: (self.output_size,) for name in self.STATES}
+
+    def config(self) -> dict:
+        return {"class": type(self).__name__, "hidden_size": self.output_size}
+
+
+class GRUCore(_CellCore):
     """A gated recurrent unit layer. State and activity: ``h`` [B, hidden_size].
 
     Args:
@@ -72,24 +92,14 @@ class GRUCore(Core):
         hidden_size: number of units.
     """
 
-    def __init__(self, input_size: int, control_dt: float = 0.01, hidden_size: int = 128) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.output_size = hidden_size
-        self.cell = nn.GRUCell(input_size, hidden_size)
-
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"h": (self.output_size,)}
+    CELL, STATES = nn.GRUCell, ("h",)
 
     def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
         h = self._perturb_units(self.cell(x, state["h"]))
         return h, {"h": h}, {"h": h}
 
-    def config(self) -> dict:
-        return {"class": "GRUCore", "hidden_size": self.output_size}
 
-
-class LSTMCore(Core):
+class LSTMCore(_CellCore):
     """A long short-term memory layer. State: ``h`` and cell ``c``, each [B, hidden_size];
     activity: ``h`` and ``c``.
 
@@ -99,19 +109,9 @@ class LSTMCore(Core):
         hidden_size: number of units.
     """
 
-    def __init__(self, input_size: int, control_dt: float = 0.01, hidden_size: int = 128) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.output_size = hidden_size
-        self.cell = nn.LSTMCell(input_size, hidden_size)
-
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"h": (self.output_size,), "c": (self.output_size,)}
+    CELL, STATES = nn.LSTMCell, ("h", "c")
 
     def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
         h, c = self.cell(x, (state["h"], state["c"]))
         h = self._perturb_units(h)
         return h, {"h": h, "c": c}, {"h": h, "c": c}
-
-    def config(self) -> dict:
-        return {"class": "LSTMCore", "hidden_size": self.output_size}

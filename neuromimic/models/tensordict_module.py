@@ -101,7 +101,7 @@ class ControllerModule(TensorDictModuleBase):
         episode start when the TensorDict holds none."""
         if not self.state_names:
             return None
-        if (*STATE, self.state_names[0]) not in tensordict.keys(True):
+        if tensordict.get((*STATE, self.state_names[0]), None) is None:  # no walk over all keys
             if is_init is not None and bool(is_init.all()):
                 return None
             raise KeyError(
@@ -119,7 +119,7 @@ class ControllerModule(TensorDictModuleBase):
         observation = tensordict.get(self.observation_key)
         n = observation[..., 0].numel()
         is_init = tensordict.get("is_init", None)
-        if self.noise_names and self.recurrent_mode and (*NOISE, self.noise_names[0]) in tensordict.keys(True):
+        if self.noise_names and self.recurrent_mode and tensordict.get((*NOISE, self.noise_names[0]), None) is not None:
             noise = {k: tensordict.get((*NOISE, k)).reshape(n, -1) for k in self.noise_names}
         elif self.noise_names and exploration_type() == ExplorationType.RANDOM:
             noise = self.controller.sample_noise(n, observation.device)
@@ -148,7 +148,7 @@ class ControllerModule(TensorDictModuleBase):
         observation = seq.get(self.observation_key)
         is_init = seq.get("is_init", None)
         state = self._states(seq[:, 0], n, None if is_init is None else is_init[:, 0].reshape(n))
-        noise_present = bool(self.noise_names) and (*NOISE, self.noise_names[0]) in seq.keys(True)
+        noise_present = bool(self.noise_names) and seq.get((*NOISE, self.noise_names[0]), None) is not None
         outputs: dict[str, list[torch.Tensor]] = {}
         for t in range(steps):
             noise = {k: seq.get((*NOISE, k))[:, t] for k in self.noise_names} if noise_present else None
