@@ -5,6 +5,7 @@ Each benchmark returns one JSON-serialisable dict; ``neuromimic bench ...`` prin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -25,6 +26,7 @@ def bench_env(
     substeps: int = 2,
     clips: str = "bundled:mouse_forelimb_reach",
     seed: int = 0,
+    torch_threads: int | None = None,
 ) -> dict:
     """Control steps per second of `ImitationEnv` against the bare simulator, in one run.
 
@@ -34,6 +36,8 @@ def bench_env(
     sensors), the same uniformly random muscle excitations [steps, B, nu] held for
     ``substeps`` physics steps, from the same initial states. The env's figure includes
     observation, reward, termination, automatic partial resets and the TensorDict.
+    Everything is timed as training collects (`ImitationEnv.stepping`: torch on one thread
+    on the CPU) unless ``torch_threads`` sets torch's thread count instead.
 
     Returns:
         ``{"steps_per_s", "backend_steps_per_s", "raw_steps_per_s",
@@ -62,7 +66,7 @@ def bench_env(
         for i in range(steps):
             env.backend.step(actions[i])
 
-    with env.stepping():  # as training collects; the raw rollout below runs alike
+    with env.stepping() if torch_threads is None else _torch_threads(torch_threads):
         env_seconds = _seconds(env_steps, env.device)
         backend_seconds = _seconds(backend_steps, env.device)
         raw_seconds = None
@@ -88,7 +92,7 @@ def bench_env(
         "backend_steps_per_s": steps * num_envs / backend_seconds,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads_while_stepping": 1 if env.device.type == "cpu" else torch.get_num_threads(),
+        "torch_threads_while_stepping": torch_threads or (1 if env.device.type == "cpu" else torch.get_num_threads()),
         "mujoco": mujoco.__version__,
     }
     if raw_seconds is not None:
@@ -103,6 +107,16 @@ def bench_env(
         result["gpu"] = torch.cuda.get_device_name(env.device)
         result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(env.device) / 1e9
     return result
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _seconds(run, device: torch.device) -> float:

@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument("--substeps", type=int, default=2)
     env.add_argument("--clips", default="bundled:mouse_forelimb_reach")
     env.add_argument("--seed", type=int, default=0)
+    env.add_argument(
+        "--torch-threads", type=int, default=None,
+        help="torch threads while stepping (default: as training collects, one thread on the CPU)",
+    )
 
     export = commands.add_parser(
         "export", help="write a checkpoint's controller as safetensors weights + JSON config (no pickle)"
@@ -80,6 +84,7 @@ def main(argv: list[str]) -> None:
             substeps=args.substeps,
             clips=args.clips,
             seed=args.seed,
+            torch_threads=args.torch_threads,
         )
     elif args.command == "export":
         result = _export(args.ckpt, args.output)
