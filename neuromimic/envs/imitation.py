@@ -27,9 +27,14 @@ from neuromimic.data.clips import ClipError, load_clips
 from neuromimic.models.base import ControllerSpec, layout_slices
 from neuromimic.physics import make_backend
 from neuromimic.physics.base import Backend, PhysicsView
+from neuromimic.proprioception import AfferentConfig, Afferents
 from neuromimic.tasks import ImitationTask, ReferenceFrame, tracking_errors
 
 log = logging.getLogger(__name__)
+
+
+#: The values of `EnvConfig.proprioception`.
+PROPRIOCEPTION = ("joints", "afferents", "both")
 
 
 @dataclass
@@ -47,6 +52,17 @@ class EnvConfig:
         future_frames: offsets (in frames) of the reference frames shown to the controller.
         task: reward weights, kernel widths and the termination distance.
         backend_kwargs: extra keyword arguments of the backend (``nthread``, ``impl``...).
+        proprioception: what the controller senses of its own body (`PROPRIOCEPTION`):
+            ``"joints"`` (joint angles and velocities, muscle length, velocity and force),
+            ``"afferents"`` (spindle Ia and II and tendon organ Ib rates instead; the
+            reference frames are then shown as they are, not relative to the body, so no
+            joint angle reaches the controller) or ``"both"``. Muscle activation (an
+            efference copy) is always shown.
+        fusimotor_action: the controller sets gamma-static and gamma-dynamic drive of each
+            muscle's spindle next to its alpha drive: the action is ``[alpha | gamma_static
+            | gamma_dynamic]`` [B, 3 nu], all in 0..1 (gamma scaled by
+            ``afferents.gamma_max_pps``). Needs afferents in ``proprioception``.
+        afferents: delays, noise and fusimotor settings of the afferents.
     """
 
     body: str = "mouse_forelimb"
@@ -57,6 +73,26 @@ class EnvConfig:
     future_frames: tuple[int, ...] = (1, 2, 4, 8)
     task: ImitationTask = field(default_factory=ImitationTask)
     backend_kwargs: dict = field(default_factory=dict)
+    proprioception: str = "joints"
+    fusimotor_action: bool = False
+    afferents: AfferentConfig = field(default_factory=AfferentConfig)
+
+    def __post_init__(self) -> None:
+        if self.proprioception not in PROPRIOCEPTION:
+            raise ValueError(
+                f"env.proprioception must be one of {PROPRIOCEPTION}; got {self.proprioception!r}"
+            )
+        if self.fusimotor_action and self.proprioception == "joints":
+            raise ValueError(
+                "env.fusimotor_action sets the spindles' gamma drive, which only matters when "
+                "the controller senses afferents: set env.proprioception to 'afferents' or 'both'"
+            )
+        if isinstance(self.afferents, dict):
+            self.afferents = AfferentConfig(**self.afferents)
+
+    @property
+    def uses_afferents(self) -> bool:
+        return self.proprioception != "joints"
 
     def to_dict(self) -> dict:
         """Plain data (checkpoints and exports store it; `from_dict` inverts it)."""
@@ -69,6 +105,7 @@ class EnvConfig:
         data = dict(data)
         data["task"] = ImitationTask(**data.get("task", {}))
         data["future_frames"] = tuple(data.get("future_frames", (1, 2, 4, 8)))
+        data["afferents"] = AfferentConfig(**data.get("afferents", {}))
         return cls(**data)
 
 
@@ -108,25 +145,67 @@ def make_env(
     task = dataclasses.replace(config.task, termination_distance=math.inf) if evaluation else config.task
     bank = ClipBank(clips, device=backend.device, seed=seed, dtype=backend.view.qpos.dtype)
     return ImitationEnv(
-        backend, bank, task, future_frames=config.future_frames, sequential_clips=evaluation
+        backend,
+        bank,
+        task,
+        future_frames=config.future_frames,
+        sequential_clips=evaluation,
+        proprioception=config.proprioception,
+        fusimotor_action=config.fusimotor_action,
+        afferents=config.afferents,
     )
 
 
+#: Names of the afferent observation blocks, in the order of
+#: `neuromimic.proprioception.AFFERENT_CLASSES`.
+AFFERENT_BLOCKS = ("spindle_Ia", "spindle_II", "tendon_organ_Ib")
+
+
 def observation_layout(
-    nq: int, nv: int, nu: int, num_sites: int, future_frames: tuple[int, ...]
+    nq: int,
+    nv: int,
+    nu: int,
+    num_sites: int,
+    future_frames: tuple[int, ...],
+    proprioception: str = "joints",
 ) -> list[tuple[str, int, str]]:
-    """The blocks of the flat observation, in order: ``(name, size, units)``."""
-    layout = [
-        ("qpos", nq, "rad"),
-        ("qvel", nv, "rad/s"),
-        ("muscle_activation", nu, "0..1"),
-        ("muscle_length", nu, "fraction of the muscle's length range"),
-        ("muscle_velocity", nu, "length ranges per s"),
-        ("muscle_force", nu, "fraction of peak isometric force"),
-    ]
+    """The blocks of the flat observation, in order: ``(name, size, units)``.
+
+    ``proprioception`` is `EnvConfig.proprioception`. With joints the reference frames are
+    shown relative to the body (``ref_qpos_minus_qpos_t+k``); with afferents only, as they
+    are (``ref_qpos_t+k``, ``ref_site_t+k``).
+    """
+    joints = proprioception in ("joints", "both")
+    layout = []
+    if joints:
+        layout += [("qpos", nq, "rad"), ("qvel", nv, "rad/s")]
+    layout.append(("muscle_activation", nu, "0..1"))
+    if joints:
+        layout += [
+            ("muscle_length", nu, "fraction of the muscle's length range"),
+            ("muscle_velocity", nu, "length ranges per s"),
+            ("muscle_force", nu, "fraction of peak isometric force"),
+        ]
+    if proprioception != "joints":
+        layout += [(name, nu, "pps") for name in AFFERENT_BLOCKS]
     for k in future_frames:
-        layout.append((f"ref_qpos_minus_qpos_t+{k}", nq, "rad"))
-        layout.append((f"ref_site_minus_site_t+{k}", 3 * num_sites, "m"))
+        if joints:
+            layout.append((f"ref_qpos_minus_qpos_t+{k}", nq, "rad"))
+            layout.append((f"ref_site_minus_site_t+{k}", 3 * num_sites, "m"))
+        else:
+            layout.append((f"ref_qpos_t+{k}", nq, "rad"))
+            layout.append((f"ref_site_t+{k}", 3 * num_sites, "m (world frame)"))
+    return layout
+
+
+def action_layout(nu: int, fusimotor_action: bool) -> list[tuple[str, int, str]]:
+    """The blocks of the action, in order: ``(name, size, units)``."""
+    layout = [("alpha", nu, "muscle excitation 0..1")]
+    if fusimotor_action:
+        layout += [
+            ("gamma_static", nu, "0..1 of afferents.gamma_max_pps"),
+            ("gamma_dynamic", nu, "0..1 of afferents.gamma_max_pps"),
+        ]
     return layout
 
 
@@ -136,13 +215,20 @@ def controller_spec(config: EnvConfig) -> ControllerSpec:
     body = get_body(config.body)
     model = body.load_model()
     layout = observation_layout(
-        model.nq, model.nv, model.nu, len(body.end_effector_sites), tuple(config.future_frames)
+        model.nq,
+        model.nv,
+        model.nu,
+        len(body.end_effector_sites),
+        tuple(config.future_frames),
+        config.proprioception,
     )
+    actions = action_layout(model.nu, config.fusimotor_action)
     return ControllerSpec(
         observation_size=sum(size for _, size, _ in layout),
-        action_size=model.nu,
+        action_size=sum(size for _, size, _ in actions),
         control_dt=config.substeps * model.opt.timestep,
         observation_layout=tuple(layout),
+        action_layout=tuple(actions),
     )
 
 
@@ -165,6 +251,10 @@ class ImitationEnv(EnvBase):
         future_frames: offsets of the reference frames included in the observation.
         sequential_clips: env ``i`` always plays clip ``i % num_clips`` from frame 0
             (evaluation); otherwise clips and start frames are sampled at every reset.
+        proprioception, fusimotor_action, afferents: as in `EnvConfig`. With afferents the
+            spindles and tendon organs of every muscle run every ``afferents.dt_ms``
+            between control steps, fed muscle length and force moving linearly from one
+            control step to the next (the simulator is read once per control step).
     """
 
     def __init__(
@@ -174,6 +264,9 @@ class ImitationEnv(EnvBase):
         task: ImitationTask,
         future_frames: tuple[int, ...] = (1, 2, 4, 8),
         sequential_clips: bool = False,
+        proprioception: str = "joints",
+        fusimotor_action: bool = False,
+        afferents: AfferentConfig | None = None,
     ) -> None:
         super().__init__(device=backend.device, batch_size=torch.Size([backend.num_envs]))
         model = backend.model
@@ -227,9 +320,13 @@ class ImitationEnv(EnvBase):
         #: `neuromimic.analysis.perturb.force_pulse`, set the backend's inputs here).
         self.before_step: list[Callable[[ImitationEnv], None]] = []
 
+        self.proprioception = proprioception
+        self.fusimotor_action = fusimotor_action
         self.observation_layout = observation_layout(
-            model.nq, model.nv, model.nu, len(body.end_effector_sites), self.future_frames
+            model.nq, model.nv, model.nu, len(body.end_effector_sites), self.future_frames, proprioception
         )
+        self.action_layout = action_layout(model.nu, fusimotor_action)
+        self._setup_afferents(model, afferents or AfferentConfig(), **to)
         obs_dim = sum(size for _, size, _ in self.observation_layout)
         self._obs_shift, self._obs_scale = self._observation_affine(model, obs_dim, **to)
         # Columns of [qpos | qvel | sites] that the observation shows for future frames.
@@ -251,8 +348,9 @@ class ImitationEnv(EnvBase):
             shape=batch,
             device=self.device,
         )
+        action_size = sum(size for _, size, _ in self.action_layout)
         self.action_spec = Bounded(
-            low=0.0, high=1.0, shape=(*batch, model.nu), dtype=torch.float32, device=self.device
+            low=0.0, high=1.0, shape=(*batch, action_size), dtype=torch.float32, device=self.device
         )
         self.reward_spec = Unbounded((*batch, 1), dtype=torch.float32, device=self.device)
         flag = Categorical(2, shape=(*batch, 1), dtype=torch.bool, device=self.device)
@@ -273,11 +371,58 @@ class ImitationEnv(EnvBase):
         length_range = torch.as_tensor(model.actuator_lengthrange, **to)
         span = length_range[:, 1] - length_range[:, 0]
         slices = self.observation_slices()
-        shift[slices["muscle_length"]] = length_range[:, 0]
-        scale[slices["muscle_length"]] = 1.0 / span
-        scale[slices["muscle_velocity"]] = 1.0 / span
-        scale[slices["muscle_force"]] = -1.0 / self._max_force  # muscles pull: force < 0
+        if "muscle_length" in slices:
+            shift[slices["muscle_length"]] = length_range[:, 0]
+            scale[slices["muscle_length"]] = 1.0 / span
+            scale[slices["muscle_velocity"]] = 1.0 / span
+            scale[slices["muscle_force"]] = -1.0 / self._max_force  # muscles pull: force < 0
         return shift, scale
+
+    # ------------------------------------------------------------------------- afferents
+    def _setup_afferents(self, model, config: AfferentConfig, **to) -> None:
+        """The afferent model and the affine maps from MuJoCo's muscle-tendon length and
+        velocity (m, m/s) to fascicle length and velocity in optimal lengths (MuJoCo's
+        muscles have rigid tendons, so the fascicle takes every change of length)."""
+        self.afferent_config = config
+        self.afferents = Afferents(config).to(self.device) if self.proprioception != "joints" else None
+        #: Afferent rates [B, 3, nu] in pps arriving now (Ia, II, Ib), or None.
+        self.afferent_rates: torch.Tensor | None = None
+        self._afferent_state: dict[str, torch.Tensor] | None = None
+        self._afferent_generator = torch.Generator(self.device)
+        length_range = torch.as_tensor(model.actuator_lengthrange, **to)
+        fascicle_range = torch.as_tensor(model.actuator_gainprm[:, :2], **to)
+        optimal_length = (length_range[:, 1] - length_range[:, 0]) / (fascicle_range[:, 1] - fascicle_range[:, 0])
+        self._fascicle_scale = 1.0 / optimal_length
+        self._fascicle_shift = fascicle_range[:, 0] - length_range[:, 0] / optimal_length
+
+    def _muscle_afferent_inputs(self, sim: PhysicsView) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fascicle length [B, nu] in optimal lengths and tendon force [B, nu] in peak forces."""
+        length = sim.actuator_length * self._fascicle_scale + self._fascicle_shift
+        return length, -sim.actuator_force / self._max_force
+
+    def _fusimotor_drive(self, action: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gamma-static and gamma-dynamic drive [B, nu] in pps."""
+        config, nu = self.afferent_config, self.backend.model.nu
+        if self.fusimotor_action and action is not None:
+            drive = action[:, nu:].to(self._fascicle_scale.dtype) * config.gamma_max_pps
+            return drive[:, :nu], drive[:, nu:]
+        shape = (self.batch_size[0], nu)
+        to = {"device": self.device, "dtype": self._fascicle_scale.dtype}
+        return (
+            torch.full(shape, config.gamma_static_pps, **to),
+            torch.full(shape, config.gamma_dynamic_pps, **to),
+        )
+
+    def _reset_afferents(self, mask: torch.Tensor) -> None:
+        """Afferents of the reset rows settle at the new pose (muscles inactive)."""
+        length, force = self._muscle_afferent_inputs(self.backend.view)
+        state = self.afferents.initial_state(length, force, *self._fusimotor_drive(None))
+        rates = self.afferents.settled_rates(state, length, force)
+        if self._afferent_state is None:
+            self._afferent_state, self.afferent_rates = state, rates
+            return
+        self._afferent_state = Afferents.select(mask, state, self._afferent_state)
+        self.afferent_rates = torch.where(mask[:, None, None], rates, self.afferent_rates)
 
     @contextlib.contextmanager
     def stepping(self):
@@ -322,20 +467,16 @@ class ImitationEnv(EnvBase):
         values = self.task.reward_terms(sim, errors, self._max_force)
         terms = torch.stack(list(values.values()), dim=-1)  # [B, M]
         reward = terms @ self._term_weights
-        sim_packed = torch.cat([sim.qpos, sim.qvel, sim.site_pos_w.flatten(1)], dim=-1)
-        ref_minus_sim = (reference[:, 1:] - sim_packed[:, None]).index_select(-1, self._future_columns)
-        raw = torch.cat(
-            [
-                sim.qpos,
-                sim.qvel,
-                sim.act,
-                sim.actuator_length,
-                sim.actuator_velocity,
-                sim.actuator_force,
-                ref_minus_sim.flatten(1),
-            ],
-            dim=-1,
-        )
+        future = reference[:, 1:]
+        if self.proprioception == "afferents":
+            blocks = [sim.act, self.afferent_rates.flatten(1)]
+        else:
+            future = future - torch.cat([sim.qpos, sim.qvel, sim.site_pos_w.flatten(1)], dim=-1)[:, None]
+            blocks = [sim.qpos, sim.qvel, sim.act, sim.actuator_length, sim.actuator_velocity, sim.actuator_force]
+            if self.afferents is not None:
+                blocks.append(self.afferent_rates.flatten(1))
+        future = future.index_select(-1, self._future_columns)
+        raw = torch.cat([*blocks, future.flatten(1)], dim=-1)
         obs_dim = raw.shape[-1]
         packed = torch.cat(
             [
@@ -373,6 +514,8 @@ class ImitationEnv(EnvBase):
         self._clip_last_frame = self.clips.length[self.clip_index] - 1
         ref = self.reference()
         self.backend.reset(mask, ref.qpos, ref.qvel, torch.zeros_like(self.backend.view.act))
+        if self.afferents is not None:
+            self._reset_afferents(mask)
         observation, _, _, metrics = self._outputs(self.backend.view)
         done = torch.zeros((mask.shape[0], 1), dtype=torch.bool, device=self.device)
         return TensorDict(
@@ -422,7 +565,22 @@ class ImitationEnv(EnvBase):
             )
         for hook in self.before_step:
             hook(self)
-        self.backend.step(action)
+        if self.afferents is None:
+            self.backend.step(action)
+        else:
+            start_length, start_force = self._muscle_afferent_inputs(self.backend.view)
+            self.backend.step(action[:, : self.backend.model.nu])
+            end_length, end_force = self._muscle_afferent_inputs(self.backend.view)
+            self.afferent_rates, self._afferent_state = self.afferents.advance(
+                self._afferent_state,
+                start_length,
+                end_length,
+                start_force,
+                end_force,
+                self.backend.substeps * self.backend.model.opt.timestep,
+                *self._fusimotor_drive(action),
+                generator=self._afferent_generator,
+            )
         self.frame = self.frame + 1
         sim = self.backend.view
         unstable = sim.unstable
@@ -451,3 +609,4 @@ class ImitationEnv(EnvBase):
     def _set_seed(self, seed: int | None) -> None:
         if seed is not None:
             self.clips.generator.manual_seed(seed)
+            self._afferent_generator.manual_seed(seed)

@@ -45,25 +45,29 @@ class ControllerSpec:
 
     Args:
         observation_size: D, size of the flat observation.
-        action_size: nu, number of muscles.
+        action_size: size of the action: nu muscles, or 3 nu with fusimotor drive.
         control_dt: control step in s (cores with time constants or delays discretise with it).
         observation_layout: ``(name, size, units)`` of each block of the observation, in
             order (`neuromimic.envs.observation_layout`).
+        action_layout: ``(name, size, units)`` of each block of the action
+            (`neuromimic.envs.action_layout`: alpha drive, then any fusimotor drive).
     """
 
     observation_size: int
     action_size: int
     control_dt: float
     observation_layout: tuple[tuple[str, int, str], ...] = ()
+    action_layout: tuple[tuple[str, int, str], ...] = ()
 
     def __post_init__(self) -> None:
-        layout = tuple(tuple(block) for block in self.observation_layout)
-        object.__setattr__(self, "observation_layout", layout)
-        if layout and sum(size for _, size, _ in layout) != self.observation_size:
-            raise ValueError(
-                f"observation_layout covers {sum(size for _, size, _ in layout)} values but "
-                f"observation_size is {self.observation_size}"
-            )
+        for field_name, size_name in (("observation_layout", "observation_size"), ("action_layout", "action_size")):
+            layout = tuple(tuple(block) for block in getattr(self, field_name))
+            object.__setattr__(self, field_name, layout)
+            size = getattr(self, size_name)
+            if layout and sum(block[1] for block in layout) != size:
+                raise ValueError(
+                    f"{field_name} covers {sum(block[1] for block in layout)} values but {size_name} is {size}"
+                )
 
     def observation_slices(self) -> dict[str, slice]:
         """Name -> slice of each block of the observation."""
@@ -76,6 +80,7 @@ class ControllerSpec:
             "action_size": self.action_size,
             "control_dt": self.control_dt,
             "observation_layout": [list(block) for block in self.observation_layout],
+            "action_layout": [list(block) for block in self.action_layout],
         }
 
     @classmethod
@@ -86,6 +91,9 @@ class ControllerSpec:
             control_dt=float(data["control_dt"]),
             observation_layout=tuple(
                 (str(name), int(size), str(units)) for name, size, units in data["observation_layout"]
+            ),
+            action_layout=tuple(
+                (str(name), int(size), str(units)) for name, size, units in data.get("action_layout", ())
             ),
         )
 
