@@ -102,10 +102,13 @@ def test_config_errors():
 
 
 @pytest.mark.slow
-def test_afferent_config_trains_exports_and_lesions(tmp_path, tiny_fit):
-    """The bundled afferent config trains, exports, and its Ia lesion changes the action."""
+def test_afferent_config_trains_exports_records_and_lesions(tmp_path, tiny_fit):
+    """The bundled afferent config trains and exports; recordings hold the afferent rates;
+    an Ia lesion changes the controller's action."""
     from neuromimic.analysis import perturb
+    from neuromimic.analysis.record import record
     from neuromimic.cli import main
+    from neuromimic.models.export import controller_metadata
 
     checkpoint = tiny_fit("afferent")
     main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "export")])
@@ -116,3 +119,13 @@ def test_afferent_config_trains_exports_and_lesions(tmp_path, tiny_fit):
         with perturb.remove_sensory(controller, ["spindle_Ia"]):
             lesioned = controller(observation)[0]
     assert not torch.equal(intact, lesioned)
+
+    config = EnvConfig.from_dict(controller_metadata(tmp_path / "export")["env"])
+    recording = record(controller, config, steps=4)
+    slices = controller.spec.observation_slices()
+    for k, name in enumerate(("Ia", "II", "Ib")):
+        rates = recording[f"afferent/{name}"]  # [B, T, nu]
+        assert rates.shape[-1] == 9 and recording.units[f"afferent/{name}"].startswith("pps")
+        block = ("spindle_Ia", "spindle_II", "tendon_organ_Ib")[k]
+        # The observation of step t+1 shows the rates that arrived at the end of step t.
+        assert (recording["observation"][:, 1:, slices[block]] == rates[:, :-1]).all()

@@ -35,6 +35,7 @@ from torch import nn
 from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env
 from neuromimic.files import replaced_atomically
 from neuromimic.models import Controller, squash
+from neuromimic.proprioception import AFFERENT_CLASSES
 
 FORMAT = "neuromimic-recording"
 VERSION = 1
@@ -236,6 +237,9 @@ def record(
                     keep(f"core/state/{name}", value)
                 for name in ("qpos", "qvel", "act", "ctrl", "actuator_length", "actuator_velocity", "actuator_force", "site_pos_w"):
                     keep(f"sim/{name}", getattr(sim, name))
+                if env.afferent_rates is not None:  # afferents as they arrive, after their delays
+                    for k, name in enumerate(AFFERENT_CLASSES):
+                        keep(f"afferent/{name}", env.afferent_rates[:, k])
                 keep("reference/qpos", ref.qpos)
                 keep("reference/site_pos_w", ref.site_pos_w)
                 for name, value in td["metrics"].items():
@@ -307,7 +311,10 @@ def _rename(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 _UNITS = {
     "valid": "bool",
     "observation": "see attrs observation_layout",
-    "action": "excitation 0..1",
+    "action": "0..1, blocks in attrs action_layout (alpha excitation, then any gamma drive)",
+    "afferent/Ia": "pps (spindle primary, after its conduction delay)",
+    "afferent/II": "pps (spindle secondary, after its conduction delay)",
+    "afferent/Ib": "pps (tendon organ, after its conduction delay)",
     "joint/qpos": "rad",
     "joint/qvel": "rad/s",
     "muscle/activation": "0..1",
@@ -352,6 +359,7 @@ def _attributes(env: ImitationEnv, controller: Controller, model: mujoco.MjModel
         "body_names": names(mujoco.mjtObj.mjOBJ_BODY, model.nbody),
         "site_names": list(env.clips.site_names),
         "observation_layout": [list(block) for block in env.observation_layout],
+        "action_layout": [list(block) for block in env.action_layout],
         "controller": controller.config(),
         "task": dataclasses.asdict(env.task),
     }
