@@ -16,6 +16,7 @@ import torch
 from mujoco import rollout as mj_rollout
 
 from neuromimic.envs import EnvConfig, make_env
+from neuromimic.proprioception import AfferentConfig
 
 
 def bench_env(
@@ -27,6 +28,8 @@ def bench_env(
     clips: str = "bundled:mouse_forelimb_reach",
     seed: int = 0,
     torch_threads: int | None = None,
+    proprioception: str = "joints",
+    afferent_dt_ms: float = 1.0,
 ) -> dict:
     """Control steps per second of `ImitationEnv` against the bare simulator, in one run.
 
@@ -38,13 +41,23 @@ def bench_env(
     observation, reward, termination, automatic partial resets and the TensorDict.
     Everything is timed as training collects (`ImitationEnv.stepping`: torch on one thread
     on the CPU) unless ``torch_threads`` sets torch's thread count instead.
+    ``proprioception`` and ``afferent_dt_ms`` choose what the env observes (`EnvConfig`;
+    the afferents' 5 ms delays must be whole multiples of ``afferent_dt_ms``).
 
     Returns:
         ``{"steps_per_s", "backend_steps_per_s", "raw_steps_per_s",
         "raw_per_control_step_steps_per_s", "ratio", "backend_ratio", ...}`` where a step
         is one control step of one body and the ratios are to ``raw_steps_per_s``.
     """
-    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, substeps=substeps)
+    config = EnvConfig(
+        body=body,
+        backend=backend,
+        clips=clips,
+        num_envs=num_envs,
+        substeps=substeps,
+        proprioception=proprioception,
+        afferents=AfferentConfig(dt_ms=afferent_dt_ms),
+    )
     env = make_env(config, split=None, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     actions = torch.rand(steps, num_envs, env.action_spec.shape[-1], generator=generator, device="cpu")
@@ -86,6 +99,8 @@ def bench_env(
         "num_envs": num_envs,
         "steps": steps,
         "substeps": substeps,
+        "proprioception": proprioception,
+        **({"afferent_dt_ms": afferent_dt_ms} if proprioception != "joints" else {}),
         "steps_per_s": steps * num_envs / env_seconds,
         "physics_steps_per_s": steps * num_envs * substeps / env_seconds,
         # The backend alone (physics and the final-state sensor pass, no env work).

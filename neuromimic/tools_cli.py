@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
         "--torch-threads", type=int, default=None,
         help="torch threads while stepping (default: as training collects, one thread on the CPU)",
     )
+    env.add_argument(
+        "--proprioception", default="joints", choices=["joints", "afferents", "both"],
+        help="what the env observes (env.proprioception); afferents add the spindle and tendon organ models",
+    )
+    env.add_argument("--afferent-dt-ms", type=float, default=1.0, help="sensor step of the afferents (ms); must divide their 5 ms delays")
 
     export = commands.add_parser(
         "export", help="write a checkpoint's controller as safetensors weights + JSON config (no pickle)"
@@ -85,6 +90,8 @@ def main(argv: list[str]) -> None:
             clips=args.clips,
             seed=args.seed,
             torch_threads=args.torch_threads,
+            proprioception=args.proprioception,
+            afferent_dt_ms=args.afferent_dt_ms,
         )
     elif args.command == "export":
         result = _export(args.ckpt, args.output)

@@ -16,6 +16,13 @@ def test_bench_env_prints_one_json_object(capsys):
     assert result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
 
 
+def test_bench_env_with_afferents(capsys):
+    main(["bench", "env", "--num-envs", "4", "--steps", "10", "--proprioception", "afferents", "--afferent-dt-ms", "2.5"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["proprioception"] == "afferents" and result["afferent_dt_ms"] == 2.5
+    assert result["steps_per_s"] > 0
+
+
 def test_bodies_list(capsys):
     main(["bodies", "list"])
     rows = json.loads(capsys.readouterr().out)
