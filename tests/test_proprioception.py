@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuromimic.proprioception import AfferentConfig, Afferents, MuscleSpindle, TendonOrgan
+from neuromimic.proprioception import (
+    AfferentConfig,
+    Afferents,
+    MuscleSpindle,
+    TendonOrgan,
+)
 
 DT = 1e-3
 IA, II, IB = 0, 1, 2
