@@ -1,0 +1,55 @@
+"""Lab pose files to 3-D keypoints in metres.
+
+`read_keypoints` reads NWB (ndx-pose), DANNCE, DeepLabCut, SLEAP, anipose, C3D, CSV and
+NPZ files into one `Keypoints` object (positions [T, K, 3] in m, names, fps, validity
+mask), applying the same rules to every format: explicit units and frame rate, masking
+of missing and low-confidence keypoints, interpolation of short gaps, splitting on long
+ones and a body-size plausibility check. See `neuromimic.keypoints.keypoints` for the
+rules and `neuromimic.keypoints.readers` for the formats.
+"""
+
+from neuromimic.keypoints.keypoints import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    DEFAULT_MAX_GAP_FRAMES,
+    UNITS,
+    Gap,
+    Keypoints,
+    KeypointsError,
+    check_plausible_size,
+    make_keypoints,
+)
+from neuromimic.keypoints.readers import (
+    FORMATS,
+    infer_format,
+    read_anipose,
+    read_c3d,
+    read_csv,
+    read_dannce,
+    read_dlc,
+    read_keypoints,
+    read_npz,
+    read_nwb,
+    read_sleap,
+)
+
+__all__ = [
+    "DEFAULT_CONFIDENCE_THRESHOLD",
+    "DEFAULT_MAX_GAP_FRAMES",
+    "FORMATS",
+    "UNITS",
+    "Gap",
+    "Keypoints",
+    "KeypointsError",
+    "check_plausible_size",
+    "infer_format",
+    "make_keypoints",
+    "read_anipose",
+    "read_c3d",
+    "read_csv",
+    "read_dannce",
+    "read_dlc",
+    "read_keypoints",
+    "read_npz",
+    "read_nwb",
+    "read_sleap",
+]

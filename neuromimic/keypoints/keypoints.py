@@ -1,0 +1,495 @@
+"""`Keypoints`: 3-D keypoint trajectories in metres, and the rules every reader applies.
+
+A reader turns a lab file into raw arrays (positions in the file's units, names, frame
+rate, optional confidence) and hands them to `make_keypoints`, which applies the same
+rules to every format:
+
+1. **Units.** Positions are converted to metres. The scale comes from the ``units``
+   argument when given (it always wins), else from the file where the file states it in
+   a field we trust (the NWB ``unit`` attribute, the C3D ``POINT:UNITS`` parameter),
+   else reading fails with a `KeypointsError` that says to pass ``units=``.
+2. **Frame rate.** ``fps`` comes from the argument when given, else from the file; a
+   file without one (DANNCE, DeepLabCut, SLEAP, Anipose, CSV) needs ``fps=``.
+3. **Masking.** A keypoint is invalid in a frame when any coordinate is NaN or infinite,
+   when the file marks it missing, or when its confidence is below
+   ``confidence_threshold``. Invalid positions are NaN and ``valid`` is False.
+4. **Short gaps.** Interior runs of at most ``max_gap_frames`` invalid frames of one
+   keypoint (valid frames on both sides) are filled by linear interpolation, marked valid
+   again and recorded in ``interpolated``. Runs at the start or end of the clip are never
+   extrapolated.
+5. **Long gaps** stay invalid (NaN). `Keypoints.gaps` lists them and
+   `Keypoints.segments` / `Keypoints.split_on_gaps` cut the clip into the frame ranges
+   where the required keypoints are present, so a caller can fit each piece separately.
+6. **Plausibility.** With ``body_size`` (metres) the size of the keypoint cloud (median
+   over frames of the largest distance between two valid keypoints) must lie within
+   [0.5, 2] x ``body_size``; otherwise reading fails and the message suggests a scale
+   factor and, where it matches one, the unit mistake (``units='mm'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Length units accepted by ``units=`` and their size in metres.
+UNITS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+# Spellings of the same units found in files (NWB ``unit``, C3D ``POINT:UNITS``).
+_UNIT_ALIASES: dict[str, str] = {
+    "m": "m",
+    "meter": "m",
+    "meters": "m",
+    "metre": "m",
+    "metres": "m",
+    "cm": "cm",
+    "centimeter": "cm",
+    "centimeters": "cm",
+    "centimetre": "cm",
+    "centimetres": "cm",
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimeters": "mm",
+    "millimetre": "mm",
+    "millimetres": "mm",
+}
+#: Default for ``max_gap_frames``: gaps up to this many frames are interpolated.
+DEFAULT_MAX_GAP_FRAMES = 5
+#: Default for ``confidence_threshold``: keep every keypoint whatever its confidence.
+#: Confidence scales differ between tools (DeepLabCut likelihoods in [0, 1], DANNCE
+#: maximum probabilities of 0.2 to 0.4 on good data), so no threshold fits all.
+DEFAULT_CONFIDENCE_THRESHOLD = 0.0
+#: Accepted ratio between the keypoint cloud's size and ``body_size``.
+PLAUSIBLE_SIZE_RATIO = (0.5, 2.0)
+
+
+class KeypointsError(ValueError):
+    """A keypoint file cannot be read as asked: the message names the file, the field and the fix."""
+
+
+def parse_units(units: str, *, where: str, field_name: str = "units") -> str:
+    """Normalise a length unit to one of `UNITS` (``"m"``, ``"cm"``, ``"mm"``).
+
+    Args:
+        units: unit as given by the user or found in a file (``"mm"``, ``"meters"``...).
+        where: the file, for the error message.
+        field_name: what the unit came from, for the error message.
+
+    Raises:
+        KeypointsError: the unit is not a known length unit.
+    """
+    key = str(units).strip().lower()
+    if key not in _UNIT_ALIASES:
+        raise KeypointsError(
+            f"{where}: {field_name} is {units!r}, which is not a length unit this reader "
+            f"knows; pass units= one of {sorted(UNITS)} (for example units='mm')"
+        )
+    return _UNIT_ALIASES[key]
+
+
+def as_length_unit(value: str | None) -> str | None:
+    """The `UNITS` key a unit string found in a file names (``"millimeters"`` -> ``"mm"``), or None."""
+    if value is None:
+        return None
+    return _UNIT_ALIASES.get(str(value).strip().lower())
+
+
+class Gap(NamedTuple):
+    """A run of frames in which one keypoint stays invalid after interpolation.
+
+    Attributes:
+        name: keypoint name.
+        start: first invalid frame.
+        stop: one past the last invalid frame (half-open range, like `range`).
+    """
+
+    name: str
+    start: int
+    stop: int
+
+
+@dataclass
+class Keypoints:
+    """3-D keypoint trajectories of one animal, in metres, with a validity mask.
+
+    Args:
+        positions: keypoint positions [T, K, 3] in m, float64; NaN where ``valid`` is False.
+        names: the K keypoint names, in the order of ``positions``.
+        fps: frame rate in Hz.
+        valid: [T, K] bool, True where the position is measured or interpolated.
+        source: path of the file the keypoints were read from.
+        confidence: [T, K] confidence as stored in the file (its own scale), or None.
+        interpolated: [T, K] bool, True where a short gap was filled by interpolation.
+        units: the units the file's numbers were read in (``"m"``, ``"cm"``, ``"mm"``).
+        units_from: where ``units`` came from, for example ``"argument units='mm'"`` or
+            ``"file: POINT:UNITS = 'mm'"``.
+        format: the reader that produced them (``"nwb"``, ``"dannce"``, ...).
+        frame_offset: index in the file of frame 0 (non-zero for pieces made by
+            `split_on_gaps` or `frames`).
+        meta: free strings from the reader (for example the NWB path or DLC scorer).
+    """
+
+    positions: np.ndarray
+    names: tuple[str, ...]
+    fps: float
+    valid: np.ndarray
+    source: str
+    confidence: np.ndarray | None = None
+    interpolated: np.ndarray | None = None
+    units: str = "m"
+    units_from: str = ""
+    format: str = ""
+    frame_offset: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.names = tuple(str(n) for n in self.names)
+        if self.interpolated is None:
+            self.interpolated = np.zeros(self.valid.shape, dtype=bool)
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of frames."""
+        return int(self.positions.shape[0])
+
+    @property
+    def num_keypoints(self) -> int:
+        """K, the number of keypoints."""
+        return int(self.positions.shape[1])
+
+    def index(self, names: Sequence[str]) -> list[int]:
+        """Column indices of ``names`` in ``positions``.
+
+        Raises:
+            KeypointsError: a name is missing; the message lists the available names.
+        """
+        missing = [n for n in names if n not in self.names]
+        if missing:
+            raise KeypointsError(
+                f"keypoint file {self.source!r}: keypoint(s) {missing} not found; the file has "
+                f"{list(self.names)}. Fix the names in your keypoint mapping (names are "
+                "case-sensitive) or rename them with keypoint_names=[...] when reading"
+            )
+        return [self.names.index(n) for n in names]
+
+    def select(self, names: Sequence[str]) -> Keypoints:
+        """The keypoints ``names`` only, in that order.
+
+        Args:
+            names: keypoint names, each one of `names`.
+
+        Raises:
+            KeypointsError: a name is missing; the message lists the available names.
+        """
+        idx = self.index(names)
+        return replace(
+            self,
+            positions=self.positions[:, idx],
+            names=tuple(names),
+            valid=self.valid[:, idx],
+            confidence=None if self.confidence is None else self.confidence[:, idx],
+            interpolated=self.interpolated[:, idx],
+        )
+
+    def frames(self, start: int, stop: int) -> Keypoints:
+        """Frames ``start`` to ``stop - 1`` as a new `Keypoints` (copies)."""
+        sl = slice(start, stop)
+        return replace(
+            self,
+            positions=self.positions[sl].copy(),
+            valid=self.valid[sl].copy(),
+            confidence=None if self.confidence is None else self.confidence[sl].copy(),
+            interpolated=self.interpolated[sl].copy(),
+            frame_offset=self.frame_offset + start,
+        )
+
+    def gaps(self) -> list[Gap]:
+        """Runs of invalid frames that remain after interpolation (long or at an edge).
+
+        Returns:
+            One `Gap` per run and keypoint, sorted by keypoint then start frame.
+        """
+        out = []
+        for k, name in enumerate(self.names):
+            for start, stop in _runs(~self.valid[:, k]):
+                out.append(Gap(name, start, stop))
+        return out
+
+    def segments(
+        self,
+        required: Sequence[str] | None = None,
+        *,
+        min_valid_fraction: float = 1.0,
+        min_length: int = 2,
+    ) -> list[tuple[int, int]]:
+        """Frame ranges without a long gap, for cutting the clip into usable pieces.
+
+        A frame is usable when at least ``min_valid_fraction`` of the ``required``
+        keypoints are valid in it; a segment is a maximal run of usable frames.
+
+        Args:
+            required: keypoints that must be present (default: all).
+            min_valid_fraction: fraction in (0, 1] of ``required`` that must be valid in
+                a frame; 1.0 (default) means all of them.
+            min_length: shortest segment returned, in frames.
+
+        Returns:
+            Half-open ``(start, stop)`` frame ranges, in order.
+        """
+        if not 0.0 < min_valid_fraction <= 1.0:
+            raise KeypointsError(
+                f"keypoint file {self.source!r}: min_valid_fraction is {min_valid_fraction}; pass a "
+                "fraction in (0, 1]"
+            )
+        idx = self.index(required) if required is not None else list(range(self.num_keypoints))
+        frac = self.valid[:, idx].mean(axis=1) if idx else np.ones(self.num_frames)
+        usable = frac >= min_valid_fraction - 1e-12
+        return [(a, b) for a, b in _runs(usable) if b - a >= min_length]
+
+    def split_on_gaps(
+        self,
+        required: Sequence[str] | None = None,
+        *,
+        min_valid_fraction: float = 1.0,
+        min_length: int = 2,
+    ) -> list[Keypoints]:
+        """The clip cut at its long gaps: one `Keypoints` per range of `segments`.
+
+        Each piece keeps its place in the file in ``frame_offset``.
+        """
+        return [
+            self.frames(a, b)
+            for a, b in self.segments(
+                required, min_valid_fraction=min_valid_fraction, min_length=min_length
+            )
+        ]
+
+    def size(self) -> float:
+        """Typical size of the keypoint cloud in m.
+
+        The median over frames (with at least two valid keypoints) of the largest
+        distance between two valid keypoints; NaN when no frame has two.
+        """
+        return _cloud_size(self.positions, self.valid)
+
+    def __repr__(self) -> str:
+        return (
+            f"Keypoints(T={self.num_frames}, K={self.num_keypoints}, fps={self.fps:g}, "
+            f"valid={self.valid.mean():.1%}, interpolated={int(self.interpolated.sum())}, "
+            f"units_from={self.units_from!r}, source={self.source!r})"
+        )
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open ranges of consecutive True entries of a 1-D bool array."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    d = np.diff(m.astype(np.int8))
+    starts = np.flatnonzero(d == 1)
+    stops = np.flatnonzero(d == -1)
+    return [(int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def _cloud_size(positions: np.ndarray, valid: np.ndarray, max_frames: int = 500) -> float:
+    """Median over frames of the largest pairwise distance among valid keypoints (m)."""
+    frames = np.flatnonzero(valid.sum(axis=1) >= 2)
+    if frames.size == 0:
+        return float("nan")
+    if frames.size > max_frames:  # a subsample is plenty for a median
+        frames = frames[np.linspace(0, frames.size - 1, max_frames).astype(int)]
+    sizes = []
+    for t in frames:
+        p = positions[t, valid[t]]
+        d = p[:, None, :] - p[None, :, :]
+        sizes.append(np.sqrt((d**2).sum(-1)).max())
+    return float(np.median(sizes))
+
+
+def _interpolate_short_gaps(
+    positions: np.ndarray, valid: np.ndarray, max_gap_frames: int
+) -> np.ndarray:
+    """Fill interior gaps of at most ``max_gap_frames`` frames in place; return the filled mask."""
+    filled = np.zeros_like(valid)
+    if max_gap_frames <= 0:
+        return filled
+    num_frames = valid.shape[0]
+    t = np.arange(num_frames)
+    for k in range(valid.shape[1]):
+        for start, stop in _runs(~valid[:, k]):
+            if start == 0 or stop == num_frames or stop - start > max_gap_frames:
+                continue
+            lo, hi = start - 1, stop
+            for c in range(3):
+                positions[start:stop, k, c] = np.interp(
+                    t[start:stop], [lo, hi], [positions[lo, k, c], positions[hi, k, c]]
+                )
+            filled[start:stop, k] = True
+    valid |= filled
+    return filled
+
+
+def _unit_mistake_hint(factor: float, units: str) -> str:
+    """Name the unit mistake a scale factor points to, or '' when it matches none."""
+    true_scale = UNITS[units] * factor
+    best = min(UNITS, key=lambda u: abs(math.log10(UNITS[u] / true_scale)))
+    if best != units and abs(math.log10(UNITS[best] / true_scale)) < math.log10(1.5):
+        return f"looks like {best} read as {units}: pass units='{best}'"
+    return ""
+
+
+def check_plausible_size(kp: Keypoints, body_size: float) -> None:
+    """Fail when the keypoint cloud is far from ``body_size``.
+
+    Args:
+        kp: keypoints in m.
+        body_size: a typical size of the target body in m (a rat: about 0.2).
+
+    Raises:
+        KeypointsError: the ratio of cloud size to ``body_size`` is outside
+            `PLAUSIBLE_SIZE_RATIO`; the message gives the scale factor that would fix it
+            and, when the factor is a unit conversion, the ``units=`` to pass.
+    """
+    if not body_size > 0:
+        raise KeypointsError(
+            f"keypoint file {kp.source!r}: body_size is {body_size}; pass a positive size in metres "
+            "(for example body_size=0.2 for a rat)"
+        )
+    size = kp.size()
+    if not np.isfinite(size):
+        raise KeypointsError(
+            f"keypoint file {kp.source!r}: no frame has two valid keypoints, so the body size cannot be "
+            "checked; check the file's missing-value markers and confidence_threshold"
+        )
+    ratio = size / body_size
+    lo, hi = PLAUSIBLE_SIZE_RATIO
+    if lo <= ratio <= hi:
+        return
+    factor = body_size / size
+    hint = _unit_mistake_hint(factor, kp.units)
+    raise KeypointsError(
+        f"keypoint file {kp.source!r}: the keypoints span {size:.4g} m (median over frames of the largest "
+        f"keypoint distance) but body_size is {body_size:g} m, a ratio of {ratio:.3g} "
+        f"outside [{lo:g}, {hi:g}]; units were {kp.units!r} ({kp.units_from}). "
+        f"Scaling by about {factor:.3g} would fit"
+        + (f": {hint}" if hint else "; check units= and body_size=")
+    )
+
+
+def make_keypoints(
+    positions: np.ndarray,
+    names: Sequence[str],
+    *,
+    source: str,
+    fps: float,
+    units: str,
+    units_from: str,
+    confidence: np.ndarray | None = None,
+    missing: np.ndarray | None = None,
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+    max_gap_frames: int = DEFAULT_MAX_GAP_FRAMES,
+    body_size: float | None = None,
+    format: str = "",
+    meta: dict[str, str] | None = None,
+) -> Keypoints:
+    """Apply the reading rules (module docstring) to raw arrays from a file.
+
+    Args:
+        positions: [T, K, 3] positions in ``units``; NaN where missing.
+        names: the K keypoint names.
+        source: the file, for messages.
+        fps: frame rate in Hz.
+        units: one of `UNITS`, the units of ``positions``.
+        units_from: where ``units`` came from, kept in `Keypoints.units_from`.
+        confidence: [T, K] confidence, or None when the file has none.
+        missing: [T, K] bool, True where the file marks a keypoint missing, or None.
+        confidence_threshold: keypoints with confidence below it are masked.
+        max_gap_frames: longest interior gap (frames) filled by interpolation.
+        body_size: typical body size in m for the plausibility check, or None to skip.
+        format: reader name.
+        meta: free strings kept with the keypoints.
+
+    Returns:
+        The keypoints in m.
+    """
+    positions = np.array(positions, dtype=np.float64)  # a copy we may edit
+    if positions.ndim != 3 or positions.shape[2] != 3:
+        raise KeypointsError(
+            f"keypoint file {source!r}: positions have shape {positions.shape}; 3-D keypoints need "
+            "[T, K, 3]. Triangulate 2-D detections first (anipose, DANNCE)"
+        )
+    num_frames, num_kp, _ = positions.shape
+    names = tuple(str(n) for n in names)
+    if len(names) != num_kp:
+        raise KeypointsError(
+            f"keypoint file {source!r}: {len(names)} keypoint names for {num_kp} keypoints in the data; "
+            "pass exactly one name per keypoint"
+        )
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise KeypointsError(
+            f"keypoint file {source!r}: keypoint names {dup} appear more than once; names must be unique"
+        )
+    if num_frames < 1:
+        raise KeypointsError(f"keypoint file {source!r}: the file holds no frames")
+    if fps is None or not np.isfinite(fps) or fps <= 0:
+        raise KeypointsError(
+            f"keypoint file {source!r}: frame rate is {fps}; pass fps= a positive rate in Hz"
+        )
+    if max_gap_frames < 0:
+        raise KeypointsError(
+            f"keypoint file {source!r}: max_gap_frames is {max_gap_frames}; pass 0 or more frames"
+        )
+    valid = np.isfinite(positions).all(axis=2)
+    if missing is not None:
+        valid &= ~np.asarray(missing, dtype=bool)
+    if confidence is not None:
+        confidence = np.asarray(confidence, dtype=np.float64)
+        if confidence.shape != (num_frames, num_kp):
+            raise KeypointsError(
+                f"keypoint file {source!r}: confidence has shape {confidence.shape}, expected "
+                f"[{num_frames}, {num_kp}] like the positions"
+            )
+        low = ~(confidence >= confidence_threshold)  # NaN confidence counts as low
+        n_low = int((low & valid).sum())
+        valid &= ~low
+        if n_low and valid.mean() < 0.1:
+            log.warning(
+                "%s: confidence_threshold=%g masks %d keypoint samples and leaves %.1f%% valid; "
+                "this file's confidence scale may differ from the threshold's",
+                source,
+                confidence_threshold,
+                n_low,
+                100 * valid.mean(),
+            )
+    positions *= UNITS[units]
+    positions[~valid] = np.nan
+    interpolated = _interpolate_short_gaps(positions, valid, max_gap_frames)
+    kp = Keypoints(
+        positions=positions,
+        names=names,
+        fps=float(fps),
+        valid=valid,
+        source=source,
+        confidence=confidence,
+        interpolated=interpolated,
+        units=units,
+        units_from=units_from,
+        format=format,
+        meta=dict(meta or {}),
+    )
+    gaps = kp.gaps()
+    if gaps:
+        log.info(
+            "%s: %d gap(s) longer than max_gap_frames=%d or at the clip's ends remain; "
+            "use Keypoints.segments() or split_on_gaps() to cut the clip",
+            source,
+            len(gaps),
+            max_gap_frames,
+        )
+    if body_size is not None:
+        check_plausible_size(kp, body_size)
+    return kp

@@ -1,0 +1,984 @@
+"""Readers of lab pose files: one function per format, all returning `Keypoints` in metres.
+
+================  ===========================  ==============================================
+format            files                        units / frame rate / names
+================  ===========================  ==============================================
+``"nwb"``         ``.nwb`` with ndx-pose       ``unit`` attribute of the series data (trusted
+                  ``PoseEstimation``           when it is a length unit, so ``"pixels"`` needs
+                                               ``units=``); rate or timestamps; series names
+``"dannce"``      ``.mat`` with ``pred``       ``units=`` and ``fps=`` required; names from
+                  [T, 3, K] (``p_max`` [T, K]  ``skeleton=`` (a DANNCE skeleton ``.mat`` with
+                  as confidence)               ``joint_names``) or ``keypoint_names=``
+``"dlc"``         DeepLabCut ``.h5`` / ``.csv``  ``units=`` and ``fps=`` required; body parts;
+                  with x/y/z coordinates       ``individual=`` for multi-animal files
+``"sleap"``       SLEAP ``.slp`` / analysis    ``units=`` and ``fps=`` required; skeleton
+                  ``.h5`` (via sleap-io)       nodes; 3-D only from triangulated instance
+                                               groups of a recording session
+``"anipose"``     anipose ``.csv``             ``units=`` and ``fps=`` required; columns
+                                               ``<name>_x/_y/_z`` (``_score`` as confidence)
+``"c3d"``         ``.c3d`` (via ``c3d``)       ``POINT:UNITS``, ``POINT:RATE``,
+                                               ``POINT:LABELS``; residual < 0 means missing
+``"csv"``         plain ``.csv``               ``units=`` and ``fps=`` required; see `read_csv`
+``"npz"``         ``.npz``                     ``units=`` required; see `read_npz`
+================  ===========================  ==============================================
+
+When ``format`` is not given it is inferred from the extension. ``.h5`` and ``.csv`` are
+shared by several tools, so for those the reader looks at the layout (never at whether a
+reader happens to succeed): an ``.h5`` with a pandas DataFrame group is DeepLabCut, one
+with ``tracks`` and ``node_names`` is a SLEAP analysis file; a ``.csv`` whose first cell is
+``scorer`` is DeepLabCut, one with ``<name>_score`` / ``<name>_ncams`` columns is anipose,
+anything else is the plain CSV layout.
+
+Nothing pickled is ever loaded: DeepLabCut ``.h5`` files are read with h5py (see
+`neuromimic.keypoints._pandas_hdf`), ``.npz`` files with ``allow_pickle=False``, ``.mat``
+files with scipy or h5py. NWB files are read with h5py following the ndx-pose layout, so
+files written by ndx-pose 0.1 and 0.2+ both work (pynwb with ndx-pose 0.4 refuses some
+real 0.1 files, e.g. ones with an empty ``edges`` dataset).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from neuromimic.keypoints import _pandas_hdf
+from neuromimic.keypoints.keypoints import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    DEFAULT_MAX_GAP_FRAMES,
+    UNITS,
+    Keypoints,
+    KeypointsError,
+    as_length_unit,
+    make_keypoints,
+    parse_units,
+)
+
+log = logging.getLogger(__name__)
+
+#: Formats `read_keypoints` understands.
+FORMATS = ("nwb", "dannce", "dlc", "sleap", "anipose", "c3d", "csv", "npz")
+_BY_EXTENSION = {".nwb": "nwb", ".mat": "dannce", ".slp": "sleap", ".c3d": "c3d", ".npz": "npz"}
+_TRIANGULATE = (
+    "3-D keypoints are needed: triangulate the 2-D detections of several cameras first "
+    "(for example with anipose, sleap-anipose or DANNCE) and read the 3-D output"
+)
+
+
+@dataclass
+class RawKeypoints:
+    """What a format reader found in a file, before the common rules are applied.
+
+    Attributes:
+        positions: [T, K, 3] positions in the file's units, NaN where missing.
+        names: K keypoint names (may be None when the file has none, e.g. DANNCE).
+        fps: frame rate in Hz from the file, or None.
+        units: a length unit (`UNITS` key) stated by a trusted field of the file, or None.
+        units_field: the field the units were looked up in (for messages).
+        units_found: the raw value of that field (``"pixels"``...), or None.
+        confidence: [T, K] confidence, or None.
+        missing: [T, K] bool marked missing by the file, or None.
+        meta: free strings kept with the keypoints.
+    """
+
+    positions: np.ndarray
+    names: list[str] | None
+    fps: float | None = None
+    units: str | None = None
+    units_field: str = ""
+    units_found: str | None = None
+    confidence: np.ndarray | None = None
+    missing: np.ndarray | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def _where(path: Path) -> str:
+    return f"keypoint file {str(path)!r}"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def infer_format(path: str | os.PathLike) -> str:
+    """The format of ``path`` from its extension (and layout for ``.h5`` / ``.csv``).
+
+    Raises:
+        KeypointsError: the extension or layout matches no known format.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    where = _where(path)
+    if ext in _BY_EXTENSION:
+        return _BY_EXTENSION[ext]
+    if ext in (".h5", ".hdf5"):
+        if not path.exists():
+            raise KeypointsError(f"{where} does not exist")
+        with h5py.File(path, "r") as f:
+            if _pandas_hdf.find_frame_group(f) is not None:
+                return "dlc"
+            if "tracks" in f and "node_names" in f:
+                return "sleap"
+        raise KeypointsError(
+            f"{where} is an HDF5 file with neither a DeepLabCut DataFrame nor SLEAP "
+            f"`tracks`/`node_names`; pass format= one of {list(FORMATS)}"
+        )
+    if ext == ".csv":
+        header = _csv_rows(path, 1)
+        first = header[0] if header else []
+        if first and first[0].strip().lower() == "scorer":
+            return "dlc"
+        cols = [c.strip() for c in first]
+        if any(c.endswith(("_score", "_ncams", "_error")) for c in cols):
+            return "anipose"
+        return "csv"
+    raise KeypointsError(
+        f"{where}: extension {ext!r} matches no keypoint format; pass format= one of "
+        f"{list(FORMATS)}"
+    )
+
+
+def read_keypoints(
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    units: str | None = None,
+    fps: float | None = None,
+    keypoint_names: Sequence[str] | None = None,
+    skeleton: str | os.PathLike | None = None,
+    individual: str | None = None,
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+    max_gap_frames: int = DEFAULT_MAX_GAP_FRAMES,
+    body_size: float | None = None,
+) -> Keypoints:
+    """Read 3-D keypoints from a lab pose file.
+
+    Args:
+        path: the file.
+        format: one of `FORMATS`, or None to infer it (see `infer_format`).
+        units: length unit of the file's numbers, ``"m"``, ``"cm"`` or ``"mm"``; required
+            where the file does not state a length unit, and overrides it where it does.
+        fps: frame rate in Hz; required where the file has none, overrides it otherwise.
+        keypoint_names: K names, in the file's keypoint order; they name DANNCE keypoints
+            and rename those of the other formats.
+        skeleton: DANNCE skeleton ``.mat`` (with ``joint_names``) naming the keypoints;
+            DANNCE only.
+        individual: which animal to read from a multi-animal file (DeepLabCut individual,
+            SLEAP identity, NWB ``PoseEstimation`` name); the error lists the choices.
+        confidence_threshold: keypoints whose confidence is below it are masked (the
+            file's own confidence scale; default 0 masks nothing).
+        max_gap_frames: gaps of at most this many frames are linearly interpolated.
+        body_size: typical size of the animal in m (a rat: about 0.2) for the scale
+            check, or None to skip it.
+
+    Returns:
+        `Keypoints` with positions [T, K, 3] in m.
+
+    Raises:
+        KeypointsError: the file cannot be read as asked; the message says how to fix it.
+    """
+    path = Path(path)
+    where = _where(path)
+    if not path.exists():
+        raise KeypointsError(f"{where} does not exist")
+    fmt = infer_format(path) if format is None else str(format).lower()
+    if fmt not in FORMATS:
+        raise KeypointsError(f"{where}: format {format!r} is unknown; pass one of {list(FORMATS)}")
+    if skeleton is not None and fmt != "dannce":
+        raise KeypointsError(
+            f"{where}: skeleton= names DANNCE keypoints only; {fmt} files name their "
+            "keypoints themselves (use keypoint_names=[...] to rename them)"
+        )
+    if individual is not None and fmt not in ("nwb", "dlc", "sleap"):
+        raise KeypointsError(
+            f"{where}: individual= applies to multi-animal NWB, DeepLabCut and SLEAP "
+            f"files; {fmt} files hold one animal"
+        )
+    if fmt == "nwb":
+        raw = read_nwb_raw(path, individual=individual)
+    elif fmt == "dannce":
+        raw = read_dannce_raw(path, skeleton=skeleton, keypoint_names=keypoint_names)
+        keypoint_names = None  # already used as the names
+    elif fmt == "dlc":
+        raw = read_dlc_raw(path, individual=individual)
+    elif fmt == "sleap":
+        raw = read_sleap_raw(path, individual=individual)
+    elif fmt == "anipose":
+        raw = read_anipose_raw(path)
+    elif fmt == "c3d":
+        raw = read_c3d_raw(path)
+    elif fmt == "csv":
+        raw = read_csv_raw(path)
+    else:
+        raw = read_npz_raw(path)
+    return _finish(
+        raw,
+        path,
+        fmt,
+        units=units,
+        fps=fps,
+        keypoint_names=keypoint_names,
+        confidence_threshold=confidence_threshold,
+        max_gap_frames=max_gap_frames,
+        body_size=body_size,
+    )
+
+
+def _finish(
+    raw: RawKeypoints,
+    path: Path,
+    fmt: str,
+    *,
+    units: str | None,
+    fps: float | None,
+    keypoint_names: Sequence[str] | None,
+    confidence_threshold: float,
+    max_gap_frames: int,
+    body_size: float | None,
+) -> Keypoints:
+    """Resolve names, units and frame rate, then apply `make_keypoints`' rules."""
+    where = _where(path)
+    num_kp = raw.positions.shape[1]
+    names = raw.names
+    if keypoint_names is not None:
+        if len(keypoint_names) != num_kp:
+            raise KeypointsError(
+                f"{where}: keypoint_names has {len(keypoint_names)} names but the file "
+                f"holds {num_kp} keypoints ({raw.names}); pass one name per keypoint, in "
+                "the file's order"
+            )
+        names = list(keypoint_names)
+    if units is not None:
+        unit = parse_units(units, where=where, field_name="units=")
+        units_from = f"argument units={units!r}"
+        if raw.units is not None and raw.units != unit:
+            log.warning(
+                "%s: the file's %s says %r; using units=%r as asked",
+                where,
+                raw.units_field,
+                raw.units_found,
+                units,
+            )
+    elif raw.units is not None:
+        unit = raw.units
+        units_from = f"file: {raw.units_field} = {raw.units_found!r}"
+    else:
+        found = (
+            f"its {raw.units_field} says {raw.units_found!r}, which is not a length unit"
+            if raw.units_found is not None
+            else f"{fmt} files do not state their length units"
+        )
+        raise KeypointsError(
+            f"{where}: {found}; pass units= the units the 3-D positions are in, one of "
+            f"{sorted(UNITS)} (for example read_keypoints(path, units='mm'), the usual "
+            "unit of a calibration done in millimetres)"
+        )
+    if fps is not None:
+        if raw.fps is not None and abs(raw.fps - fps) > 0.01 * fps:
+            log.warning("%s: the file says %g Hz; using fps=%g as asked", where, raw.fps, fps)
+        rate = float(fps)
+    elif raw.fps is not None:
+        rate = float(raw.fps)
+    else:
+        raise KeypointsError(
+            f"{where}: {fmt} files do not store a frame rate; pass fps= the rate the video "
+            "was recorded at in Hz (for example read_keypoints(path, fps=50.0, ...))"
+        )
+    return make_keypoints(
+        raw.positions,
+        names,
+        source=str(path),
+        fps=rate,
+        units=unit,
+        units_from=units_from,
+        confidence=raw.confidence,
+        missing=raw.missing,
+        confidence_threshold=confidence_threshold,
+        max_gap_frames=max_gap_frames,
+        body_size=body_size,
+        format=fmt,
+        meta=raw.meta,
+    )
+
+
+def _per_format(fmt: str, doc: str):
+    """A public per-format reader with `read_keypoints`' keyword arguments."""
+
+    def reader(path: str | os.PathLike, **kwargs: Any) -> Keypoints:
+        return read_keypoints(path, fmt, **kwargs)
+
+    reader.__name__ = reader.__qualname__ = f"read_{fmt}"
+    reader.__doc__ = f"Read {doc} as `Keypoints` in m; keyword arguments as in `read_keypoints`."
+    return reader
+
+
+read_nwb = _per_format("nwb", "an NWB file with an ndx-pose PoseEstimation")
+read_dannce = _per_format("dannce", "a DANNCE prediction .mat file")
+read_dlc = _per_format("dlc", "a DeepLabCut 3-D .h5 or .csv file")
+read_sleap = _per_format("sleap", "a SLEAP .slp or analysis .h5 file (3-D instances only)")
+read_anipose = _per_format("anipose", "an anipose 3-D .csv file")
+read_c3d = _per_format("c3d", "a C3D motion-capture file")
+read_csv = _per_format("csv", "a plain keypoint .csv file (see `read_csv_raw`)")
+read_npz = _per_format("npz", "a keypoint .npz file (see `read_npz_raw`)")
+
+
+# --------------------------------------------------------------------------- NWB / ndx-pose
+
+
+def _decode(value: Any) -> str:
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _decode(value[()])
+    return str(value)
+
+
+def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
+    """Read an ndx-pose ``PoseEstimation`` from an NWB file with h5py.
+
+    Layout: a group with ``neurodata_type == "PoseEstimation"`` (usually
+    ``processing/behavior/PoseEstimation``) holding one ``PoseEstimationSeries`` group per
+    keypoint with ``data`` [T, 3] (attributes ``unit``, ``conversion``, ``offset``),
+    optional ``confidence`` [T], and ``timestamps`` [T] or ``starting_time`` (attribute
+    ``rate``). Keypoint order: the ``nodes`` of the ``PoseEstimation`` (ndx-pose 0.1) or
+    of its linked ``Skeleton`` (0.2+), else the series' order in the file.
+    """
+    where = _where(path)
+    if not h5py.is_hdf5(path):
+        raise KeypointsError(f"{where} is not an HDF5 file, so not an NWB file")
+    with h5py.File(path, "r") as f:
+        found: list[str] = []
+        f.visititems(
+            lambda name, obj: (
+                found.append(name)
+                if isinstance(obj, h5py.Group)
+                and _decode(obj.attrs.get("neurodata_type", "")) == "PoseEstimation"
+                else None
+            )
+        )
+        if not found:
+            raise KeypointsError(
+                f"{where} holds no ndx-pose `PoseEstimation` group; write the keypoints with "
+                "ndx-pose (PoseEstimation with one PoseEstimationSeries per keypoint)"
+            )
+        if individual is not None:
+            chosen = [p for p in found if p == individual or p.rsplit("/", 1)[-1] == individual]
+            if len(chosen) != 1:
+                raise KeypointsError(
+                    f"{where}: individual={individual!r} matches {len(chosen)} PoseEstimation "
+                    f"groups; the file has {found}"
+                )
+            pe_path = chosen[0]
+        elif len(found) > 1:
+            raise KeypointsError(
+                f"{where} holds {len(found)} PoseEstimation groups {found}; pick one with "
+                "individual=<name or path>"
+            )
+        else:
+            pe_path = found[0]
+        pe = f[pe_path]
+        series = {
+            k: pe[k]
+            for k in pe
+            if isinstance(pe[k], h5py.Group)
+            and _decode(pe[k].attrs.get("neurodata_type", "")) == "PoseEstimationSeries"
+        }
+        if not series:
+            raise KeypointsError(f"{where}: `{pe_path}` holds no PoseEstimationSeries")
+        nodes: list[str] | None = None
+        if "nodes" in pe and isinstance(pe["nodes"], h5py.Dataset):
+            nodes = [_decode(n) for n in pe["nodes"][()]]
+        else:
+            for k in pe:
+                obj = pe[k]
+                if (
+                    isinstance(obj, h5py.Group)
+                    and _decode(obj.attrs.get("neurodata_type", "")) == "Skeleton"
+                ):
+                    nodes = [_decode(n) for n in obj["nodes"][()]]
+        if nodes is not None and set(nodes) == set(series):
+            order = nodes
+        else:
+            order = list(series)
+        positions, confidence, units_seen, rates = [], [], set(), set()
+        num_frames = None
+        for name in order:
+            s = series[name]
+            data = s["data"]
+            if data.ndim != 2 or data.shape[1] not in (2, 3):
+                raise KeypointsError(
+                    f"{where}: `{pe_path}/{name}/data` has shape {data.shape}; expected [T, 3]"
+                )
+            if data.shape[1] == 2:
+                raise KeypointsError(
+                    f"{where}: `{pe_path}/{name}/data` holds 2-D (x, y) positions; {_TRIANGULATE}"
+                )
+            if num_frames is None:
+                num_frames = data.shape[0]
+            elif data.shape[0] != num_frames:
+                raise KeypointsError(
+                    f"{where}: `{pe_path}/{name}/data` has {data.shape[0]} frames, other "
+                    f"keypoints {num_frames}; all series must cover the same frames"
+                )
+            values = data[()].astype(np.float64)
+            values = values * float(data.attrs.get("conversion", 1.0)) + float(
+                data.attrs.get("offset", 0.0)
+            )
+            positions.append(values)
+            units_seen.add(_decode(data.attrs.get("unit", "")))
+            confidence.append(s["confidence"][()].astype(np.float64) if "confidence" in s else None)
+            if "starting_time" in s:
+                rates.add(float(s["starting_time"].attrs["rate"]))
+            elif "timestamps" in s:
+                ts = np.asarray(s["timestamps"][()], dtype=np.float64)
+                if ts.size >= 2:
+                    dt = np.diff(ts)
+                    step = float(np.median(dt))
+                    if step <= 0:
+                        raise KeypointsError(
+                            f"{where}: `{pe_path}/{name}/timestamps` do not increase"
+                        )
+                    if np.abs(dt - step).max() > 0.01 * step:
+                        log.warning(
+                            "%s: %s timestamps are irregular; using their median step", where, name
+                        )
+                    rates.add(round(1.0 / step, 6))
+        if len(units_seen) != 1:
+            raise KeypointsError(
+                f"{where}: the series of `{pe_path}` use different units {sorted(units_seen)}; "
+                "store all keypoints in one unit"
+            )
+        unit_found = units_seen.pop()
+        unit = as_length_unit(unit_found)  # "pixels" and the like are not trusted
+        if len(rates) > 1:
+            raise KeypointsError(
+                f"{where}: the series of `{pe_path}` have different rates {sorted(rates)} Hz"
+            )
+        conf = None
+        if all(c is not None for c in confidence):
+            conf = np.stack(confidence, axis=1)
+        return RawKeypoints(
+            positions=np.stack(positions, axis=1),
+            names=order,
+            fps=rates.pop() if rates else None,
+            units=unit,
+            units_field="NWB `unit` attribute of the series data",
+            units_found=unit_found,
+            confidence=conf,
+            meta={"nwb_path": pe_path},
+        )
+
+
+# --------------------------------------------------------------------------- DANNCE
+
+
+def _mat_strings_h5(f: h5py.File, ds: h5py.Dataset) -> list[str]:
+    """Strings of a MATLAB v7.3 cell array of char arrays (or one char matrix)."""
+    arr = ds[()]
+    if ds.dtype == h5py.ref_dtype or arr.dtype == object:
+        return ["".join(chr(c) for c in np.asarray(f[ref][()]).ravel()) for ref in arr.ravel()]
+    return ["".join(chr(c) for c in row).rstrip() for row in np.asarray(arr).T]
+
+
+def _load_mat(path: Path, variables: Sequence[str]) -> dict[str, Any]:
+    """Variables of a .mat file; v7.3 (HDF5) files through h5py, transposed to MATLAB order."""
+    if h5py.is_hdf5(path):
+        out: dict[str, Any] = {}
+        with h5py.File(path, "r") as f:
+            for v in variables:
+                if v not in f:
+                    continue
+                ds = f[v]
+                if (
+                    ds.dtype == h5py.ref_dtype
+                    or ds.dtype.kind in "u"
+                    and ds.attrs.get("MATLAB_class", b"") in (b"char", "char")
+                ):
+                    out[v] = _mat_strings_h5(f, ds)
+                else:
+                    out[v] = np.transpose(ds[()])  # MATLAB is column-major
+        return out
+    from scipy.io import loadmat
+
+    return loadmat(str(path), variable_names=list(variables), squeeze_me=False)
+
+
+def _skeleton_names(skeleton: Path) -> list[str]:
+    where = f"DANNCE skeleton file {str(skeleton)!r}"
+    if not Path(skeleton).exists():
+        raise KeypointsError(f"{where} does not exist; pass skeleton= the .mat with `joint_names`")
+    mat = _load_mat(Path(skeleton), ["joint_names"])
+    if "joint_names" not in mat:
+        raise KeypointsError(
+            f"{where} has no `joint_names`; pass a DANNCE skeleton .mat (with `joint_names` "
+            "and `joints_idx`) or keypoint_names=[...]"
+        )
+    names = mat["joint_names"]
+    if isinstance(names, list):
+        return names
+    return [
+        str(np.asarray(n).ravel()[0]) if np.asarray(n).size else ""
+        for n in np.asarray(names).ravel()
+    ]
+
+
+def read_dannce_raw(
+    path: Path,
+    *,
+    skeleton: str | os.PathLike | None = None,
+    keypoint_names: Sequence[str] | None = None,
+) -> RawKeypoints:
+    """Read DANNCE predictions: ``pred`` [T, 3, K] and, when present, ``p_max`` [T, K].
+
+    The keypoint names are not in the prediction file: they come from ``keypoint_names``
+    or from the ``joint_names`` of the DANNCE skeleton ``.mat`` given as ``skeleton``.
+    MATLAB v7.3 files (HDF5) are read with h5py, older ones with `scipy.io.loadmat`.
+    """
+    where = _where(path)
+    mat = _load_mat(path, ["pred", "p_max"])
+    if "pred" not in mat:
+        raise KeypointsError(
+            f"{where} has no `pred` variable; DANNCE predictions (save_data_AVG*.mat) store "
+            "the keypoints in `pred` [T, 3, K]"
+        )
+    pred = np.asarray(mat["pred"], dtype=np.float64)
+    if pred.ndim != 3 or pred.shape[1] not in (2, 3):
+        raise KeypointsError(f"{where}: `pred` has shape {pred.shape}; DANNCE stores [T, 3, K]")
+    if pred.shape[1] == 2:
+        raise KeypointsError(f"{where}: `pred` holds 2-D (x, y) positions; {_TRIANGULATE}")
+    positions = np.transpose(pred, (0, 2, 1))
+    num_kp = positions.shape[1]
+    if keypoint_names is not None:
+        names = list(keypoint_names)
+    elif skeleton is not None:
+        names = _skeleton_names(Path(skeleton))
+    else:
+        raise KeypointsError(
+            f"{where}: DANNCE prediction files carry no keypoint names; pass "
+            "skeleton='<skeleton>.mat' (the DANNCE skeleton with `joint_names`) or "
+            f"keypoint_names=[...] with {num_kp} names in the order of `pred`"
+        )
+    if len(names) != num_kp:
+        raise KeypointsError(
+            f"{where}: {len(names)} keypoint names but `pred` holds {num_kp} keypoints; "
+            "pass the skeleton the predictions were made with"
+        )
+    conf = None
+    if "p_max" in mat:
+        p = np.asarray(mat["p_max"], dtype=np.float64)
+        if p.shape == positions.shape[:2]:
+            conf = p
+        else:
+            log.warning("%s: `p_max` has shape %s, not [T, K]; ignored", where, p.shape)
+    return RawKeypoints(positions=positions, names=names, confidence=conf)
+
+
+# --------------------------------------------------------------------------- DeepLabCut
+
+
+def _csv_rows(path: Path, n: int | None = None) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        rows = []
+        for row in reader:
+            rows.append(row)
+            if n is not None and len(rows) >= n:
+                break
+    return rows
+
+
+def _float(s: str) -> float:
+    s = s.strip()
+    return float(s) if s else np.nan
+
+
+def _read_dlc_csv(path: Path) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """DLC CSV: header rows scorer, (individuals,) bodyparts, coords, then index + values."""
+    rows = _csv_rows(path)
+    header = []
+    for row in rows:
+        if not row or row[0].strip().lower() not in (
+            "scorer",
+            "individuals",
+            "bodyparts",
+            "coords",
+        ):
+            break
+        header.append(row)
+    levels = [h[0].strip().lower() for h in header]
+    if levels not in (
+        ["scorer", "bodyparts", "coords"],
+        ["scorer", "individuals", "bodyparts", "coords"],
+    ):
+        raise KeypointsError(
+            f"{_where(path)}: the header rows are {levels}; a DeepLabCut CSV starts with "
+            "rows scorer, (individuals,) bodyparts, coords"
+        )
+    ncols = len(header[0]) - 1
+    columns = [tuple(h[c + 1] for h in header) for c in range(ncols)]
+    data = rows[len(header) :]
+    values = np.array([[_float(v) for v in r[1 : ncols + 1]] for r in data if r], dtype=np.float64)
+    return values.reshape(-1, ncols), columns
+
+
+def read_dlc_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
+    """Read DeepLabCut 3-D output (``.h5`` via h5py, or ``.csv``).
+
+    Columns are (scorer, [individuals,] bodyparts, coords); 3-D files have coords x, y, z
+    (2-D files with x, y, likelihood are refused). Multi-animal files need ``individual``.
+    """
+    where = _where(path)
+    if path.suffix.lower() == ".csv":
+        values, columns = _read_dlc_csv(path)
+    else:
+        if not h5py.is_hdf5(path):
+            raise KeypointsError(f"{where} is not an HDF5 file; DeepLabCut .h5 files are HDF5")
+        with h5py.File(path, "r") as f:
+            group = _pandas_hdf.find_frame_group(f)
+            if group is None:
+                raise KeypointsError(
+                    f"{where} holds no pandas DataFrame (key `df_with_missing`); is it a "
+                    "DeepLabCut output file? For other layouts pass format="
+                )
+            try:
+                values, columns = _pandas_hdf.read_frame(group)
+            except _pandas_hdf.UnsafePickleError as e:
+                raise KeypointsError(
+                    f"{where}: the column labels of `{group.name}` are a pickle that holds "
+                    f"more than strings ({e}); refused. Export the file to CSV with "
+                    "DeepLabCut and read the CSV"
+                ) from e
+    nlevels = {len(c) for c in columns}
+    if nlevels not in ({3}, {4}):
+        raise KeypointsError(
+            f"{where}: columns have {sorted(nlevels)} levels; DeepLabCut uses 3 (scorer, "
+            "bodyparts, coords) or 4 (scorer, individuals, bodyparts, coords)"
+        )
+    if nlevels == {4}:
+        individuals = list(dict.fromkeys(c[1] for c in columns))
+        if individual is None:
+            if len(individuals) > 1:
+                raise KeypointsError(
+                    f"{where} holds several individuals {individuals}; pick one with "
+                    "individual=<name>"
+                )
+            individual = individuals[0]
+        if individual not in individuals:
+            raise KeypointsError(
+                f"{where}: individual={individual!r} is not in the file; it has {individuals}"
+            )
+        keep = [i for i, c in enumerate(columns) if c[1] == individual]
+        values = values[:, keep]
+        columns = [(c[0], c[2], c[3]) for c in (columns[i] for i in keep)]
+    elif individual is not None:
+        raise KeypointsError(f"{where} holds a single animal; drop individual={individual!r}")
+    bodyparts = list(dict.fromkeys(c[1] for c in columns))
+    col = {(c[1], c[2]): i for i, c in enumerate(columns)}
+    coords = {c[2] for c in columns}
+    if "z" not in coords:
+        raise KeypointsError(
+            f"{where} holds 2-D DeepLabCut coordinates {sorted(coords)}; {_TRIANGULATE} "
+            "(DeepLabCut 3-D projects write x, y, z)"
+        )
+    positions = np.full((values.shape[0], len(bodyparts), 3), np.nan)
+    confidence = None
+    if "likelihood" in coords:
+        confidence = np.full((values.shape[0], len(bodyparts)), np.nan)
+    for k, bp in enumerate(bodyparts):
+        for a, axis in enumerate("xyz"):
+            if (bp, axis) not in col:
+                raise KeypointsError(f"{where}: body part {bp!r} has no {axis!r} column")
+            positions[:, k, a] = values[:, col[(bp, axis)]]
+        if confidence is not None and (bp, "likelihood") in col:
+            confidence[:, k] = values[:, col[(bp, "likelihood")]]
+    return RawKeypoints(
+        positions=positions,
+        names=bodyparts,
+        confidence=confidence,
+        meta={"scorer": columns[0][0]} if columns else {},
+    )
+
+
+# --------------------------------------------------------------------------- SLEAP
+
+
+def _sleap_io():
+    try:
+        import sleap_io
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise KeypointsError(
+            "reading SLEAP files needs the `sleap-io` package: pip install sleap-io"
+        ) from e
+    return sleap_io
+
+
+def read_sleap_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
+    """Read triangulated 3-D instances from a SLEAP ``.slp`` (or refuse a 2-D file).
+
+    SLEAP stores 3-D poses in the recording sessions of a ``.slp``: per frame group, each
+    instance group may carry an ``Instance3D`` (points [K, 3], for predicted ones also
+    point scores, used as confidence). Instance groups are told apart by their identity
+    name (else their index in the frame group); pick one with ``individual``. Analysis
+    ``.h5`` files and ``.slp`` files without 3-D instances hold 2-D poses only.
+    """
+    where = _where(path)
+    sio = _sleap_io()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if path.suffix.lower() == ".slp":
+            labels = sio.load_slp(str(path), open_videos=False)
+        else:
+            labels = sio.load_analysis_h5(str(path))
+    per_key: dict[str, dict[int, Any]] = {}
+    skeleton = None
+    for session in labels.sessions:
+        for frame_idx, fg in session.frame_groups.items():
+            for i, ig in enumerate(fg.instance_groups):
+                inst = ig.instance_3d
+                if inst is None or inst.points is None:
+                    continue
+                key = ig.identity.name if ig.identity is not None else str(i)
+                per_key.setdefault(key, {})[int(frame_idx)] = inst
+                skeleton = inst.skeleton
+    if not per_key:
+        raise KeypointsError(
+            f"{where} holds 2-D SLEAP poses only ({len(labels.labeled_frames)} labeled "
+            f"frames, no triangulated 3-D instances); {_TRIANGULATE}"
+        )
+    keys = list(per_key)
+    if individual is None:
+        if len(keys) > 1:
+            raise KeypointsError(
+                f"{where} holds 3-D instances of several individuals {keys}; pick one with "
+                "individual=<identity name or index>"
+            )
+        individual = keys[0]
+    if individual not in per_key:
+        raise KeypointsError(
+            f"{where}: individual={individual!r} is not in the file; it has {keys}"
+        )
+    frames = per_key[individual]
+    names = list(skeleton.node_names)
+    num_frames = max(frames) + 1
+    positions = np.full((num_frames, len(names), 3), np.nan)
+    confidence = None
+    if any(getattr(inst, "point_scores", None) is not None for inst in frames.values()):
+        confidence = np.full((num_frames, len(names)), np.nan)
+    for t, inst in frames.items():
+        positions[t] = inst.points
+        scores = getattr(inst, "point_scores", None)
+        if confidence is not None:
+            confidence[t] = scores if scores is not None else np.inf
+    return RawKeypoints(positions=positions, names=names, confidence=confidence)
+
+
+# --------------------------------------------------------------------------- CSV family
+
+
+def _read_table_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    rows = _csv_rows(path)
+    if not rows:
+        raise KeypointsError(f"{_where(path)} is empty")
+    header = [c.strip() for c in rows[0]]
+    values = np.array([[_float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
+    return header, values.reshape(-1, len(header))
+
+
+def _xyz_names(header: list[str]) -> tuple[list[str], bool]:
+    """Keypoint names with ``_x``/``_y``(/``_z``) columns, in order; and whether z exists."""
+    names = [c[:-2] for c in header if c.endswith("_x") and f"{c[:-2]}_y" in header]
+    has_z = bool(names) and all(f"{n}_z" in header for n in names)
+    return names, has_z
+
+
+def _place_frames(
+    values: np.ndarray, frame: np.ndarray | None, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows placed at their frame number (from 0 at the first); returns (rows, index)."""
+    if frame is None:
+        return values, np.arange(values.shape[0])
+    if not np.all(np.isfinite(frame)) or np.any(frame != np.round(frame)):
+        raise KeypointsError(f"{where}: the frame column must hold whole frame numbers")
+    idx = (frame - frame.min()).astype(int)
+    if len(np.unique(idx)) != len(idx):
+        raise KeypointsError(f"{where}: the frame column repeats frame numbers")
+    out = np.full((idx.max() + 1, values.shape[1]), np.nan)
+    out[idx] = values
+    return out, idx
+
+
+def read_anipose_raw(path: Path) -> RawKeypoints:
+    """Read an anipose triangulation CSV.
+
+    Columns per keypoint ``<name>_x, <name>_y, <name>_z, <name>_error, <name>_score,
+    <name>_ncams``; ``<name>_score`` is kept as confidence; other columns (``fnum``, the
+    ``M_ij`` / ``center_i`` alignment) are ignored except ``fnum``, which places each row
+    at its frame. Positions are in the calibration board's units (``units=`` required).
+    """
+    where = _where(path)
+    header, values = _read_table_csv(path)
+    names, has_z = _xyz_names(header)
+    if not names:
+        raise KeypointsError(
+            f"{where} has no `<name>_x` / `<name>_y` column pairs; is it an anipose CSV?"
+        )
+    if not has_z:
+        raise KeypointsError(f"{where} holds 2-D (x, y) columns only; {_TRIANGULATE}")
+    frame = values[:, header.index("fnum")] if "fnum" in header else None
+    values, _ = _place_frames(values, frame, where)
+    col = {c: i for i, c in enumerate(header)}
+    positions = np.stack([values[:, [col[f"{n}_{a}"] for a in "xyz"]] for n in names], axis=1)
+    confidence = None
+    if all(f"{n}_score" in col for n in names):
+        confidence = np.stack([values[:, col[f"{n}_score"]] for n in names], axis=1)
+    return RawKeypoints(positions=positions, names=names, confidence=confidence)
+
+
+def read_csv_raw(path: Path) -> RawKeypoints:
+    """Read the plain keypoint CSV layout.
+
+    One header row, then one row per frame. Columns: ``frame`` (optional: whole frame
+    numbers; missing numbers become missing frames), then per keypoint
+    ``<name>_x, <name>_y, <name>_z`` and optionally ``<name>_confidence``. Empty cells
+    and ``nan`` are missing values. The file holds no units or rate: pass ``units=`` and
+    ``fps=``. Example::
+
+        frame,snout_x,snout_y,snout_z,tail_x,tail_y,tail_z
+        0,12.1,40.3,8.0,-150.2,38.9,10.4
+    """
+    where = _where(path)
+    header, values = _read_table_csv(path)
+    names, has_z = _xyz_names(header)
+    if not names:
+        raise KeypointsError(
+            f"{where} has no `<name>_x, <name>_y, <name>_z` columns; the plain CSV layout is "
+            "`frame` (optional) then three columns per keypoint"
+        )
+    if not has_z:
+        raise KeypointsError(f"{where} holds 2-D (x, y) columns only; {_TRIANGULATE}")
+    known = {"frame"} | {f"{n}_{s}" for n in names for s in ("x", "y", "z", "confidence")}
+    extra = [c for c in header if c not in known]
+    if extra:
+        raise KeypointsError(
+            f"{where}: columns {extra} are not part of the plain CSV layout (`frame`, "
+            "`<name>_x/_y/_z`, `<name>_confidence`); remove them or pass format="
+        )
+    frame = values[:, header.index("frame")] if "frame" in header else None
+    values, _ = _place_frames(values, frame, where)
+    col = {c: i for i, c in enumerate(header)}
+    positions = np.stack([values[:, [col[f"{n}_{a}"] for a in "xyz"]] for n in names], axis=1)
+    confidence = None
+    if any(f"{n}_confidence" in col for n in names):
+        confidence = np.stack(
+            [
+                values[:, col[f"{n}_confidence"]]
+                if f"{n}_confidence" in col
+                else np.full(len(values), np.inf)
+                for n in names
+            ],
+            axis=1,
+        )
+    return RawKeypoints(positions=positions, names=names, confidence=confidence)
+
+
+# --------------------------------------------------------------------------- C3D
+
+
+def read_c3d_raw(path: Path) -> RawKeypoints:
+    """Read the 3-D points of a C3D file with the ``c3d`` package.
+
+    Names from ``POINT:LABELS`` (and ``LABELS2``...), rate from ``POINT:RATE``, units from
+    ``POINT:UNITS``; a point whose residual is negative is missing.
+    """
+    where = _where(path)
+    try:
+        import c3d
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise KeypointsError("reading C3D files needs the `c3d` package: pip install c3d") from e
+    with open(path, "rb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "No analog data found in file." and the like
+        try:
+            reader = c3d.Reader(fh)
+        except Exception as e:  # c3d raises plain exceptions on malformed headers
+            raise KeypointsError(f"{where} is not a readable C3D file ({e})") from e
+        names = [str(n).strip() for n in reader.point_labels]
+        param = reader.get("POINT:UNITS")
+        unit_found = param.string_value.strip() if param is not None else None
+        rate = float(reader.point_rate) if reader.point_rate else None
+        frames = [p[:, :4].astype(np.float64) for _, p, _ in reader.read_frames(copy=True)]
+    if not frames:
+        raise KeypointsError(f"{where} holds no frames")
+    pts = np.stack(frames)  # [T, K, 4]: x, y, z, residual
+    return RawKeypoints(
+        positions=pts[..., :3],
+        names=names,
+        fps=rate,
+        units=as_length_unit(unit_found),
+        units_field="C3D parameter POINT:UNITS",
+        units_found=unit_found,
+        missing=pts[..., 3] < 0,
+    )
+
+
+# --------------------------------------------------------------------------- NPZ
+
+
+def read_npz_raw(path: Path) -> RawKeypoints:
+    """Read the keypoint ``.npz`` layout, never unpickling.
+
+    Arrays: ``positions`` [T, K, 3] float, ``names`` [K] str (a fixed-width string array:
+    ``np.array(names, dtype=str)``), optional ``fps`` (scalar, Hz), ``valid`` [T, K] bool
+    and ``confidence`` [T, K]. Units are not stored: pass ``units=``. Object arrays
+    (pickles) are refused.
+    """
+    where = _where(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            arrays = {k: z[k] for k in keys}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise KeypointsError(
+                f"{where} holds pickled object arrays, which are never loaded; save the "
+                "names as a string array (np.array(names, dtype=str)) and numbers as "
+                "numeric arrays"
+            ) from e
+        raise KeypointsError(f"{where} is not a readable .npz file ({e})") from e
+    for key in ("positions", "names"):
+        if key not in arrays:
+            raise KeypointsError(f"{where} has no `{key}` array; it holds {sorted(keys)}")
+    positions = np.asarray(arrays["positions"], dtype=np.float64)
+    if positions.ndim == 3 and positions.shape[2] == 2:
+        raise KeypointsError(f"{where}: `positions` holds 2-D (x, y) keypoints; {_TRIANGULATE}")
+    if positions.ndim != 3 or positions.shape[2] != 3:
+        raise KeypointsError(
+            f"{where}: `positions` has shape {positions.shape}; expected [T, K, 3]"
+        )
+    names = arrays["names"]
+    if names.dtype.kind not in "US":
+        raise KeypointsError(
+            f"{where}: `names` has dtype {names.dtype}; store it as a string array"
+        )
+    missing = None
+    if "valid" in arrays:
+        valid = np.asarray(arrays["valid"])
+        if valid.shape != positions.shape[:2]:
+            raise KeypointsError(
+                f"{where}: `valid` has shape {valid.shape}; expected {positions.shape[:2]}"
+            )
+        missing = ~valid.astype(bool)
+    fps = float(arrays["fps"]) if "fps" in arrays else None
+    return RawKeypoints(
+        positions=positions,
+        names=[_decode(n) for n in names.ravel()],
+        fps=fps,
+        confidence=arrays.get("confidence"),
+        missing=missing,
+    )
