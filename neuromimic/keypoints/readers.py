@@ -332,6 +332,18 @@ read_npz = _per_format("npz", "a keypoint .npz file (see `read_npz_raw`)")
 # --------------------------------------------------------------------------- NWB / ndx-pose
 
 
+def _pick_individual(where: str, available: list[str], individual: str | None, what: str, hint: str) -> str:
+    """The individual to read: ``individual`` if the file has it, the only one if there is
+    one; otherwise an error listing what the file has."""
+    if individual is None:
+        if len(available) > 1:
+            raise KeypointsError(f"{where} holds several {what} {available}; pick one with individual={hint}")
+        return available[0]
+    if individual not in available:
+        raise KeypointsError(f"{where}: individual={individual!r} is not in the file; it has {available}")
+    return individual
+
+
 def _decode(value: Any) -> str:
     if isinstance(value, bytes | np.bytes_):
         return bytes(value).decode("utf-8")
@@ -663,17 +675,7 @@ def read_dlc_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
         )
     if nlevels == {4}:
         individuals = list(dict.fromkeys(c[1] for c in columns))
-        if individual is None:
-            if len(individuals) > 1:
-                raise KeypointsError(
-                    f"{where} holds several individuals {individuals}; pick one with "
-                    "individual=<name>"
-                )
-            individual = individuals[0]
-        if individual not in individuals:
-            raise KeypointsError(
-                f"{where}: individual={individual!r} is not in the file; it has {individuals}"
-            )
+        individual = _pick_individual(where, individuals, individual, "individuals", "<name>")
         keep = [i for i, c in enumerate(columns) if c[1] == individual]
         values = values[:, keep]
         columns = [(c[0], c[2], c[3]) for c in (columns[i] for i in keep)]
@@ -752,18 +754,9 @@ def read_sleap_raw(path: Path, *, individual: str | None = None) -> RawKeypoints
             f"{where} holds 2-D SLEAP poses only ({len(labels.labeled_frames)} labeled "
             f"frames, no triangulated 3-D instances); {_TRIANGULATE}"
         )
-    keys = list(per_key)
-    if individual is None:
-        if len(keys) > 1:
-            raise KeypointsError(
-                f"{where} holds 3-D instances of several individuals {keys}; pick one with "
-                "individual=<identity name or index>"
-            )
-        individual = keys[0]
-    if individual not in per_key:
-        raise KeypointsError(
-            f"{where}: individual={individual!r} is not in the file; it has {keys}"
-        )
+    individual = _pick_individual(
+        where, list(per_key), individual, "3-D instances of individuals", "<identity name or index>"
+    )
     frames = per_key[individual]
     names = list(skeleton.node_names)
     num_frames = max(frames) + 1
