@@ -1,6 +1,29 @@
-"""Body models and their registry: ``get_body("mouse_forelimb")``."""
+"""Body models and their registry: ``get_body("mouse_forelimb")``, ``get_body("rodent")``."""
 
 from neuromimic.bodies import mouse_forelimb as _mouse_forelimb  # noqa: F401  (registers)
-from neuromimic.bodies.base import Body, UnknownBodyError, get_body, known_bodies, register_body
+from neuromimic.bodies import rodent as _rodent  # noqa: F401  (registers; loads dm-control lazily)
+from neuromimic.bodies.base import (
+    Body,
+    UnknownBodyError,
+    get_body,
+    known_bodies,
+    register_body,
+)
+from neuromimic.bodies.compat import (
+    BackendCompatibilityError,
+    Incompatibility,
+    check_backend_compatibility,
+    require_backend_compatibility,
+)
 
-__all__ = ["Body", "UnknownBodyError", "get_body", "known_bodies", "register_body"]
+__all__ = [
+    "BackendCompatibilityError",
+    "Body",
+    "Incompatibility",
+    "UnknownBodyError",
+    "check_backend_compatibility",
+    "get_body",
+    "known_bodies",
+    "register_body",
+    "require_backend_compatibility",
+]

@@ -22,7 +22,11 @@ class UnknownBodyError(KeyError):
 
 @dataclass(frozen=True)
 class Body:
-    """A body model: where its MJCF lives and what the tasks need to know about it.
+    """A body model: where its MJCF comes from and what the tasks need to know about it.
+
+    A body is built either from an MJCF file (``mjcf_path``) or by code (``build_spec``, a
+    zero-argument function returning a `mujoco.MjSpec`, for models loaded from another
+    wheel and edited at run time); exactly one of the two is given.
 
     Args:
         key: registry key, snake_case (for example ``"mouse_forelimb"``); clips store it.
@@ -30,27 +34,54 @@ class Body:
         end_effector_sites: site names tracked by the tasks (for example the wrist), in the
             order in which their positions appear in clips and observations.
         muscle_groups: named groups of actuator names (for analysis and perturbation).
-        default_qpos: joint angles of the rest pose [nq] in radians; ``None`` means ``qpos0``.
+        default_qpos: joint angles of the rest pose [nq] (m for free-joint positions,
+            unit quaternion wxyz for free-joint rotations, radians for hinges); ``None``
+            means the compiled model's ``qpos0``.
+        build_spec: zero-argument function that builds the body's `mujoco.MjSpec` (a new,
+            editable spec per call); used instead of ``mjcf_path``.
+        keypoint_sites: keypoint name -> site name, for the keypoint sets this body can be
+            fitted to (for example the 23 rat23 keypoints of the rodent); empty if none.
     """
 
     key: str
-    mjcf_path: Path
-    end_effector_sites: tuple[str, ...]
+    mjcf_path: Path | None = None
+    end_effector_sites: tuple[str, ...] = ()
     muscle_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     default_qpos: tuple[float, ...] | None = None
+    build_spec: Callable[[], mujoco.MjSpec] | None = None
+    keypoint_sites: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.mjcf_path is None) == (self.build_spec is None):
+            raise ValueError(
+                f"body {self.key!r}: give exactly one of mjcf_path and build_spec"
+            )
 
     def load_spec(self) -> mujoco.MjSpec:
-        """Parse the MJCF into an editable `mujoco.MjSpec`."""
+        """The body as an editable `mujoco.MjSpec` (a new one per call)."""
+        if self.build_spec is not None:
+            return self.build_spec()
         return mujoco.MjSpec.from_file(str(self.mjcf_path))
 
     def load_model(self) -> mujoco.MjModel:
-        """Compile the body's MJCF into a `mujoco.MjModel`."""
+        """Compile the body into a `mujoco.MjModel` (without the sensors the backends add)."""
+        if self.build_spec is not None:
+            return self.build_spec().compile()
         return mujoco.MjModel.from_xml_path(str(self.mjcf_path))
 
     @property
     def model_hash(self) -> str:
-        """First 16 hex digits of the SHA-256 of the MJCF text; clips record it."""
-        return hashlib.sha256(self.mjcf_path.read_bytes()).hexdigest()[:16]
+        """First 16 hex digits of a SHA-256 of the model; clips record it.
+
+        For a file body, the hash of the MJCF text. For a body built by code, the hash of
+        the XML MuJoCo writes for the built (and compiled) spec, ``spec.to_xml()``: it
+        changes when the source model, the edits or the MuJoCo version's XML writer change.
+        """
+        if self.build_spec is None:
+            return hashlib.sha256(self.mjcf_path.read_bytes()).hexdigest()[:16]
+        spec = self.build_spec()
+        spec.compile()  # to_xml needs a compiled spec
+        return hashlib.sha256(spec.to_xml().encode()).hexdigest()[:16]
 
 
 _REGISTRY: dict[str, Callable[[], Body]] = {}

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from neuromimic.bodies.base import Body
+from neuromimic.bodies.compat import require_backend_compatibility
 from neuromimic.physics.base import PhysicsView, reset_to_rest_pose
 from neuromimic.physics.bridge import import_jax, jax_to_torch, torch_to_jax
 from neuromimic.physics.model import compile_model, sensor_layout
@@ -117,6 +118,7 @@ class MjxBackend:
         jnp = jax.numpy
         self.body = body
         self.model = compile_model(body)
+        require_backend_compatibility(self.model, "mjx", impl=impl, body_key=body.key)
         self.num_envs = num_envs
         self.substeps = substeps
         self.impl = impl

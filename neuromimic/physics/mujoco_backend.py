@@ -40,6 +40,7 @@ import torch
 from mujoco import rollout as mj_rollout
 
 from neuromimic.bodies.base import Body
+from neuromimic.bodies.compat import require_backend_compatibility
 from neuromimic.physics.base import PhysicsView, reset_to_rest_pose
 from neuromimic.physics.model import compile_model, sensor_layout
 
@@ -133,6 +134,7 @@ class MujocoBackend:
             raise ValueError(f"num_envs and substeps must be >= 1; got {num_envs}, {substeps}")
         self.body = body
         self.model = compile_model(body)
+        require_backend_compatibility(self.model, "mujoco", body_key=body.key)
         self.num_envs = num_envs
         self.substeps = substeps
         self.device = torch.device("cpu")
