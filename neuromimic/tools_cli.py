@@ -1,4 +1,4 @@
-"""``neuromimic bench ...``, ``bodies ...``, ``export ...`` and ``analyze ...``: the subcommands beside LightningCLI."""
+"""``neuromimic bench ...``, ``bodies ...``, ``export ...``, ``analyze ...`` and ``keypoints ...``: the subcommands beside LightningCLI."""
 
 from __future__ import annotations
 
@@ -62,6 +62,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--accelerator", default="auto")
     train.add_argument("--clips", default="bundled:mouse_forelimb_reach")
 
+    keypoints = commands.add_parser("keypoints", help="3-D keypoint files")
+    keypoints_kinds = keypoints.add_subparsers(dest="kind", required=True)
+    kfit = keypoints_kinds.add_parser(
+        "fit", help="fit a body's joint angles to a keypoint file (STAC-style) and write a reference clip"
+    )
+    kfit.add_argument("--body", default="rodent")
+    kfit.add_argument("--input", required=True, help="keypoint file (nwb, dannce, dlc, sleap, anipose, c3d, csv, npz)")
+    kfit.add_argument("--output", required=True, help="reference clip to write (.h5)")
+    kfit.add_argument("--format", default=None, help="file format (default: from the file name)")
+    kfit.add_argument("--units", default=None, help="units of the file's numbers: m, cm or mm (where the file does not say)")
+    kfit.add_argument("--fps", type=float, default=None, help="frame rate of the file in Hz (where the file does not say)")
+    kfit.add_argument("--fps-out", type=float, default=None, help="frame rate of the clip in Hz (default: the input's)")
+    kfit.add_argument("--mapping", default=None, help="YAML {keypoint: site | body | {body:, offset: [x, y, z]}} (default: the body's keypoint_sites)")
+    kfit.add_argument(
+        "--scale", default=None,
+        help="body scale factor, or 'fit' to search for one (noisy); default 0.9 for the rodent (stac-mjx's value), else 1",
+    )
+    kfit.add_argument("--iterations", type=int, default=1, help="closed-form offset / pose alternations after the joint pose+offset fit")
+    kfit.add_argument("--name", default=None, help="clip name (default: the input file's stem)")
+    kfit.add_argument("--split", default="train", choices=["train", "val"])
+
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
     bodies_kinds.add_parser("list", help="key, DoF, actuators and muscles of every body")
@@ -95,6 +116,15 @@ def main(argv: list[str]) -> None:
         )
     elif args.command == "export":
         result = _export(args.ckpt, args.output)
+    elif args.command == "keypoints":
+        from neuromimic.keypoints.fit import fit_file
+
+        result = fit_file(
+            body=args.body, input=args.input, output=args.output, format=args.format, units=args.units,
+            fps=args.fps, fps_out=args.fps_out, mapping=args.mapping,
+            scale=_keypoint_scale(args.scale, args.body), iterations=args.iterations,
+            name=args.name, split=args.split,
+        )
     elif args.command == "analyze" and args.kind == "record":
         result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
     elif args.command == "analyze":
@@ -102,6 +132,13 @@ def main(argv: list[str]) -> None:
     else:
         result = _list_bodies()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+def _keypoint_scale(scale: str | None, body: str) -> float | None:
+    """``--scale``: a number, ``'fit'`` (None: the fitter searches), or the body's default."""
+    if scale is None:
+        return 0.9 if body == "rodent" else 1.0
+    return None if scale == "fit" else float(scale)
 
 
 def _list_bodies() -> list[dict]:

@@ -1,0 +1,200 @@
+"""Keypoint fitting: torch forward kinematics, the STAC-style fitter, clips and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+
+from neuromimic.bodies import get_body
+from neuromimic.data.clips import ReferenceClip
+from neuromimic.keypoints import KeypointsError, make_keypoints
+from neuromimic.keypoints.fit import (
+    FitOptions,
+    fit_keypoints,
+    fit_to_clip,
+    load_mapping,
+    make_mapping,
+)
+from neuromimic.keypoints.kinematics import TorchKinematics, random_qpos
+
+SCALE = 0.9
+
+# Free, ball, slide and hinge joints (the rodent has free + hinges only).
+ALL_JOINTS_XML = """
+<mujoco><worldbody>
+  <body pos="0.1 0 0.2" quat="0.9 0.1 0.2 0.3"><joint type="ball" pos="0.01 0.02 0"/><geom size="0.1"/>
+    <body pos="0.1 0.2 0" quat="0.5 0.5 0.1 0"><joint type="slide" axis="0 1 1" pos="0 0 0.1"/>
+      <joint type="hinge" axis="1 0 1" pos="0.03 0 0"/><geom size="0.1"/><site pos="0.1 0.1 0.1"/>
+    </body>
+  </body>
+  <body pos="0 0 0.1"><freejoint/><geom size="0.1"/><site pos="0.05 0 0"/>
+    <body pos="0 0.1 0"><joint type="hinge" axis="0 0 1"/><geom size="0.05"/><site pos="0 0.04 0.02"/></body>
+  </body>
+</worldbody></mujoco>
+"""
+
+
+@pytest.fixture(scope="module")
+def rodent():
+    body = get_body("rodent")
+    return body, body.load_model()
+
+
+def _mujoco_fk(model, qpos):
+    data = mujoco.MjData(model)
+    sites, xpos, xquat = [], [], []
+    for q in qpos:
+        data.qpos[:] = q
+        mujoco.mj_kinematics(model, data)
+        sites.append(data.site_xpos.copy())
+        xpos.append(data.xpos.copy())
+        xquat.append(data.xquat * np.where(data.xquat[:, :1] < 0, -1.0, 1.0))
+    return np.array(sites), np.array(xpos), np.array(xquat)
+
+
+@pytest.mark.parametrize("which", ["rodent", "all_joints"])
+def test_torch_fk_matches_mujoco(rodent, which):
+    model = rodent[1] if which == "rodent" else mujoco.MjModel.from_xml_string(ALL_JOINTS_XML)
+    qpos = random_qpos(model, 16, np.random.default_rng(1))
+    out = TorchKinematics(model)(torch.as_tensor(qpos))
+    sites, xpos, xquat = _mujoco_fk(model, qpos)
+    np.testing.assert_allclose(out.site_xpos.numpy(), sites, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(out.xpos.numpy(), xpos, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(out.xquat.numpy(), xquat, atol=1e-9, rtol=0)
+
+
+def test_torch_fk_scale_and_gradients(rodent):
+    _, model = rodent
+    fk = TorchKinematics(model)
+    qpos = torch.as_tensor(random_qpos(model, 4, np.random.default_rng(2)))
+    scaled = fk(qpos, scale=SCALE).site_xpos
+    unscaled_root = qpos.clone()
+    unscaled_root[:, :3] /= SCALE
+    np.testing.assert_allclose(scaled.numpy(), SCALE * fk(unscaled_root).site_xpos.numpy(), atol=1e-12)
+    q = qpos.clone().requires_grad_(True)
+    fk(q).site_xpos.sum().backward()
+    assert torch.isfinite(q.grad).all() and q.grad[:, 7:].abs().sum() > 0
+
+
+def _synthetic(model, mapping, frames=5, seed=0, beyond_limits=False):
+    """Keypoints [T, K, 3] (m) from known qpos (scaled model) and known offsets."""
+    rng = np.random.default_rng(seed)
+    qpos = np.tile(model.qpos0, (frames, 1))
+    lo, hi = model.jnt_range[1:, 0], model.jnt_range[1:, 1]
+    angles = rng.uniform(0.3 * lo, 0.3 * hi, (1, model.nq - 7)) + rng.normal(0, 0.03, (frames, model.nq - 7))
+    if beyond_limits:  # ask for knees and elbows 0.4 rad beyond their ranges
+        for name in ("knee_L", "knee_R", "elbow_L", "elbow_R"):
+            j = model.joint(name)
+            angles[:, j.qposadr[0] - 7] = j.range[1] + 0.4
+    qpos[:, 7:] = np.clip(angles, lo - 1.0, hi + 1.0)
+    qpos[:, :3] = [0.3, -0.1, 0.05] + 0.003 * np.arange(frames)[:, None]
+    quat = np.array([np.cos(0.4), 0.0, 0.0, np.sin(0.4)])
+    qpos[:, 3:7] = quat
+    offsets = mapping.offsets * SCALE + rng.normal(0, 0.002, mapping.offsets.shape)
+    fk = TorchKinematics(model)
+    out = fk(torch.as_tensor(qpos), scale=SCALE)
+    points = fk.points(out, torch.as_tensor(mapping.body_ids), torch.as_tensor(offsets)).numpy()
+    return qpos, offsets, points
+
+
+def _keypoints(points, names, fps=30.0):
+    return make_keypoints(points, names, source="synthetic", fps=fps, units="m", units_from="test")
+
+
+@pytest.fixture(scope="module")
+def synthetic_fit(rodent):
+    body, model = rodent
+    mapping = load_mapping(model, body.keypoint_sites)
+    qpos, offsets, points = _synthetic(model, mapping, frames=5)
+    fit = fit_keypoints(model, mapping, _keypoints(points, mapping.names), FitOptions(scale=SCALE, iterations=4))
+    return mapping, qpos, offsets, points, fit
+
+
+def test_fit_recovers_synthetic_keypoints(synthetic_fit):
+    _, qpos, offsets, _, fit = synthetic_fit
+    report = fit.report()
+    assert report["frames"] == 5
+    assert report["mean_residual_mm"] < 0.3, report
+    assert report["p95_residual_mm"] < 1.0, report
+    # Offsets are identifiable only up to what the poses can absorb: a few mm.
+    assert np.abs(fit.offsets - offsets).max() < 0.006
+    # The root is recovered to within a few mm and a few degrees.
+    assert np.abs(fit.qpos[:, :3] - qpos[:, :3]).max() < 0.006
+    assert np.abs(np.abs((fit.qpos[:, 3:7] * qpos[:, 3:7]).sum(1)) - 1).max() < 0.01
+
+
+def test_fit_respects_joint_limits(rodent):
+    body, model = rodent
+    mapping = load_mapping(model, body.keypoint_sites)
+    _, _, points = _synthetic(model, mapping, frames=3, seed=3, beyond_limits=True)
+    fit = fit_keypoints(model, mapping, _keypoints(points, mapping.names), FitOptions(scale=SCALE, iterations=1))
+    assert fit.report()["joint_limit_violations_pct"] == 0.0
+    limited = np.flatnonzero(model.jnt_limited & (model.jnt_type == mujoco.mjtJoint.mjJNT_HINGE))
+    adr = model.jnt_qposadr[limited]
+    assert (fit.qpos[:, adr] >= model.jnt_range[limited, 0] - 1e-12).all()
+    assert (fit.qpos[:, adr] <= model.jnt_range[limited, 1] + 1e-12).all()
+    knee = model.joint("knee_L")
+    np.testing.assert_allclose(fit.qpos[:, knee.qposadr[0]], knee.range[1], atol=0.1)
+
+
+def test_clip_validates_and_replays(synthetic_fit, tmp_path):
+    mapping, _, _, _, fit = synthetic_fit
+    clip = fit_to_clip(fit, "rodent", fps=30.0, fps_out=60.0, name="synthetic")
+    path = clip.save(tmp_path / "clip.h5")
+    loaded = ReferenceClip.load(path, body="rodent")
+    assert loaded.fps == 60.0 and loaded.num_frames == 9  # 5 frames at 30 Hz = 4/30 s
+    assert loaded.meta["body_scale"] == pytest.approx(SCALE)
+    assert json.loads(loaded.meta["keypoint_names"]) == list(mapping.names)
+    np.testing.assert_allclose(json.loads(loaded.meta["keypoint_offsets_m"]), fit.offsets, atol=1e-6)
+    model = get_body("rodent").load_model()
+    sites, xpos, _ = _mujoco_fk(model, loaded.qpos)
+    ids = [model.site(s).id for s in loaded.site_names]
+    np.testing.assert_allclose(sites[:, ids], loaded.site_pos_w, atol=1e-12)
+    np.testing.assert_allclose(xpos, loaded.xpos, atol=1e-12)
+    # The unscaled replay, scaled back, puts the keypoints where the fit did.
+    fk = TorchKinematics(model)
+    out = fk(torch.as_tensor(fit.clip_qpos()))
+    points = fk.points(out, torch.as_tensor(mapping.body_ids), torch.as_tensor(fit.offsets / SCALE))
+    np.testing.assert_allclose(SCALE * points.numpy(), fit.predicted, atol=1e-9)
+
+
+def test_unknown_mapping_name_lists_bodies_and_sites(rodent):
+    _, model = rodent
+    with pytest.raises(KeypointsError, match=r"nose_tip.*Available bodies: torso.*skull.*sites: .*Snout"):
+        make_mapping(model, {"Snout": {"body": "nose_tip", "offset": [0, 0, 0]}})
+    with pytest.raises(KeypointsError, match=r"no_such_site.*Available bodies"):
+        make_mapping(model, {"Snout": {"site": "no_such_site"}})
+
+
+def test_cli_keypoints_fit_on_npz(rodent, tmp_path, capsys):
+    from neuromimic.cli import main
+
+    body, model = rodent
+    mapping = load_mapping(model, body.keypoint_sites)
+    _, _, points = _synthetic(model, mapping, frames=3, seed=5)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, positions=points * 1000.0, names=np.array(mapping.names, dtype=str), fps=np.array(30.0))
+    out = tmp_path / "tiny.h5"
+    main(["keypoints", "fit", "--body", "rodent", "--input", str(npz), "--units", "mm",
+          "--output", str(out), "--scale", "0.9", "--iterations", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) >= {"mean_residual_mm", "p95_residual_mm", "per_keypoint_mm",
+                           "joint_limit_violations_pct", "frames", "seconds"}
+    assert report["frames"] == 3 and report["mean_residual_mm"] < 1.0
+    assert ReferenceClip.load(out, body="rodent").num_frames == 3
+
+
+def test_fit_scale_runs_and_lands_near_the_truth(rodent):
+    body, model = rodent
+    mapping = load_mapping(model, body.keypoint_sites)
+    _, _, points = _synthetic(model, mapping, frames=6, seed=7)
+    fit = fit_keypoints(
+        model, mapping, _keypoints(points, mapping.names),
+        FitOptions(scale=None, iterations=1, joint_steps=20, final_steps=10),
+    )
+    assert 0.75 < fit.scale < 1.05
+    assert fit.report()["mean_residual_mm"] < 0.5
