@@ -90,10 +90,6 @@ class EnvConfig:
         if isinstance(self.afferents, dict):
             self.afferents = AfferentConfig(**self.afferents)
 
-    @property
-    def uses_afferents(self) -> bool:
-        return self.proprioception != "joints"
-
     def to_dict(self) -> dict:
         """Plain data (checkpoints and exports store it; `from_dict` inverts it)."""
         data = dataclasses.asdict(self)
@@ -105,7 +101,6 @@ class EnvConfig:
         data = dict(data)
         data["task"] = ImitationTask(**data.get("task", {}))
         data["future_frames"] = tuple(data.get("future_frames", (1, 2, 4, 8)))
-        data["afferents"] = AfferentConfig(**data.get("afferents", {}))
         return cls(**data)
 
 
@@ -388,7 +383,15 @@ class ImitationEnv(EnvBase):
         #: Afferent rates [B, 3, nu] in pps arriving now (Ia, II, Ib), or None.
         self.afferent_rates: torch.Tensor | None = None
         self._afferent_state: dict[str, torch.Tensor] | None = None
+        #: Fascicle length and tendon force [B, nu] at the current state (`_muscle_afferent_inputs`),
+        #: kept so that each step reads the muscles once, at its end.
+        self._muscle_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._afferent_generator = torch.Generator(self.device)
+        shape = (self.batch_size[0], model.nu)
+        self._tonic_gamma = (
+            torch.full(shape, config.gamma_static_pps, **to),
+            torch.full(shape, config.gamma_dynamic_pps, **to),
+        )
         length_range = torch.as_tensor(model.actuator_lengthrange, **to)
         fascicle_range = torch.as_tensor(model.actuator_gainprm[:, :2], **to)
         optimal_length = (length_range[:, 1] - length_range[:, 0]) / (fascicle_range[:, 1] - fascicle_range[:, 0])
@@ -402,20 +405,15 @@ class ImitationEnv(EnvBase):
 
     def _fusimotor_drive(self, action: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Gamma-static and gamma-dynamic drive [B, nu] in pps."""
-        config, nu = self.afferent_config, self.backend.model.nu
+        nu = self.backend.model.nu
         if self.fusimotor_action and action is not None:
-            drive = action[:, nu:].to(self._fascicle_scale.dtype) * config.gamma_max_pps
+            drive = action[:, nu:].to(self._fascicle_scale.dtype) * self.afferent_config.gamma_max_pps
             return drive[:, :nu], drive[:, nu:]
-        shape = (self.batch_size[0], nu)
-        to = {"device": self.device, "dtype": self._fascicle_scale.dtype}
-        return (
-            torch.full(shape, config.gamma_static_pps, **to),
-            torch.full(shape, config.gamma_dynamic_pps, **to),
-        )
+        return self._tonic_gamma
 
     def _reset_afferents(self, mask: torch.Tensor) -> None:
         """Afferents of the reset rows settle at the new pose (muscles inactive)."""
-        length, force = self._muscle_afferent_inputs(self.backend.view)
+        length, force = self._muscle_inputs = self._muscle_afferent_inputs(self.backend.view)
         state = self.afferents.initial_state(length, force, *self._fusimotor_drive(None))
         rates = self.afferents.settled_rates(state, length, force)
         if self._afferent_state is None:
@@ -568,9 +566,9 @@ class ImitationEnv(EnvBase):
         if self.afferents is None:
             self.backend.step(action)
         else:
-            start_length, start_force = self._muscle_afferent_inputs(self.backend.view)
+            start_length, start_force = self._muscle_inputs
             self.backend.step(action[:, : self.backend.model.nu])
-            end_length, end_force = self._muscle_afferent_inputs(self.backend.view)
+            end_length, end_force = self._muscle_inputs = self._muscle_afferent_inputs(self.backend.view)
             self.afferent_rates, self._afferent_state = self.afferents.advance(
                 self._afferent_state,
                 start_length,

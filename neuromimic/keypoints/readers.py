@@ -807,6 +807,30 @@ def _place_frames(
     return out, idx
 
 
+def _xyz_table(
+    header: list[str], values: np.ndarray, names: list[str], frame_column: str, confidence_suffix: str, where: str
+) -> RawKeypoints:
+    """Keypoints of a one-row-per-frame table with ``<name>_x/_y/_z`` columns: rows placed
+    at ``frame_column`` (when present), confidence from ``<name>_<confidence_suffix>``
+    (keypoints without that column count as fully confident)."""
+    frame = values[:, header.index(frame_column)] if frame_column in header else None
+    values, _ = _place_frames(values, frame, where)
+    col = {c: i for i, c in enumerate(header)}
+    positions = np.stack([values[:, [col[f"{n}_{a}"] for a in "xyz"]] for n in names], axis=1)
+    confidence = None
+    if any(f"{n}_{confidence_suffix}" in col for n in names):
+        confidence = np.stack(
+            [
+                values[:, col[f"{n}_{confidence_suffix}"]]
+                if f"{n}_{confidence_suffix}" in col
+                else np.full(len(values), np.inf)
+                for n in names
+            ],
+            axis=1,
+        )
+    return RawKeypoints(positions=positions, names=names, confidence=confidence)
+
+
 def read_anipose_raw(path: Path) -> RawKeypoints:
     """Read an anipose triangulation CSV.
 
@@ -824,14 +848,7 @@ def read_anipose_raw(path: Path) -> RawKeypoints:
         )
     if not has_z:
         raise KeypointsError(f"{where} holds 2-D (x, y) columns only; {_TRIANGULATE}")
-    frame = values[:, header.index("fnum")] if "fnum" in header else None
-    values, _ = _place_frames(values, frame, where)
-    col = {c: i for i, c in enumerate(header)}
-    positions = np.stack([values[:, [col[f"{n}_{a}"] for a in "xyz"]] for n in names], axis=1)
-    confidence = None
-    if all(f"{n}_score" in col for n in names):
-        confidence = np.stack([values[:, col[f"{n}_score"]] for n in names], axis=1)
-    return RawKeypoints(positions=positions, names=names, confidence=confidence)
+    return _xyz_table(header, values, names, "fnum", "score", where)
 
 
 def read_csv_raw(path: Path) -> RawKeypoints:
@@ -863,22 +880,7 @@ def read_csv_raw(path: Path) -> RawKeypoints:
             f"{where}: columns {extra} are not part of the plain CSV layout (`frame`, "
             "`<name>_x/_y/_z`, `<name>_confidence`); remove them or pass format="
         )
-    frame = values[:, header.index("frame")] if "frame" in header else None
-    values, _ = _place_frames(values, frame, where)
-    col = {c: i for i, c in enumerate(header)}
-    positions = np.stack([values[:, [col[f"{n}_{a}"] for a in "xyz"]] for n in names], axis=1)
-    confidence = None
-    if any(f"{n}_confidence" in col for n in names):
-        confidence = np.stack(
-            [
-                values[:, col[f"{n}_confidence"]]
-                if f"{n}_confidence" in col
-                else np.full(len(values), np.inf)
-                for n in names
-            ],
-            axis=1,
-        )
-    return RawKeypoints(positions=positions, names=names, confidence=confidence)
+    return _xyz_table(header, values, names, "frame", "confidence", where)
 
 
 # --------------------------------------------------------------------------- C3D
