@@ -81,7 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     kfit.add_argument("--iterations", type=int, default=1, help="closed-form offset / pose alternations after the joint pose+offset fit")
     kfit.add_argument("--name", default=None, help="clip name (default: the input file's stem)")
-    kfit.add_argument("--split", default="train", choices=["train", "val"])
+    kfit.add_argument("--split", default="train", choices=["train", "val"], help="split of the clip (unsegmented)")
+    kfit.add_argument(
+        "--segment-seconds", type=float, default=None,
+        help="cut the recording into clips of this many seconds; --output is then a directory",
+    )
+    kfit.add_argument(
+        "--val-fraction", type=float, default=0.2,
+        help="with --segment-seconds: the last fraction of segments is the held-out 'val' split",
+    )
 
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
@@ -123,7 +131,8 @@ def main(argv: list[str]) -> None:
             body=args.body, input=args.input, output=args.output, format=args.format, units=args.units,
             fps=args.fps, fps_out=args.fps_out, mapping=args.mapping,
             scale=_keypoint_scale(args.scale, args.body), iterations=args.iterations,
-            name=args.name, split=args.split,
+            name=args.name, split=args.split, segment_seconds=args.segment_seconds,
+            val_fraction=args.val_fraction if args.segment_seconds else 0.0,
         )
     elif args.command == "analyze" and args.kind == "record":
         result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
@@ -219,7 +228,7 @@ def _activity_summary(recording) -> dict:
     valid = recording["valid"]
     activation = recording["muscle/activation"][valid]
     return {
-        "wrist_error_mm": float(recording["metrics/site_pos_error_mm"][valid].mean()),
+        "site_error_mm": float(recording["metrics/site_pos_error_mm"][valid].mean()),
         "joint_error_deg": float(recording["metrics/joint_pos_error_deg"][valid].mean()),
         "total_activation": float(activation.sum(axis=1).mean()),
         "mean_activation": dict(zip(recording.attrs["muscle_names"], activation.mean(axis=0).round(5).tolist(), strict=True)),

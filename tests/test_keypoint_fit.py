@@ -15,7 +15,7 @@ from neuromimic.keypoints import KeypointsError, make_keypoints
 from neuromimic.keypoints.fit import (
     FitOptions,
     fit_keypoints,
-    fit_to_clip,
+    fit_to_clips,
     load_mapping,
     make_mapping,
 )
@@ -143,7 +143,7 @@ def test_fit_respects_joint_limits(rodent):
 
 def test_clip_validates_and_replays(synthetic_fit, tmp_path):
     mapping, _, _, _, fit = synthetic_fit
-    clip = fit_to_clip(fit, "rodent", fps=30.0, fps_out=60.0, name="synthetic")
+    (clip,) = fit_to_clips(fit, "rodent", fps=30.0, fps_out=60.0, name="synthetic")
     path = clip.save(tmp_path / "clip.h5")
     loaded = ReferenceClip.load(path, body="rodent")
     assert loaded.fps == 60.0 and loaded.num_frames == 9  # 5 frames at 30 Hz = 4/30 s
@@ -160,6 +160,19 @@ def test_clip_validates_and_replays(synthetic_fit, tmp_path):
     out = fk(torch.as_tensor(fit.clip_qpos()))
     points = fk.points(out, torch.as_tensor(mapping.body_ids), torch.as_tensor(fit.offsets / SCALE))
     np.testing.assert_allclose(SCALE * points.numpy(), fit.predicted, atol=1e-9)
+
+
+def test_segments_hold_out_the_end_of_the_recording(synthetic_fit):
+    fit = synthetic_fit[-1]
+    whole = fit_to_clips(fit, "rodent", fps=30.0, fps_out=60.0)[0]
+    # 9 frames at 60 Hz in 2-frame segments: 4 of them, the short remainder joins the last.
+    clips = fit_to_clips(fit, "rodent", fps=30.0, fps_out=60.0, name="s", segment_seconds=2 / 60, val_fraction=0.3)
+    assert [c.name for c in clips] == ["s_000", "s_001", "s_002", "s_003"]
+    assert [c.split for c in clips] == ["train", "train", "val", "val"]
+    assert [c.num_frames for c in clips] == [2, 2, 2, 3]
+    np.testing.assert_array_equal(np.concatenate([c.qpos for c in clips]), whole.qpos)
+    with pytest.raises(ValueError, match="fewer than 2 frames"):
+        fit_to_clips(fit, "rodent", fps=30.0, fps_out=60.0, segment_seconds=0.01)
 
 
 def test_unknown_mapping_name_lists_bodies_and_sites(rodent):

@@ -26,7 +26,7 @@ from neuromimic.keypoints import read_keypoints
 from neuromimic.keypoints.fit import (
     FitOptions,
     fit_keypoints,
-    fit_to_clip,
+    fit_to_clips,
     load_mapping,
 )
 
@@ -56,7 +56,7 @@ def main() -> None:
     scored = fit_keypoints(model, mapping, kp, options)
     scored_seconds = time.perf_counter() - start
     if args.clip:
-        fit_to_clip(scored, "rodent", kp.fps, name="rat23", meta={"input": str(args.nwb)}).save(args.clip)
+        fit_to_clips(scored, "rodent", kp.fps, name="rat23", meta={"input": str(args.nwb)})[0].save(args.clip)
 
     start = time.perf_counter()
     train = fit_keypoints(model, mapping, kp, options, frames=range(500))

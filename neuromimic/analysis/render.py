@@ -50,6 +50,23 @@ def _gl_context(width: int, height: int):
         ) from error
 
 
+def _camera(model: mujoco.MjModel) -> tuple[mujoco.MjvCamera, int | None]:
+    """MuJoCo's default free camera and ``None``; for a body with a free root, a camera two
+    body sizes away and the root body's id, whose subtree centre of mass it should look at
+    in every frame (the default camera would frame the whole floor)."""
+    camera = mujoco.MjvCamera()
+    mujoco.mjv_defaultFreeCamera(model, camera)
+    if not (model.njnt and model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE):
+        return camera, None
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    root = int(model.jnt_bodyid[0])
+    size = float(np.ptp(data.xpos[model.body_rootid == root], axis=0).max())
+    camera.distance = 2.0 * max(size, 1e-3)
+    camera.elevation = -25.0
+    return camera, root
+
+
 def render_frames(
     model: mujoco.MjModel,
     qpos: np.ndarray,
@@ -67,7 +84,8 @@ def render_frames(
         reference_qpos: [T, nq] reference joint positions drawn semi-transparent, or None.
         width, height: frame size in pixels (multiples of 16 suit video codecs).
         ghost_alpha: opacity of the reference body.
-        distance_scale: camera distance relative to MuJoCo's default free camera.
+        distance_scale: camera distance relative to the default (MuJoCo's free camera, or
+            for free-moving bodies two body sizes from the root, following it).
 
     Returns:
         [T, height, width, 3] uint8.
@@ -84,8 +102,7 @@ def render_frames(
         render = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, render)
         scene = mujoco.MjvScene(model, maxgeom=4 * model.ngeom + 100)
-        camera, option, perturbation = mujoco.MjvCamera(), mujoco.MjvOption(), mujoco.MjvPerturb()
-        mujoco.mjv_defaultFreeCamera(model, camera)
+        (camera, followed), option, perturbation = _camera(model), mujoco.MjvOption(), mujoco.MjvPerturb()
         camera.distance *= distance_scale
         viewport = mujoco.MjrRect(0, 0, width, height)
         simulated, reference = mujoco.MjData(model), mujoco.MjData(model)
@@ -93,6 +110,8 @@ def render_frames(
         for t in range(len(qpos)):
             simulated.qpos[:] = qpos[t]
             mujoco.mj_fwdPosition(model, simulated)  # kinematics and tendon (muscle) paths
+            if followed is not None:
+                camera.lookat[:] = simulated.subtree_com[followed]
             mujoco.mjv_updateScene(model, simulated, option, perturbation, camera, mujoco.mjtCatBit.mjCAT_ALL, scene)
             if reference_qpos is not None:
                 reference.qpos[:] = reference_qpos[t]

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import mujoco
 
+from neuromimic.bodies.arena import FLOOR, add_floor
 from neuromimic.bodies.base import Body, register_body
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ ROOT_JOINT = "root"
 #: Height (m) of the torso frame at ``qpos0``: the file's 0.0651 m, raised by 3.3 mm so the
 #: lowest geom (a tail vertebra) starts 1 mm above the floor instead of 2.3 mm inside it.
 TORSO_HEIGHT = 0.0684
-#: Name of the floor geom `add_floor_arena` adds.
-FLOOR = "floor"
 
 #: rat23 keypoints, in the file order of the rat23 NWB's ndx-pose nodes.
 RAT23_KEYPOINTS: tuple[str, ...] = (
@@ -184,21 +183,9 @@ def add_root_freejoint(spec: mujoco.MjSpec) -> None:
 
 
 def add_floor_arena(spec: mujoco.MjSpec) -> None:
-    """Add the arena: a ground plane `FLOOR` at z = 0 (collides with every rat geom) and a
-    directional light above it. The plane's size (8 m square) only matters for rendering."""
-    spec.worldbody.add_geom(
-        name=FLOOR,
-        type=mujoco.mjtGeom.mjGEOM_PLANE,
-        size=[4.0, 4.0, 0.05],
-        rgba=[0.8, 0.8, 0.8, 1.0],
-        contype=1,
-        conaffinity=1,
-        condim=3,
-    )
-    spec.worldbody.add_light(
-        name="floor_light", pos=[0.0, 0.0, 2.0], dir=[0.0, 0.0, -1.0],
-        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
-    )
+    """Add the arena: `neuromimic.bodies.arena.add_floor`, an 8 m checkered ground plane at
+    z = 0 (collides with every rat geom; 10 cm squares) and a light above it."""
+    add_floor(spec, half_size=4.0, tile=0.1)
 
 
 def add_keypoint_sites(spec: mujoco.MjSpec) -> None:

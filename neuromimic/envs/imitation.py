@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import mujoco
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
@@ -156,10 +157,69 @@ def make_env(
 AFFERENT_BLOCKS = ("spindle_Ia", "spindle_II", "tendon_organ_Ib")
 
 
+@dataclass(frozen=True)
+class Actuation:
+    """How a body is driven, as far as the env's observations and actions are concerned.
+
+    Either every actuator is a MuJoCo muscle (``muscles``: actions are excitations in 0..1,
+    and the observation shows muscle length, velocity and force), or none is (position
+    servos, motors: actions in 0..1 are mapped onto each actuator's ``ctrlrange``).
+
+    Attributes:
+        muscles: every actuator is a muscle.
+        free_root: the first joint is a free joint (the body moves in the world).
+        nu: number of actuators.
+        na: number of actuator activation states (muscle activations, filters).
+        ctrl_range: [nu, 2] control range of each actuator.
+    """
+
+    muscles: bool
+    free_root: bool
+    nu: int
+    na: int
+    ctrl_range: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def of(cls, model, body: str) -> Actuation:
+        """Read a compiled model; raise ValueError for what the env cannot drive, naming
+        the actuators of body ``body`` at fault."""
+        names = [model.actuator(i).name or f"#{i}" for i in range(model.nu)]
+        is_muscle = model.actuator_gaintype == mujoco.mjtGain.mjGAIN_MUSCLE
+        if is_muscle.any() and not is_muscle.all():
+            others = [n for n, m in zip(names, is_muscle, strict=True) if not m]
+            raise ValueError(
+                f"body {body!r} mixes muscles with other actuators ({others[:5]}...); the "
+                "imitation env drives bodies whose actuators are all muscles or all non-muscles"
+            )
+        unlimited = [n for n, limited in zip(names, model.actuator_ctrllimited, strict=True) if not limited]
+        if unlimited:
+            raise ValueError(
+                f"body {body!r}: actuators {unlimited[:5]} have no ctrlrange; the env maps "
+                "actions in 0..1 onto each actuator's ctrlrange, so give them ctrllimited "
+                "and a ctrlrange in the body's model"
+            )
+        muscles = bool(model.nu) and bool(is_muscle.all())
+        if muscles and model.na != model.nu:
+            raise ValueError(f"body {body!r}: every muscle needs one activation state (na = nu)")
+        free_root = model.njnt > 0 and model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE
+        return cls(
+            muscles=muscles,
+            free_root=bool(free_root),
+            nu=int(model.nu),
+            na=int(model.na),
+            ctrl_range=tuple(tuple(map(float, r)) for r in model.actuator_ctrlrange),
+        )
+
+    @property
+    def unit_range(self) -> bool:
+        """Every control range is 0..1 (actions go to the simulator unchanged)."""
+        return all(r == (0.0, 1.0) for r in self.ctrl_range)
+
+
 def observation_layout(
     nq: int,
     nv: int,
-    nu: int,
+    actuation: Actuation,
     num_sites: int,
     future_frames: tuple[int, ...],
     proprioception: str = "joints",
@@ -168,21 +228,28 @@ def observation_layout(
 
     ``proprioception`` is `EnvConfig.proprioception`. With joints the reference frames are
     shown relative to the body (``ref_qpos_minus_qpos_t+k``); with afferents only, as they
-    are (``ref_qpos_t+k``, ``ref_site_t+k``).
+    are (``ref_qpos_t+k``, ``ref_site_t+k``). Bodies without muscles show their actuators'
+    activation states (``actuator_activation``, for example a servo's filtered control)
+    in place of the muscle blocks.
     """
     joints = proprioception in ("joints", "both")
+    nu = actuation.nu
     layout = []
     if joints:
         layout += [("qpos", nq, "rad"), ("qvel", nv, "rad/s")]
-    layout.append(("muscle_activation", nu, "0..1"))
-    if joints:
-        layout += [
-            ("muscle_length", nu, "fraction of the muscle's length range"),
-            ("muscle_velocity", nu, "length ranges per s"),
-            ("muscle_force", nu, "fraction of peak isometric force"),
-        ]
-    if proprioception != "joints":
-        layout += [(name, nu, "pps") for name in AFFERENT_BLOCKS]
+    if not actuation.muscles:
+        if actuation.na:
+            layout.append(("actuator_activation", actuation.na, "actuator state (MuJoCo act)"))
+    else:
+        layout.append(("muscle_activation", nu, "0..1"))
+        if joints:
+            layout += [
+                ("muscle_length", nu, "fraction of the muscle's length range"),
+                ("muscle_velocity", nu, "length ranges per s"),
+                ("muscle_force", nu, "fraction of peak isometric force"),
+            ]
+        if proprioception != "joints":
+            layout += [(name, nu, "pps") for name in AFFERENT_BLOCKS]
     for k in future_frames:
         if joints:
             layout.append((f"ref_qpos_minus_qpos_t+{k}", nq, "rad"))
@@ -193,8 +260,11 @@ def observation_layout(
     return layout
 
 
-def action_layout(nu: int, fusimotor_action: bool) -> list[tuple[str, int, str]]:
+def action_layout(actuation: Actuation, fusimotor_action: bool) -> list[tuple[str, int, str]]:
     """The blocks of the action, in order: ``(name, size, units)``."""
+    nu = actuation.nu
+    if not actuation.muscles:
+        return [("ctrl", nu, "0..1 across each actuator's ctrlrange")]
     layout = [("alpha", nu, "muscle excitation 0..1")]
     if fusimotor_action:
         layout += [
@@ -209,15 +279,16 @@ def controller_spec(config: EnvConfig) -> ControllerSpec:
     action size, control step), without building a simulator."""
     body = get_body(config.body)
     model = body.load_model()
+    actuation = Actuation.of(model, body.key)
     layout = observation_layout(
         model.nq,
         model.nv,
-        model.nu,
+        actuation,
         len(body.end_effector_sites),
         tuple(config.future_frames),
         config.proprioception,
     )
-    actions = action_layout(model.nu, config.fusimotor_action)
+    actions = action_layout(actuation, config.fusimotor_action)
     return ControllerSpec(
         observation_size=sum(size for _, size, _ in layout),
         action_size=sum(size for _, size, _ in actions),
@@ -300,9 +371,21 @@ class ImitationEnv(EnvBase):
         self._frame_offsets = torch.tensor((0, *self.future_frames), device=self.device)
         self._last_padded_frame = clips.frames.shape[1] - 1
 
+        self.actuation = actuation = Actuation.of(model, body.key)
+        if proprioception != "joints" and not actuation.muscles:
+            raise ValueError(
+                f"env.proprioception {proprioception!r} needs muscles (spindles and tendon "
+                f"organs) but body {body.key!r} has none; use proprioception: joints"
+            )
+        task.check_body(body.key, actuation.muscles, actuation.free_root)
         dtype = backend.view.qpos.dtype
         to = {"device": self.device, "dtype": dtype}
-        self._max_force = torch.as_tensor(model.actuator_gainprm[:, 2], **to).abs()
+        #: Peak isometric force [nu] of each muscle in N (MuJoCo turns a muscle's ``scale``
+        #: into this force when it compiles); None for a body without muscles.
+        self._max_force = torch.as_tensor(model.actuator_gainprm[:, 2], **to).abs() if actuation.muscles else None
+        ctrl_range = torch.as_tensor(actuation.ctrl_range, **to).reshape(-1, 2)
+        #: Actions in 0..1 -> controls: ``low + action * span`` [nu] (None: unchanged).
+        self._ctrl_affine = None if actuation.unit_range else (ctrl_range[:, 0], ctrl_range[:, 1] - ctrl_range[:, 0])
         self._term_weights = torch.tensor(list(task.weights.values()), **to)
 
         num_envs = backend.num_envs
@@ -318,9 +401,9 @@ class ImitationEnv(EnvBase):
         self.proprioception = proprioception
         self.fusimotor_action = fusimotor_action
         self.observation_layout = observation_layout(
-            model.nq, model.nv, model.nu, len(body.end_effector_sites), self.future_frames, proprioception
+            model.nq, model.nv, actuation, len(body.end_effector_sites), self.future_frames, proprioception
         )
-        self.action_layout = action_layout(model.nu, fusimotor_action)
+        self.action_layout = action_layout(actuation, fusimotor_action)
         self._setup_afferents(model, afferents or AfferentConfig(), **to)
         obs_dim = sum(size for _, size, _ in self.observation_layout)
         self._obs_shift, self._obs_scale = self._observation_affine(model, obs_dim, **to)
@@ -387,6 +470,8 @@ class ImitationEnv(EnvBase):
         #: kept so that each step reads the muscles once, at its end.
         self._muscle_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._afferent_generator = torch.Generator(self.device)
+        if self.afferents is None:
+            return
         shape = (self.batch_size[0], model.nu)
         self._tonic_gamma = (
             torch.full(shape, config.gamma_static_pps, **to),
@@ -461,7 +546,7 @@ class ImitationEnv(EnvBase):
         the outputs are views of it.
         """
         reference = self._reference()
-        errors = tracking_errors(sim, self.clips.unpack(reference[:, 0]))
+        errors = tracking_errors(sim, self.clips.unpack(reference[:, 0]), self.actuation.free_root)
         values = self.task.reward_terms(sim, errors, self._max_force)
         terms = torch.stack(list(values.values()), dim=-1)  # [B, M]
         reward = terms @ self._term_weights
@@ -470,7 +555,9 @@ class ImitationEnv(EnvBase):
             blocks = [sim.act, self.afferent_rates.flatten(1)]
         else:
             future = future - torch.cat([sim.qpos, sim.qvel, sim.site_pos_w.flatten(1)], dim=-1)[:, None]
-            blocks = [sim.qpos, sim.qvel, sim.act, sim.actuator_length, sim.actuator_velocity, sim.actuator_force]
+            blocks = [sim.qpos, sim.qvel, sim.act]
+            if self.actuation.muscles:
+                blocks += [sim.actuator_length, sim.actuator_velocity, sim.actuator_force]
             if self.afferents is not None:
                 blocks.append(self.afferent_rates.flatten(1))
         future = future.index_select(-1, self._future_columns)
@@ -553,21 +640,28 @@ class ImitationEnv(EnvBase):
             return tensordict
         return tensordict.update(self._restart(done))
 
+    def _controls(self, action: torch.Tensor) -> torch.Tensor:
+        """Simulator controls [B, nu] of actions [B, nu] in 0..1 (see `Actuation`)."""
+        if self._ctrl_affine is None:
+            return action
+        low, span = self._ctrl_affine
+        return low + action * span
+
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get("action")
         expected = self.action_spec.shape
         if action.shape != expected or action.dtype != torch.float32:
             raise ValueError(
-                f"action must be a float32 tensor of shape {tuple(expected)} (B envs x nu "
-                f"muscles, values in 0..1); got {action.dtype} of shape {tuple(action.shape)}"
+                f"action must be a float32 tensor of shape {tuple(expected)} (B envs x "
+                f"{' + '.join(name for name, _, _ in self.action_layout)}, values in 0..1); got {action.dtype} of shape {tuple(action.shape)}"
             )
         for hook in self.before_step:
             hook(self)
         if self.afferents is None:
-            self.backend.step(action)
+            self.backend.step(self._controls(action))
         else:
             start_length, start_force = self._muscle_inputs
-            self.backend.step(action[:, : self.backend.model.nu])
+            self.backend.step(self._controls(action[:, : self.backend.model.nu]))
             end_length, end_force = self._muscle_inputs = self._muscle_afferent_inputs(self.backend.view)
             self.afferent_rates, self._afferent_state = self.afferents.advance(
                 self._afferent_state,

@@ -693,14 +693,35 @@ def resample_qpos(qpos: np.ndarray, fps: float, fps_out: float, free_qposadr: Se
     return out
 
 
-def fit_to_clip(fit: KeypointFit, body: str, fps: float, fps_out: float | None = None, name: str = "keypoint_fit", split: str = "train", meta: dict | None = None):
-    """A `ReferenceClip` of the fitted poses, for the unscaled body ``body``.
+def fit_to_clips(
+    fit: KeypointFit,
+    body: str,
+    fps: float,
+    fps_out: float | None = None,
+    name: str = "keypoint_fit",
+    split: str = "train",
+    segment_seconds: float | None = None,
+    val_fraction: float = 0.0,
+    meta: dict | None = None,
+) -> list:
+    """`ReferenceClip`s of the fitted poses, for the unscaled body ``body``.
 
-    The clip's qpos is `KeypointFit.clip_qpos` (free-joint position / scale, angles as
+    The clips' qpos is `KeypointFit.clip_qpos` (free-joint position / scale, angles as
     fitted) resampled to ``fps_out``; qvel, xpos, xquat and site positions come from
     replaying it through MuJoCo (`ReferenceClip.from_qpos`). The scale, keypoint names,
     bodies and fitted offsets (JSON, m, body frame of the scaled body) and the residuals
-    are stored in the clip's ``meta`` attributes.
+    are stored in each clip's ``meta`` attributes.
+
+    Args:
+        fit: the fit.
+        body: registry key of the body.
+        fps: frame rate of the fitted frames (Hz); ``fps_out`` that of the clips.
+        name: clip name; segments are named ``<name>_000``, ``<name>_001``...
+        split: split of the clip when it is not segmented.
+        segment_seconds: cut the recording into clips of this duration (s); a remainder
+            shorter than half a segment (or 2 frames) joins the last one. None: one clip.
+        val_fraction: with segments, the last ``ceil(val_fraction * n)`` segments are the
+            ``"val"`` split (held out in time), the others ``"train"``.
     """
     import json
 
@@ -722,7 +743,29 @@ def fit_to_clip(fit: KeypointFit, body: str, fps: float, fps_out: float | None =
         "p95_residual_mm": report["p95_residual_mm"],
         **(meta or {}),
     }
-    return ReferenceClip.from_qpos(body, qpos, fps_out, name=name, split=split, meta=info)
+    if segment_seconds is None:
+        return [ReferenceClip.from_qpos(body, qpos, fps_out, name=name, split=split, meta=info)]
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    length = round(segment_seconds * fps_out)
+    if length < 2:
+        raise ValueError(f"segment_seconds={segment_seconds} gives fewer than 2 frames at {fps_out:g} Hz")
+    bounds = list(range(0, len(qpos), length)) + [len(qpos)]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < max(2, length / 2):
+        del bounds[-2]
+    count = len(bounds) - 1
+    num_val = math.ceil(val_fraction * count) if count > 1 else 0
+    return [
+        ReferenceClip.from_qpos(
+            body,
+            qpos[bounds[i] : bounds[i + 1]],
+            fps_out,
+            name=f"{name}_{i:03d}",
+            split="val" if i >= count - num_val else "train",
+            meta={**info, "segment": i, "first_frame": bounds[i]},
+        )
+        for i in range(count)
+    ]
 
 
 def fit_file(
@@ -738,19 +781,24 @@ def fit_file(
     iterations: int = 1,
     name: str | None = None,
     split: str = "train",
+    segment_seconds: float | None = None,
+    val_fraction: float = 0.0,
 ) -> dict:
     """``neuromimic keypoints fit``: read a keypoint file, fit it, write a clip; returns the report.
 
     Args:
         body: registry key of the body (for example ``"rodent"``).
         input: keypoint file (any format `read_keypoints` reads).
-        output: clip ``.h5`` to write.
+        output: clip ``.h5`` to write; with ``segment_seconds``, a directory that gets one
+            ``<name>_<i>.h5`` per segment.
         format, units, fps: as for `read_keypoints` (where the file does not say them).
         fps_out: frame rate of the clip (Hz), default the input's.
         mapping: YAML mapping file, default the body's ``keypoint_sites``.
         scale: body scale factor; None fits it.
         iterations: pose/offset alternations.
         name, split: of the clip (name defaults to the input file's stem).
+        segment_seconds, val_fraction: cut the clip into segments, the last of them held
+            out (`fit_to_clips`).
     """
     from neuromimic.bodies import get_body
     from neuromimic.keypoints.readers import read_keypoints
@@ -760,9 +808,18 @@ def fit_file(
     keypoint_map = load_mapping(model, spec.keypoint_sites, mapping)
     kp = read_keypoints(input, format=format, units=units, fps=fps)
     fit = fit_keypoints(model, keypoint_map, kp, FitOptions(scale=scale, iterations=iterations))
-    clip = fit_to_clip(fit, body, kp.fps, fps_out, name=name or Path(input).stem, split=split, meta={"input": str(input)})
-    clip.save(output)
+    clips = fit_to_clips(
+        fit, body, kp.fps, fps_out, name=name or Path(input).stem, split=split,
+        segment_seconds=segment_seconds, val_fraction=val_fraction, meta={"input": str(input)},
+    )
+    if segment_seconds is None:
+        clips[0].save(output)
+    else:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        for clip in clips:
+            clip.save(Path(output) / f"{clip.name}.h5")
     report = fit.report()
     report["output"] = str(output)
+    report["clips"] = {clip.name: clip.split for clip in clips}
     report["seconds"] = round(fit.seconds, 2)
     return report

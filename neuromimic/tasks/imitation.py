@@ -32,6 +32,8 @@ class ImitationTask:
         joint_pos_sigma: kernel width of ``joint_pos_error_exp`` in rad.
         joint_vel_sigma: kernel width of ``joint_vel_error_exp`` in rad/s.
         site_pos_sigma: kernel width of ``site_pos_error_exp`` in m.
+        root_pos_sigma: kernel width of ``root_pos_error_exp`` in m (free-root bodies).
+        root_rot_sigma: kernel width of ``root_rot_error_exp`` in rad (free-root bodies).
         termination_distance: an episode is terminated when the mean tracked-site error
             exceeds this distance in m; ``inf`` disables it (for evaluation).
     """
@@ -40,6 +42,8 @@ class ImitationTask:
     joint_pos_sigma: float = 0.1
     joint_vel_sigma: float = 2.0
     site_pos_sigma: float = 0.001
+    root_pos_sigma: float = 0.02
+    root_rot_sigma: float = 0.3
     termination_distance: float = 0.003
 
     def __post_init__(self) -> None:
@@ -53,20 +57,42 @@ class ImitationTask:
         if not self.termination_distance > 0:
             raise ValueError("termination_distance must be > 0 (use inf to disable termination)")
 
+    def check_body(self, body: str, muscles: bool, free_root: bool) -> None:
+        """Raise ValueError naming the terms that body ``body`` cannot compute.
+
+        Args:
+            body: registry key (for the message).
+            muscles: the body is driven by MuJoCo muscles (``muscle_force_l2`` needs them).
+            free_root: the body has a free root joint (``root_*`` terms need one).
+        """
+        unusable = []
+        if not muscles and "muscle_force_l2" in self.weights:
+            unusable.append(("muscle_force_l2", "muscles"))
+        if not free_root:
+            unusable += [(name, "free root joint") for name in self.weights if name.startswith("root_")]
+        if unusable:
+            raise ValueError(
+                f"body {body!r} has no " + " and no ".join(sorted({what for _, what in unusable}))
+                + f"; remove {sorted(name for name, _ in unusable)} from task.weights"
+            )
+
     def reward_terms(
-        self, sim: PhysicsView, errors: TrackingErrors, max_force: torch.Tensor
+        self, sim: PhysicsView, errors: TrackingErrors, max_force: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
         """Unweighted value of every weighted term, each [B].
 
         Args:
             sim: the simulated state.
             errors: its `TrackingErrors` against the reference (`terms.tracking_errors`).
-            max_force: [nu] peak isometric force of each muscle in N.
+            max_force: [nu] peak isometric force of each muscle in N; ``None`` for a body
+                without muscles (see `check_body`).
         """
         params = {
             "joint_pos_error_exp": {"sigma": self.joint_pos_sigma},
             "joint_vel_error_exp": {"sigma": self.joint_vel_sigma},
             "site_pos_error_exp": {"sigma": self.site_pos_sigma},
+            "root_pos_error_exp": {"sigma": self.root_pos_sigma},
+            "root_rot_error_exp": {"sigma": self.root_rot_sigma},
             "muscle_force_l2": {"max_force": max_force},
         }
         return {

@@ -138,7 +138,7 @@ class PPOModule(L.LightningModule):
         self.gae = GAE(
             gamma=self.ppo.gamma, lmbda=self.ppo.gae_lambda, value_network=self.critic
         )
-        # Held-out wrist error of the untrained controller, kept across resumes.
+        # Held-out tracked-site error of the untrained controller, kept across resumes.
         self.register_buffer("initial_val_error_mm", torch.tensor(float("nan")))
         # Envs are nn.Modules to TorchRL: kept out of this module's tree (state_dict, DDP).
         self._envs = _Envs()
@@ -222,7 +222,7 @@ class PPOModule(L.LightningModule):
             with torch.no_grad():
                 self._update_obs_norm(self._collect()["observation"])
             self.initial_val_error_mm.fill_(self.evaluate()["site_pos_error_mm"])
-            log.info("held-out wrist error of the untrained controller: %.3f mm", self.initial_val_error_mm)
+            log.info("held-out tracked-site error of the untrained controller: %.3f mm", self.initial_val_error_mm)
         self._carry = self._envs.rollout.reset()
         self._episode_return = torch.zeros(self.train_env.batch_size, device=self.device)
 
@@ -332,7 +332,7 @@ class PPOModule(L.LightningModule):
         metrics["train/unstable_total"] = self.train_env.unstable_count.float()
         metrics["perf/env_steps_per_s"] = torch.tensor(rollout.numel() * self.trainer.world_size / seconds)
         self._log_metrics(metrics)
-        self.log("wrist_mm", metrics["train/site_pos_error_mm"], prog_bar=True, logger=False, batch_size=1)
+        self.log("site_mm", metrics["train/site_pos_error_mm"], prog_bar=True, logger=False, batch_size=1)
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
         """Write once-per-iteration scalars straight to the logger (rank 0) at this step.
@@ -348,7 +348,7 @@ class PPOModule(L.LightningModule):
         """Track every held-out clip once with the deterministic controller.
 
         Returns:
-            mean ``site_pos_error_mm`` (wrist) and ``joint_pos_error_deg`` over every frame
+            mean ``site_pos_error_mm`` (tracked sites: the mouse wrist) and ``joint_pos_error_deg`` over every frame
             of every held-out clip.
         """
         env = self.val_env
@@ -397,7 +397,7 @@ class PPOModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         log.info(
-            "held-out wrist tracking error: untrained %.3f mm -> trained %.3f mm",
+            "held-out tracked-site error: untrained %.3f mm -> trained %.3f mm",
             self.initial_val_error_mm.item(),
             self.evaluate()["site_pos_error_mm"],
         )

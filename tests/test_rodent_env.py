@@ -1,0 +1,127 @@
+"""Tier 2: the rat in the imitation env, on clips fitted to the real rat23 recording:
+actuators other than muscles (position servos mapped from 0..1), the free root's own
+tracking terms, and the bundled rodent config training from a keypoint-fitted clip set."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+if importlib.util.find_spec("dm_control") is None:
+    pytest.skip("dm-control is not installed: pip install dm-control==1.0.50", allow_module_level=True)
+
+from torchrl.envs.utils import check_env_specs
+
+from neuromimic.envs.imitation import EnvConfig, make_env
+from neuromimic.tasks import ImitationTask
+
+RAT23 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rat23" / "rat23_1000_frames.nwb"
+if not RAT23.is_file():
+    RAT23 = Path("/work/shared/data/rat23/rat23_1000_frames.nwb")
+
+WEIGHTS = {
+    "joint_pos_error_exp": 1.0,
+    "site_pos_error_exp": 1.0,
+    "root_pos_error_exp": 1.0,
+    "root_rot_error_exp": 1.0,
+    "ctrl_l2": -0.01,
+}
+
+
+@pytest.fixture(scope="module")
+def rat23_clips(tmp_path_factory):
+    """Clips fitted to 30 frames (1 s) of rat23 at 50 Hz, cut into 0.2-s segments."""
+    if not RAT23.is_file():
+        pytest.skip(f"rat23 recording not found at {RAT23}")
+    import numpy as np
+
+    from neuromimic.keypoints import read_keypoints
+    from neuromimic.keypoints.fit import fit_file
+
+    kp = read_keypoints(RAT23, units="mm")
+    part = tmp_path_factory.mktemp("rat23") / "rat23_30.npz"
+    np.savez(part, positions=kp.positions[:30] * 1e3, names=np.array(kp.names), fps=kp.fps)
+    out = part.parent / "clips"
+    report = fit_file("rodent", str(part), str(out), units="mm", fps_out=50.0, scale=0.9,
+                      segment_seconds=0.2, val_fraction=0.2)
+    assert report["mean_residual_mm"] < 3.0
+    return out, report
+
+
+def _config(clips, **overrides) -> EnvConfig:
+    task = ImitationTask(weights=WEIGHTS, site_pos_sigma=0.01, termination_distance=0.03)
+    return EnvConfig(body="rodent", clips=str(clips), num_envs=4, substeps=10, future_frames=(1, 2), task=task, **overrides)
+
+
+def test_rat_env_specs_and_servo_controls(rat23_clips):
+    clips, report = rat23_clips
+    assert list(report["clips"].values()).count("val") == 1
+    env = make_env(_config(clips))
+    check_env_specs(env)
+    assert env.action_layout[0][0] == "ctrl" and env.action_spec.shape == (4, 38)
+    assert [name for name, _, _ in env.observation_layout][:3] == ["qpos", "qvel", "actuator_activation"]
+    env.reset()
+    # Actions 0..1 span each servo's ctrlrange (-1..1 for every rat actuator).
+    action = torch.zeros(4, 38)
+    action[1] = 1.0
+    action[2] = 0.5
+    env.step(env.reset().set("action", action))
+    ctrl = env.backend.view.ctrl
+    assert torch.all(ctrl[0] == -1.0) and torch.all(ctrl[1] == 1.0) and torch.all(ctrl[2] == 0.0)
+
+
+def test_rat_root_is_tracked_apart_from_the_joints(rat23_clips):
+    clips, _ = rat23_clips
+    env = make_env(_config(clips), evaluation=True, split="val")
+    td = env.reset()
+    metrics = td["metrics"]
+    # At the first frame the rat is placed on its reference: every error is zero.
+    assert torch.allclose(metrics["root_pos_error_exp"], torch.ones(1))
+    assert torch.allclose(metrics["root_rot_error_exp"], torch.ones(1))
+    assert metrics["joint_pos_error_deg"].abs().max() < 1e-6
+    # Moving the root 2 cm moves only the root position term (sigma 2 cm: exp(-1)).
+    view = env.backend.view
+    qpos = view.qpos.clone()
+    qpos[:, 0] += 0.02
+    env.backend.reset(torch.ones(1, dtype=torch.bool), qpos, view.qvel.clone(), view.act.clone())
+    _, _, _, metrics = env._outputs(env.backend.view)
+    assert metrics["root_pos_error_exp"].item() == pytest.approx(float(torch.exp(torch.tensor(-1.0))), rel=1e-5)
+    assert metrics["root_rot_error_exp"].item() == pytest.approx(1.0)
+    assert metrics["joint_pos_error_deg"].item() < 1e-6
+
+
+def test_rat_config_errors_name_the_fix(rat23_clips):
+    clips, _ = rat23_clips
+    task = ImitationTask(weights={**WEIGHTS, "muscle_force_l2": -0.1})
+    with pytest.raises(ValueError, match=r"no muscles.*remove \['muscle_force_l2'\] from task.weights"):
+        make_env(EnvConfig(body="rodent", clips=str(clips), num_envs=2, substeps=10, task=task))
+    with pytest.raises(ValueError, match="needs muscles.*use proprioception: joints"):
+        make_env(_config(clips, proprioception="afferents"))
+    mouse = ImitationTask(weights={"joint_pos_error_exp": 1.0, "root_pos_error_exp": 1.0})
+    with pytest.raises(ValueError, match=r"has no free root joint; remove \[.root_pos_error_exp.\]"):
+        make_env(EnvConfig(task=mouse, num_envs=2))
+
+
+def test_rodent_config_trains_on_fitted_clips(rat23_clips, tiny_fit):
+    clips, _ = rat23_clips
+    last = tiny_fit(
+        "rodent_imitation_mlp.yaml", "--model.env.clips", str(clips), "--model.env.num_envs", "4",
+        "--trainer.callbacks.every_n_train_steps", "2", max_steps=2,
+    )
+    assert last.is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_rat_steps_on_mjx_on_a_gpu(rat23_clips):
+    # Tier 3: the rat's MJX step takes minutes to compile on a CPU, so it runs on a GPU only.
+    clips, _ = rat23_clips
+    env = make_env(_config(clips, backend="mjx"), device="cuda")
+    check_env_specs(env)
+    td = env.reset()
+    for _ in range(20):
+        td["action"] = torch.rand(env.action_spec.shape, device="cuda")
+        td = env.maybe_reset(env.step(td)["next"])
+    assert torch.isfinite(td["observation"]).all()
+    assert env.unstable_count.item() == 0
