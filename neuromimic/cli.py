@@ -108,8 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in TOOL_COMMANDS:
         from neuromimic import tools_cli
+        from neuromimic.bodies import UnknownBodyError
 
-        tools_cli.main(args)
+        try:
+            tools_cli.main(args)
+        except UnknownBodyError as error:
+            log.error("%s", error)
+            raise SystemExit(2) from None
         return
     try:
         NeuromimicCLI(

@@ -93,7 +93,15 @@ def _parser() -> argparse.ArgumentParser:
 
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
-    bodies_kinds.add_parser("list", help="key, DoF, actuators and muscles of every body")
+    bodies_kinds.add_parser(
+        "list", help="key, DoF, actuators, muscles, source package and version, and backends of every body"
+    )
+    check = bodies_kinds.add_parser(
+        "check", help="validate a body: counts, left-right symmetry, moment-arm continuity, stability, backend support"
+    )
+    check.add_argument("key", help="body key (neuromimic bodies list)")
+    check.add_argument("--backend", default="mujoco", help="backend whose support is checked: mujoco or mjx")
+    check.add_argument("--seconds", type=float, default=2.0, help="simulated seconds of each stability run")
     return parser
 
 
@@ -138,6 +146,14 @@ def main(argv: list[str]) -> None:
         result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
     elif args.command == "analyze":
         result = _perturb(args.ckpt, args.perturbation, None if args.split == "all" else args.split)
+    elif args.command == "bodies" and args.kind == "check":
+        from neuromimic.bodies.validate import check_body
+
+        result = check_body(args.key, args.backend, seconds=args.seconds)
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        if not result["passed"]:
+            raise SystemExit(1)
+        return
     else:
         result = _list_bodies()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
@@ -151,15 +167,24 @@ def _keypoint_scale(scale: str | None, body: str) -> float | None:
 
 
 def _list_bodies() -> list[dict]:
-    import mujoco
+    import importlib.metadata
 
-    from neuromimic.bodies import get_body, known_bodies
+    from neuromimic.bodies import check_backend_compatibility, get_body, known_bodies
+    from neuromimic.bodies.compat import BACKENDS
+    from neuromimic.bodies.validate import muscle_count
 
     rows = []
     for key in known_bodies():
-        model = get_body(key).load_model()
-        muscles = int((model.actuator_dyntype == mujoco.mjtDyn.mjDYN_MUSCLE).sum())
-        rows.append({"key": key, "dof": model.nv, "actuators": model.nu, "muscles": muscles})
+        body = get_body(key)
+        model = body.load_model()
+        rows.append({
+            "key": key,
+            "dof": model.nv,
+            "actuators": model.nu,
+            "muscles": muscle_count(model),
+            "source": f"{body.source} {importlib.metadata.version(body.source)}",
+            "backends": [b for b in BACKENDS if not check_backend_compatibility(model, b)],
+        })
     return rows
 
 

@@ -36,11 +36,24 @@ class Body:
         muscle_groups: named groups of actuator names (for analysis and perturbation).
         default_qpos: joint angles of the rest pose [nq] (m for free-joint positions,
             unit quaternion wxyz for free-joint rotations, radians for hinges); ``None``
-            means the compiled model's ``qpos0``.
+            means the model's first keyframe if it has one, else its ``qpos0``
+            (`rest_qpos`).
         build_spec: zero-argument function that builds the body's `mujoco.MjSpec` (a new,
             editable spec per call); used instead of ``mjcf_path``.
         keypoint_sites: keypoint name -> site name, for the keypoint sets this body can be
             fitted to (for example the 23 rat23 keypoints of the rodent); empty if none.
+        source: the installed distribution the model comes from (``"neuromimic"``,
+            ``"dm-control"``, ``"myo-sim"``); ``neuromimic bodies list`` shows its version.
+        side_suffixes: name suffixes of the right and left copies of mirrored parts (for
+            example ``("_r", "_l")``); ``neuromimic bodies check`` compares such pairs.
+            ``None`` for a one-sided body.
+        max_qvel: joint speed above which the backends flag a body as unstable (rad/s, or
+            the model's length unit per s for slide and free joints).
+        counts: the documented size, ``{"dof": nv, "actuators": nu, "muscles": ...}``;
+            ``neuromimic bodies check`` holds the compiled model to it.
+        known_issues: findings of ``neuromimic bodies check`` in the upstream model that the
+            loader does not correct, ``"<check>:<element>" -> why``; the check reports them
+            as accepted (with the reason) instead of failing.
     """
 
     key: str
@@ -50,12 +63,25 @@ class Body:
     default_qpos: tuple[float, ...] | None = None
     build_spec: Callable[[], mujoco.MjSpec] | None = None
     keypoint_sites: dict[str, str] = field(default_factory=dict)
+    source: str = "neuromimic"
+    side_suffixes: tuple[str, str] | None = None
+    max_qvel: float = 1e3
+    counts: dict[str, int] = field(default_factory=dict)
+    known_issues: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.mjcf_path is None) == (self.build_spec is None):
             raise ValueError(
                 f"body {self.key!r}: give exactly one of mjcf_path and build_spec"
             )
+
+    def rest_qpos(self, model: mujoco.MjModel):
+        """The rest pose [nq] of the compiled ``model`` (see ``default_qpos``)."""
+        import numpy as np
+
+        if self.default_qpos is not None:
+            return np.asarray(self.default_qpos, dtype=np.float64)
+        return np.array(model.key_qpos[0] if model.nkey else model.qpos0)
 
     def load_spec(self) -> mujoco.MjSpec:
         """The body as an editable `mujoco.MjSpec` (a new one per call)."""

@@ -27,6 +27,7 @@ def mouse_forelimb() -> Body:
         key="mouse_forelimb",
         mjcf_path=ASSET,
         end_effector_sites=("wrist",),
+        counts={"dof": 4, "actuators": 9, "muscles": 9},
         muscle_groups={
             "shoulder": ("Pec_C", "Lat", "PD", "AD", "MD"),
             "elbow_flexors": ("Brachialis", "Biceps_Long"),

@@ -273,4 +273,7 @@ def rodent() -> Body:
         end_effector_sites=END_EFFECTOR_SITES,
         muscle_groups=ACTUATOR_GROUPS,
         keypoint_sites=dict(KEYPOINT_SITES),
+        source="dm-control",
+        side_suffixes=("_R", "_L"),
+        counts={"dof": 73, "actuators": 38, "muscles": 0},
     )

@@ -102,7 +102,7 @@ def reset_to_rest_pose(backend: Backend, dtype: torch.dtype) -> None:
         dtype: the float dtype the backend's views use.
     """
     model, num_envs = backend.model, backend.num_envs
-    rest = backend.body.default_qpos if backend.body.default_qpos is not None else model.qpos0
+    rest = backend.body.rest_qpos(model)
     backend.reset(
         torch.ones(num_envs, dtype=torch.bool, device=backend.device),
         torch.as_tensor(np.asarray(rest), dtype=dtype, device=backend.device).expand(num_envs, -1),

@@ -85,7 +85,8 @@ class MjxBackend:
             ``"warp"`` (NVIDIA GPU, needs MuJoCo Warp).
         device: torch device whose JAX counterpart runs the physics; default JAX's default
             device.
-        max_qvel: joint speed in rad/s above which a body is flagged `unstable`.
+        max_qvel: joint speed (rad/s, or the model's length unit per s) above which a body
+            is flagged `unstable`; default the body's `Body.max_qvel`.
 
     Attributes:
         model: the compiled `mujoco.MjModel` (body plus sensors).
@@ -109,7 +110,7 @@ class MjxBackend:
         substeps: int = 2,
         impl: str = "jax",
         device: torch.device | str | None = None,
-        max_qvel: float = 1e3,
+        max_qvel: float | None = None,
     ) -> None:
         if num_envs < 1 or substeps < 1:
             raise ValueError(f"num_envs and substeps must be >= 1; got {num_envs}, {substeps}")
@@ -122,7 +123,7 @@ class MjxBackend:
         self.num_envs = num_envs
         self.substeps = substeps
         self.impl = impl
-        self.max_qvel = max_qvel
+        self.max_qvel = body.max_qvel if max_qvel is None else max_qvel
         self.layout = sensor_layout(self.model, body)
         self._jax_device, self.device = _jax_device(device)
         self._put_model = lambda: mjx.put_model(self.model, device=self._jax_device, impl=impl)

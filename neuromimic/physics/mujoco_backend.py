@@ -94,7 +94,8 @@ class MujocoBackend:
         nthread: threads of the rollout pool; default: this machine's cores shared among the
             training processes on it (``LOCAL_WORLD_SIZE``, set by DDP launchers), capped by B.
             ``1`` runs on the calling thread.
-        max_qvel: joint speed in rad/s above which a body is flagged `unstable`.
+        max_qvel: joint speed (rad/s, or the model's length unit per s) above which a body
+            is flagged `unstable`; default the body's `Body.max_qvel`.
         device: must be ``None`` or a CPU device (native MuJoCo runs on the CPU).
 
     Attributes:
@@ -125,7 +126,7 @@ class MujocoBackend:
         num_envs: int,
         substeps: int = 2,
         nthread: int | None = None,
-        max_qvel: float = 1e3,
+        max_qvel: float | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         if device is not None and torch.device(device).type != "cpu":
@@ -138,7 +139,7 @@ class MujocoBackend:
         self.num_envs = num_envs
         self.substeps = substeps
         self.device = torch.device("cpu")
-        self.max_qvel = max_qvel
+        self.max_qvel = body.max_qvel if max_qvel is None else max_qvel
         if nthread is None:
             processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             nthread = (os.cpu_count() or 1) // max(1, processes)

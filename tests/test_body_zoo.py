@@ -1,0 +1,143 @@
+"""Tier 2: the body zoo (mouse, rat, fly, MyoArm, MyoLegs) and `neuromimic bodies check`:
+every registered body passes on the native backend, each check catches the fault it is
+for, and every body runs in the imitation env."""
+
+import dataclasses
+import json
+
+import mujoco
+import numpy as np
+import pytest
+from torchrl.envs.utils import check_env_specs
+
+from neuromimic.bodies import get_body, known_bodies
+from neuromimic.bodies.validate import check_body, check_model, coupled_pose
+from neuromimic.data.clips import ReferenceClip
+from neuromimic.envs.imitation import EnvConfig, make_env
+from neuromimic.tasks import ImitationTask
+
+ZOO = ("fruitfly", "mouse_forelimb", "myoarm", "myolegs", "rodent")
+
+
+def test_registry_lists_the_zoo(capsys):
+    from neuromimic.cli import main
+
+    assert set(ZOO) <= set(known_bodies())
+    main(["bodies", "list"])
+    rows = {row["key"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["myoarm"]["muscles"] == 63 and rows["myoarm"]["source"].startswith("myo-sim ")
+    assert rows["myolegs"]["muscles"] == 80 and rows["myolegs"]["dof"] == 34
+    assert rows["fruitfly"]["source"].startswith("dm-control ") and rows["fruitfly"]["actuators"] == 70
+    assert all(row["backends"] == ["mujoco", "mjx"] for row in rows.values())
+
+
+@pytest.mark.parametrize("key", ZOO)
+def test_every_body_passes_its_check_on_the_native_backend(key):
+    report = check_body(key, "mujoco", seconds=0.3)
+    failed = {name: check for name, check in report["checks"].items() if not check["passed"]}
+    assert report["passed"], json.dumps(failed, indent=1)[:3000]
+    assert report["checks"]["counts"]["found"] == get_body(key).counts
+
+
+def test_known_upstream_faults_are_reported_with_their_reason():
+    # MyoArm's RI2 path jumps 7 mm where it changes wrapping side: found, and accepted.
+    continuity = check_body("myoarm", seconds=0.05)["checks"]["moment_arm_continuity"]
+    jumps = {(j["muscle"], j["joint"]) for j in continuity["accepted"]}
+    assert jumps == {("RI2", "mcp2_flexion_r"), ("RI2", "mcp2_abduction_r")}
+    assert "myo-sim 0.2.4 upstream" in continuity["accepted"][0]["reason"]
+    # The fly's left front tarsus2 segment is 3.5 % longer than the right one.
+    symmetry = check_body("fruitfly", seconds=0.001)["checks"]["symmetry"]
+    assert [m["pair"] for m in symmetry["accepted"]] == ["tarsus2_T1_right"]
+    assert symmetry["pairs"]["joints"] > 30
+
+
+def _edited(key, edit):
+    body = get_body(key)
+    spec = body.load_spec()
+    edit(spec)
+    return dataclasses.replace(body, known_issues={}), spec.compile()
+
+
+def test_symmetry_names_the_broken_pairs():
+    def break_left_leg(spec):
+        spec.body("femur_l").mass *= 1.2
+        spec.joint("knee_angle_l").range = [0.0, 1.5]
+
+    body, model = _edited("myolegs", break_left_leg)
+    model.actuator_gainprm[model.actuator("soleus_l").id, 2] *= 0.5  # a weaker left soleus
+    symmetry = check_model(body, model, seconds=0.001)["checks"]["symmetry"]
+    assert not symmetry["passed"]
+    found = {(m["pair"], m["quantity"]) for m in symmetry["mismatches"]}
+    assert {("femur_r", "mass"), ("knee_angle_r", "range"), ("soleus_r", "peak_force")} <= found
+    # Halving one soleus does not move its path; its moment arms stay symmetric.
+    assert not any(m["kind"] == "moment_arm" for m in symmetry["mismatches"])
+
+
+def test_moment_arm_sweep_finds_a_moved_via_point():
+    # Move a via point of the mouse biceps into the elbow as the elbow sweeps: its length
+    # then jumps wherever the path switches, which no smooth moment arm explains.
+    body = get_body("mouse_forelimb")
+    model = body.load_model()
+    report = check_model(body, model, seconds=0.001)["checks"]["moment_arm_continuity"]
+    assert report["passed"] and report["joints_swept"] == 4
+    strict = check_model(body, model, seconds=0.001, grid=3)["checks"]["moment_arm_continuity"]
+    # Three points over a whole range: the trapezoid rule no longer explains the lengths.
+    assert not strict["passed"] and strict["jumps"][0]["joint"] in {"sh_elv", "sh_extension", "sh_rotation", "elbow"}
+
+
+def test_stability_reports_runaway_and_backend_reports_unsupported_features():
+    body = dataclasses.replace(get_body("mouse_forelimb"), max_qvel=0.5)
+    stability = check_model(body, body.load_model(), seconds=0.5)["checks"]["stability"]
+    assert not stability["passed"]
+    assert "max_qvel 0.5" in stability["runs"]["all_on"]["failure"]
+
+    from neuromimic.bodies.rodent import build_rodent_spec
+
+    rat = get_body("rodent")
+    report = check_model(rat, build_rodent_spec(mjx_edits=False).compile(), "mjx", seconds=0.001)
+    unsupported = report["checks"]["backend"]["unsupported"]
+    assert not report["checks"]["backend"]["passed"]
+    assert any("ELLIPSOID" in u["feature"] and "mujoco" in u["supported_by"] for u in unsupported)
+    with pytest.raises(ValueError, match="unknown backend 'warp'"):
+        check_model(rat, rat.load_model(), "warp")
+
+
+def test_bodies_check_cli_exit_code(capsys):
+    from neuromimic.cli import main
+
+    main(["bodies", "check", "mouse_forelimb", "--seconds", "0.1"])
+    assert json.loads(capsys.readouterr().out)["passed"] is True
+    with pytest.raises(SystemExit) as error:
+        main(["bodies", "check", "no_such_body"])
+    assert error.value.code == 2
+
+
+#: Control step per body (s): physics timestep x substeps.
+SUBSTEPS = {"fruitfly": 20, "mouse_forelimb": 2, "myoarm": 10, "myolegs": 10, "rodent": 10}
+
+
+@pytest.mark.parametrize("key", ZOO)
+def test_every_body_runs_in_the_env(key, tmp_path):
+    body = get_body(key)
+    model = body.load_model()
+    rest = coupled_pose(model, body.rest_qpos(model))[0]
+    fps = 1.0 / (SUBSTEPS[key] * model.opt.timestep)
+    ReferenceClip.from_qpos(key, np.tile(rest, (12, 1)), fps, name="rest", split="train").save(tmp_path / "rest.h5")
+    weights = {"joint_pos_error_exp": 1.0, "site_pos_error_exp": 1.0, "ctrl_l2": -0.01}
+    if model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
+        weights["root_pos_error_exp"] = 1.0
+    task = ImitationTask(weights=weights, termination_distance=1.0)
+    env = make_env(EnvConfig(body=key, clips=str(tmp_path), num_envs=2, substeps=SUBSTEPS[key], future_frames=(1, 2), task=task), split=None)
+    check_env_specs(env)
+
+
+def test_installed_versions_are_the_pinned_set():
+    # The bodies were written and checked against this set (pyproject.toml pins it).
+    from importlib.metadata import version
+
+    from neuromimic.bodies.myo import MYO_SIM_VERSION
+    from neuromimic.bodies.rodent import DM_CONTROL_VERSION
+
+    assert version("dm-control") == DM_CONTROL_VERSION
+    assert version("myo-sim") == MYO_SIM_VERSION
+    assert mujoco.__version__ == version("mujoco") == "3.17.0"
