@@ -141,3 +141,31 @@ def test_installed_versions_are_the_pinned_set():
     assert version("dm-control") == DM_CONTROL_VERSION
     assert version("myo-sim") == MYO_SIM_VERSION
     assert mujoco.__version__ == version("mujoco") == "3.17.0"
+
+
+@pytest.mark.slow
+def test_short_cpu_training_lowers_tracking_error_on_the_human_arm(tmp_path, tiny_fit):
+    # One elbow flexion out and back (0.8 rad), trained on and scored on a held-out copy:
+    # 60 PPO iterations of 32 MyoArm bodies (about 2.5 minutes on 2 cores).
+    from neuromimic.data.joint_reach import joint_reach_qpos
+
+    qpos = joint_reach_qpos("myoarm", {"elbow_flexion_r": 0.8}, 50.0)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for split in ("train", "val"):
+        ReferenceClip.from_qpos("myoarm", qpos, 50.0, name=f"elbow_{split}", split=split).save(clips / f"{split}.h5")
+    last = tiny_fit(
+        "myoarm_reach_mlp.yaml", "--model.env.clips", str(clips), "--model.env.num_envs", "32",
+        "--model.ppo.rollout_steps", "32", "--model.ppo.epochs", "4", "--model.ppo.minibatches", "4",
+        "--trainer.callbacks.every_n_train_steps", "960", "--trainer.check_val_every_n_epoch", "60", max_steps=960,
+    )
+    untrained, trained = _val_errors(last.parents[1])
+    assert trained < 0.85 * untrained, (untrained, trained)
+
+
+def _val_errors(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return (events.Scalars("val/site_pos_error_mm_untrained")[-1].value, events.Scalars("val/site_pos_error_mm")[-1].value)

@@ -101,7 +101,8 @@ def render_frames(
     try:
         render = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, render)
-        scene = mujoco.MjvScene(model, maxgeom=4 * model.ngeom + 100)
+        # Body and ghost: each geom, site and tendon segment may be drawn twice.
+        scene = mujoco.MjvScene(model, maxgeom=2 * (model.ngeom + model.nsite + 32 * model.ntendon) + 100)
         (camera, followed), option, perturbation = _camera(model), mujoco.MjvOption(), mujoco.MjvPerturb()
         camera.distance *= distance_scale
         viewport = mujoco.MjrRect(0, 0, width, height)
