@@ -1,6 +1,7 @@
 """``neuromimic bodies check``: catch a broken body model before any training.
 
-`check_body` runs five checks on a registered body and returns one JSON-ready report:
+`check_body` (a registered body) and `check_model` (any compiled model) run five checks
+and return one JSON-ready report:
 
 - ``counts``: the model compiles and has the documented DoF, actuators and muscles
   (`Body.counts`).
@@ -56,30 +57,10 @@ class Tolerances:
     jump_fraction: float = 0.02
 
 
-def check_body(
-    key: str,
-    backend: str = "mujoco",
-    *,
-    seconds: float = 2.0,
-    grid: int = 60,
-    seed: int = 0,
-    tolerances: Tolerances = Tolerances(),
-) -> dict:
-    """Run every check of the module docstring on body ``key``.
-
-    Args:
-        key: registry key.
-        backend: the backend whose compatibility is checked (``"mujoco"`` or ``"mjx"``).
-        seconds: simulated duration of each stability run (s).
-        grid: points per joint range in the moment-arm sweep.
-        seed: seed of the random controls.
-        tolerances: see `Tolerances`.
-
-    Returns:
-        ``{"body", "backend", "passed", "checks": {name: {"passed", ...details}}}``.
-    """
+def check_body(key: str, backend: str = "mujoco", **options) -> dict:
+    """`check_model` on the registered body ``key`` (``options`` as there)."""
     body = get_body(key)
-    return check_model(body, body.load_model(), backend, seconds=seconds, grid=grid, seed=seed, tolerances=tolerances)
+    return check_model(body, body.load_model(), backend, **options)
 
 
 def check_model(
@@ -92,7 +73,21 @@ def check_model(
     seed: int = 0,
     tolerances: Tolerances = Tolerances(),
 ) -> dict:
-    """`check_body` on a compiled ``model`` described by ``body`` (for edited models)."""
+    """Run every check of the module docstring on a compiled ``model`` described by
+    ``body`` (a registered body's own model, or an edited one).
+
+    Args:
+        body: the body description (counts, side suffixes, max_qvel, known issues).
+        model: the compiled model to check.
+        backend: the backend whose compatibility is checked (``"mujoco"`` or ``"mjx"``).
+        seconds: simulated duration of each stability run (s).
+        grid: points per joint range in the moment-arm sweep.
+        seed: seed of the random controls.
+        tolerances: see `Tolerances`.
+
+    Returns:
+        ``{"body", "backend", "source", "passed", "checks": {name: {"passed", ...details}}}``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; neuromimic has {', '.join(BACKENDS)}")
     rest = coupled_pose(model, body.rest_qpos(model))[0]
