@@ -23,10 +23,20 @@ def test_bench_env_with_afferents(capsys):
     assert result["steps_per_s"] > 0
 
 
+def neuromimic_version() -> str:
+    from importlib.metadata import version
+
+    return version("neuromimic")
+
+
 def test_bodies_list(capsys):
     main(["bodies", "list"])
     rows = json.loads(capsys.readouterr().out)
-    assert {"key": "mouse_forelimb", "dof": 4, "actuators": 9, "muscles": 9} in rows
+    mouse = next(row for row in rows if row["key"] == "mouse_forelimb")
+    assert mouse == {
+        "key": "mouse_forelimb", "dof": 4, "actuators": 9, "muscles": 9,
+        "source": f"neuromimic {neuromimic_version()}", "backends": ["mujoco", "mjx"],
+    }
 
 
 def test_bench_train_prints_one_json_object(capsys):

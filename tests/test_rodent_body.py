@@ -223,7 +223,10 @@ def test_bodies_list_shows_the_rodent():
     from neuromimic.tools_cli import _list_bodies
 
     rows = {row["key"]: row for row in _list_bodies()}
-    assert rows["rodent"] == {"key": "rodent", "dof": 73, "actuators": 38, "muscles": 0}
+    assert rows["rodent"] == {
+        "key": "rodent", "dof": 73, "actuators": 38, "muscles": 0,
+        "source": f"dm-control {rodent_module.DM_CONTROL_VERSION}", "backends": ["mujoco", "mjx"],
+    }
 
 
 @pytest.mark.slow
