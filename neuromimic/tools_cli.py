@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     kfit.add_argument("--mapping", default=None, help="YAML {keypoint: site | body | {body:, offset: [x, y, z]}} (default: the body's keypoint_sites)")
     kfit.add_argument(
         "--scale", default=None,
-        help="body scale factor, or 'fit' to search for one (noisy); default 0.9 for the rodent (stac-mjx's value), else 1",
+        help="body scale factor, or 'fit' to search for one (noisy); default the body's keypoint_scale (0.9 for the rodent, stac-mjx's value; else 1)",
     )
     kfit.add_argument("--iterations", type=int, default=1, help="closed-form offset / pose alternations after the joint pose+offset fit")
     kfit.add_argument("--name", default=None, help="clip name (default: the input file's stem)")
@@ -160,9 +160,12 @@ def main(argv: list[str]) -> None:
 
 
 def _keypoint_scale(scale: str | None, body: str) -> float | None:
-    """``--scale``: a number, ``'fit'`` (None: the fitter searches), or the body's default."""
+    """``--scale``: a number, ``'fit'`` (None: the fitter searches), or the body's
+    `Body.keypoint_scale`."""
     if scale is None:
-        return 0.9 if body == "rodent" else 1.0
+        from neuromimic.bodies import get_body
+
+        return get_body(body).keypoint_scale
     return None if scale == "fit" else float(scale)
 
 

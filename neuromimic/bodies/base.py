@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mujoco
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ class Body:
             editable spec per call); used instead of ``mjcf_path``.
         keypoint_sites: keypoint name -> site name, for the keypoint sets this body can be
             fitted to (for example the 23 rat23 keypoints of the rodent); empty if none.
+        keypoint_scale: default body scale factor when fitting keypoints
+            (``neuromimic keypoints fit --scale``), for a body whose model is not the size
+            of the animals it is fitted to (the dm-control rat: 0.9, as in stac-mjx).
         source: the installed distribution the model comes from (``"neuromimic"``,
             ``"dm-control"``, ``"myo-sim"``); ``neuromimic bodies list`` shows its version.
         side_suffixes: name suffixes of the right and left copies of mirrored parts (for
@@ -63,6 +67,7 @@ class Body:
     default_qpos: tuple[float, ...] | None = None
     build_spec: Callable[[], mujoco.MjSpec] | None = None
     keypoint_sites: dict[str, str] = field(default_factory=dict)
+    keypoint_scale: float = 1.0
     source: str = "neuromimic"
     side_suffixes: tuple[str, str] | None = None
     max_qvel: float = 1e3
@@ -75,10 +80,8 @@ class Body:
                 f"body {self.key!r}: give exactly one of mjcf_path and build_spec"
             )
 
-    def rest_qpos(self, model: mujoco.MjModel):
+    def rest_qpos(self, model: mujoco.MjModel) -> np.ndarray:
         """The rest pose [nq] of the compiled ``model`` (see ``default_qpos``)."""
-        import numpy as np
-
         if self.default_qpos is not None:
             return np.asarray(self.default_qpos, dtype=np.float64)
         return np.array(model.key_qpos[0] if model.nkey else model.qpos0)

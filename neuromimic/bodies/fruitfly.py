@@ -9,7 +9,7 @@ repository) and edited, for both backends alike:
 - `remove_adhesion_actuators`: the 8 adhesion actuators (claws and labrum) transmit to
   bodies, which MJX does not support (``put_model`` raises ``NotImplementedError:
   mjTRN_BODY``); the remaining 62 position servos and 6 wing motors drive the fly.
-- `neuromimic.bodies.rodent.remove_touch_sensors`: the six claw touch sensors, for the
+- `neuromimic.bodies.edits.remove_touch_sensors`: the six claw touch sensors, for the
   reason given there.
 
 Units are the file's: centimetres, grams, seconds (gravity -981 cm/s^2); the physics steps
@@ -20,15 +20,13 @@ servos a 10 ms activation filter at run time; this body keeps the file's direct 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import mujoco
 
 from neuromimic.bodies.base import Body, register_body
-from neuromimic.bodies.rodent import DM_CONTROL_VERSION, remove_touch_sensors
-
-_INSTALL = f"pip install dm-control=={DM_CONTROL_VERSION}"
+from neuromimic.bodies.edits import remove_touch_sensors, wheel_asset
+from neuromimic.bodies.rodent import DM_CONTROL_VERSION
 
 #: Tracked sites: the six tarsal claws (the walker's end effectors) and the head.
 END_EFFECTOR_SITES: tuple[str, ...] = tuple(
@@ -37,14 +35,10 @@ END_EFFECTOR_SITES: tuple[str, ...] = tuple(
 
 
 def fruitfly_mjcf_path() -> Path:
-    """Path of ``fruitfly_v2/floor.xml`` inside the installed dm-control package."""
-    found = importlib.util.find_spec("dm_control")
-    if found is None or not found.submodule_search_locations:
-        raise ImportError(f"the fruitfly body is loaded from the dm-control wheel: {_INSTALL}")
-    path = Path(next(iter(found.submodule_search_locations))) / "locomotion" / "walkers" / "assets" / "fruitfly_v2" / "floor.xml"
-    if not path.is_file():
-        raise ImportError(f"dm-control has no {path}; neuromimic's fruitfly needs {_INSTALL}")
-    return path
+    """Path of ``fruitfly_v2/floor.xml`` inside the installed dm-control wheel."""
+    return wheel_asset(
+        "dm_control", "dm-control", DM_CONTROL_VERSION, "locomotion/walkers/assets/fruitfly_v2/floor.xml", "fruitfly"
+    )
 
 
 def remove_adhesion_actuators(spec: mujoco.MjSpec) -> None:

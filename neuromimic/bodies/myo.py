@@ -20,14 +20,13 @@ follow their leaders through joint equality constraints.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import io
 import warnings
 
 import mujoco
 
 from neuromimic.bodies.base import Body, register_body
-from neuromimic.bodies.rodent import remove_touch_sensors
+from neuromimic.bodies.edits import remove_touch_sensors, warn_if_not_pinned
 
 #: The myo-sim release these bodies were written against.
 MYO_SIM_VERSION = "0.2.4"
@@ -56,14 +55,7 @@ def load_myo_spec(name: str, postures: tuple[str, ...] = ()) -> mujoco.MjSpec:
         import myo_sim
     except ImportError as error:
         raise ImportError(f"the {name} body is loaded from the myo-sim wheel: {_INSTALL}") from error
-    installed = importlib.metadata.version("myo-sim")
-    if installed != MYO_SIM_VERSION:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "myo-sim %s is installed; neuromimic's %s body was written against %s (%s)",
-            installed, name, MYO_SIM_VERSION, _INSTALL,
-        )
+    warn_if_not_pinned("myo-sim", MYO_SIM_VERSION, name)
     # myo-sim's composer prints a harmless note about attaching specs without a prefix.
     with contextlib.redirect_stdout(io.StringIO()):
         return myo_sim.load_spec(
@@ -117,7 +109,7 @@ LEG_KEYPOINTS = tuple(
 
 def build_myolegs_spec() -> mujoco.MjSpec:
     """myo-sim's ``myolegs`` with its standing keyframe (the rest pose), minus the four foot
-    touch sensors (`neuromimic.bodies.rodent.remove_touch_sensors` says why)."""
+    touch sensors (`neuromimic.bodies.edits.remove_touch_sensors` says why)."""
     spec = load_myo_spec("myolegs", postures=("standing",))
     remove_touch_sensors(spec)
     return spec

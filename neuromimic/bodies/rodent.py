@@ -13,11 +13,8 @@ into a `mujoco.MjSpec` and edited by the small functions below, in this order:
    maps keypoints to sites for the keypoint fitter.
 4. `MJX_EDITS`, the changes MJX needs, applied to the registered body so that both
    backends simulate the same physics:
-   - `remove_touch_sensors`: the four paw touch sensors are removed. MJX's sensor code
-     fails to trace touch sensors in a model with no collision pair; with the floor it
-     traces, but pays a contact-force pass every step, and the native backend evaluates
-     sensors with constraints disabled, so touch would read 0 there: the backends would
-     disagree. No neuromimic code reads them.
+   - `neuromimic.bodies.edits.remove_touch_sensors`: the four paw touch sensors are
+     removed (MJX and the native backend would read them differently; see there).
    - `collide_with_floor_only`: the file's self-collisions include ellipsoid-box pairs
      (torso, gut, scapulae and hands against the skull and jaw boxes) that MJX cannot
      collide, and 4,271 geom pairs in all, which MJX (no broad phase) would test at every
@@ -34,22 +31,16 @@ Physics options are the file's: 2 ms Euler steps, Newton solver.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import mujoco
 
-from neuromimic.bodies.arena import FLOOR, add_floor
 from neuromimic.bodies.base import Body, register_body
-
-log = logging.getLogger(__name__)
+from neuromimic.bodies.edits import FLOOR, add_floor, remove_touch_sensors, wheel_asset
 
 #: The dm-control release this body was written against (its rodent.xml).
 DM_CONTROL_VERSION = "1.0.50"
-_INSTALL = f"pip install dm-control=={DM_CONTROL_VERSION}"
 
 #: Name of the free root joint `add_root_freejoint` adds.
 ROOT_JOINT = "root"
@@ -139,33 +130,9 @@ ACTUATOR_GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def rodent_mjcf_path() -> Path:
-    """Path of ``rodent.xml`` inside the installed dm-control wheel (dm-control is not imported).
-
-    Raises:
-        ImportError: if dm-control is not installed; the message says what to install.
-        FileNotFoundError: if the installed dm-control has no rodent model at that path.
-    """
-    found = importlib.util.find_spec("dm_control")
-    if found is None or found.origin is None:
-        raise ImportError(
-            f"the 'rodent' body loads its model from dm-control; install it: {_INSTALL}"
-        )
-    path = Path(found.origin).parent / "locomotion" / "walkers" / "assets" / "rodent.xml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no rodent model at {path}; install the tested release: {_INSTALL}"
-        )
-    try:
-        version = importlib.metadata.version("dm-control")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    if version != DM_CONTROL_VERSION:
-        log.warning(
-            "dm-control %s is installed; the rodent body was written for %s (%s); "
-            "its model hash will differ from clips made with that release",
-            version, DM_CONTROL_VERSION, _INSTALL,
-        )
-    return path
+    """Path of ``rodent.xml`` inside the installed dm-control wheel (dm-control is not
+    imported); `neuromimic.bodies.edits.wheel_asset` says what it raises."""
+    return wheel_asset("dm_control", "dm-control", DM_CONTROL_VERSION, "locomotion/walkers/assets/rodent.xml", "rodent")
 
 
 # ------------------------------------------------------------------------- model edits
@@ -183,7 +150,7 @@ def add_root_freejoint(spec: mujoco.MjSpec) -> None:
 
 
 def add_floor_arena(spec: mujoco.MjSpec) -> None:
-    """Add the arena: `neuromimic.bodies.arena.add_floor`, an 8 m checkered ground plane at
+    """Add the arena: `neuromimic.bodies.edits.add_floor`, an 8 m checkered ground plane at
     z = 0 (collides with every rat geom; 10 cm squares) and a light above it."""
     add_floor(spec, half_size=4.0, tile=0.1)
 
@@ -199,22 +166,6 @@ def add_keypoint_sites(spec: mujoco.MjSpec) -> None:
             rgba=[1.0, 0.3, 0.0, 1.0],
             group=4,
         )
-
-
-def remove_touch_sensors(spec: mujoco.MjSpec) -> None:
-    """MJX edit: delete the touch sensors (the file's palm_L/R and sole_L/R).
-
-    MJX's ``sensor_acc`` assembles the contact forces touch sensors read by concatenating
-    one array per contact dimension: in a model without any collision pair the list is
-    empty and the step fails to trace. With the floor's contacts it traces, but every step
-    pays for a contact-force pass, and the native backend evaluates sensors with the
-    constraint solver disabled (``MujocoBackend.model_changed``), where touch reads 0: the
-    two backends would report different values. No neuromimic code reads them; contact
-    forces can be read from the contacts if a task needs them.
-    """
-    for sensor in list(spec.sensors):
-        if sensor.type == mujoco.mjtSensor.mjSENS_TOUCH:
-            spec.delete(sensor)
 
 
 def collide_with_floor_only(spec: mujoco.MjSpec) -> None:
@@ -273,6 +224,7 @@ def rodent() -> Body:
         end_effector_sites=END_EFFECTOR_SITES,
         muscle_groups=ACTUATOR_GROUPS,
         keypoint_sites=dict(KEYPOINT_SITES),
+        keypoint_scale=0.9,  # stac-mjx's rodent configuration
         source="dm-control",
         side_suffixes=("_R", "_L"),
         counts={"dof": 73, "actuators": 38, "muscles": 0},

@@ -831,6 +831,22 @@ def _xyz_table(
     return RawKeypoints(positions=positions, names=names, confidence=confidence)
 
 
+def _xyz_csv(path: Path, missing: str) -> tuple[str, list[str], np.ndarray, list[str]]:
+    """``(where, header, values, keypoint names)`` of a CSV with ``<name>_x/_y/_z`` columns.
+
+    Raises:
+        KeypointsError: no such columns (the message ends with ``missing``), or 2-D data.
+    """
+    where = _where(path)
+    header, values = _read_table_csv(path)
+    names, has_z = _xyz_names(header)
+    if not names:
+        raise KeypointsError(f"{where} has no {missing}")
+    if not has_z:
+        raise KeypointsError(f"{where} holds 2-D (x, y) columns only; {_TRIANGULATE}")
+    return where, header, values, names
+
+
 def read_anipose_raw(path: Path) -> RawKeypoints:
     """Read an anipose triangulation CSV.
 
@@ -839,15 +855,7 @@ def read_anipose_raw(path: Path) -> RawKeypoints:
     ``M_ij`` / ``center_i`` alignment) are ignored except ``fnum``, which places each row
     at its frame. Positions are in the calibration board's units (``units=`` required).
     """
-    where = _where(path)
-    header, values = _read_table_csv(path)
-    names, has_z = _xyz_names(header)
-    if not names:
-        raise KeypointsError(
-            f"{where} has no `<name>_x` / `<name>_y` column pairs; is it an anipose CSV?"
-        )
-    if not has_z:
-        raise KeypointsError(f"{where} holds 2-D (x, y) columns only; {_TRIANGULATE}")
+    where, header, values, names = _xyz_csv(path, "`<name>_x` / `<name>_y` column pairs; is it an anipose CSV?")
     return _xyz_table(header, values, names, "fnum", "score", where)
 
 
@@ -863,16 +871,10 @@ def read_csv_raw(path: Path) -> RawKeypoints:
         frame,snout_x,snout_y,snout_z,tail_x,tail_y,tail_z
         0,12.1,40.3,8.0,-150.2,38.9,10.4
     """
-    where = _where(path)
-    header, values = _read_table_csv(path)
-    names, has_z = _xyz_names(header)
-    if not names:
-        raise KeypointsError(
-            f"{where} has no `<name>_x, <name>_y, <name>_z` columns; the plain CSV layout is "
-            "`frame` (optional) then three columns per keypoint"
-        )
-    if not has_z:
-        raise KeypointsError(f"{where} holds 2-D (x, y) columns only; {_TRIANGULATE}")
+    where, header, values, names = _xyz_csv(
+        path, "`<name>_x, <name>_y, <name>_z` columns; the plain CSV layout is `frame` (optional) "
+        "then three columns per keypoint"
+    )
     known = {"frame"} | {f"{n}_{s}" for n in names for s in ("x", "y", "z", "confidence")}
     extra = [c for c in header if c not in known]
     if extra:
