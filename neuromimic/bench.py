@@ -15,8 +15,19 @@ import numpy as np
 import torch
 from mujoco import rollout as mj_rollout
 
+from neuromimic.bodies import get_body
+from neuromimic.bodies.validate import muscle_count
 from neuromimic.envs import EnvConfig, make_env
 from neuromimic.proprioception import AfferentConfig
+from neuromimic.tasks import ImitationTask
+
+
+def default_task(body: str) -> ImitationTask:
+    """The default reward terms, less ``muscle_force_l2`` on a body without muscles."""
+    task = ImitationTask()
+    if not muscle_count(get_body(body).load_model()):
+        del task.weights["muscle_force_l2"]
+    return task
 
 
 def bench_env(
@@ -55,6 +66,7 @@ def bench_env(
         clips=clips,
         num_envs=num_envs,
         substeps=substeps,
+        task=default_task(body),
         proprioception=proprioception,
         afferents=AfferentConfig(dt_ms=afferent_dt_ms),
     )
@@ -225,7 +237,7 @@ def bench_train(
 
     from neuromimic.training import PPOModule
 
-    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs)
+    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, task=default_task(body))
     module = PPOModule(env=config)
     updates = module.updates_per_iteration
     starts: list[float] = []

@@ -3,7 +3,7 @@
 ``neuromimic fit|validate|test|predict`` is a LightningCLI over `PPOModule` and accepts
 every LightningCLI flag (``--config``, ``--print_config``, ``--trainer.max_steps``,
 ``--ckpt_path last``, ``--trainer.strategy ddp``). Other subcommands (``bench``,
-``bodies``, ``export``, ``analyze``, ``keypoints``) are dispatched before LightningCLI sees the arguments.
+``bodies``, ``clips``, ``export``, ``analyze``, ``keypoints``) are dispatched before LightningCLI sees the arguments.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from neuromimic.training.checkpoint_io import AtomicCheckpointIO, CheckpointErro
 
 log = logging.getLogger("neuromimic")
 
-TOOL_COMMANDS = ("bench", "bodies", "export", "analyze", "keypoints")
+TOOL_COMMANDS = ("bench", "bodies", "clips", "export", "analyze", "keypoints")
 
 
 def find_last_checkpoint(save_dir: str | Path, name: str) -> tuple[Path, int]:

@@ -1,4 +1,4 @@
-"""``neuromimic bench ...``, ``bodies ...``, ``export ...``, ``analyze ...`` and ``keypoints ...``: the subcommands beside LightningCLI."""
+"""``neuromimic bench ...``, ``bodies ...``, ``clips ...``, ``export ...``, ``analyze ...`` and ``keypoints ...``: the subcommands beside LightningCLI."""
 
 from __future__ import annotations
 
@@ -91,6 +91,23 @@ def _parser() -> argparse.ArgumentParser:
         help="with --segment-seconds: the last fraction of segments is the held-out 'val' split",
     )
 
+    clips = commands.add_parser("clips", help="make reference clips")
+    clips_kinds = clips.add_subparsers(dest="kind", required=True)
+    reach = clips_kinds.add_parser(
+        "reach", help="synthetic joint-space reaches of a body (neuromimic.data.joint_reach): myoarm_reach, fruitfly_pose"
+    )
+    reach.add_argument("--set", required=True, help="reach set: myoarm_reach (MyoArm) or fruitfly_pose (the fly)")
+    reach.add_argument("--output", required=True, help="directory for the .h5 clips")
+    reach.add_argument("--fps", type=float, default=None, help="frame rate in Hz (default: the set's control rate)")
+    gait = clips_kinds.add_parser(
+        "gait", help="MyoLegs walking clips from one gait cycle (MyoSuite's sample_gait_cycle.csv columns)"
+    )
+    gait.add_argument("--input", required=True, help="the gait cycle CSV (see neuromimic.data.gait for where to get it)")
+    gait.add_argument("--output", required=True, help="directory for the .h5 clips")
+    gait.add_argument("--fps", type=float, default=None, help="frame rate of the CSV in Hz (default: 200, estimated for MyoSuite's file)")
+    gait.add_argument("--fps-out", type=float, default=50.0, help="frame rate of the clips in Hz: the env's control rate")
+    gait.add_argument("--seconds", type=float, default=4.0, help="length of each clip in s")
+
     bodies = commands.add_parser("bodies", help="registered body models")
     bodies_kinds = bodies.add_subparsers(dest="kind", required=True)
     bodies_kinds.add_parser(
@@ -100,7 +117,10 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate a body: counts, left-right symmetry, moment-arm continuity, stability, backend support"
     )
     check.add_argument("key", help="body key (neuromimic bodies list)")
-    check.add_argument("--backend", default="mujoco", help="backend whose support is checked: mujoco or mjx")
+    check.add_argument(
+        "--backend", default="mujoco", choices=["mujoco", "mjx"],
+        help="backend whose support is checked (MuJoCo Warp is not a neuromimic backend yet)",
+    )
     check.add_argument("--seconds", type=float, default=2.0, help="simulated seconds of each stability run")
     return parser
 
@@ -142,6 +162,17 @@ def main(argv: list[str]) -> None:
             name=args.name, split=args.split, segment_seconds=args.segment_seconds,
             val_fraction=args.val_fraction if args.segment_seconds else 0.0,
         )
+    elif args.command == "clips" and args.kind == "reach":
+        from neuromimic.data.joint_reach import JOINT_REACH_SETS, make_joint_reach_clips
+
+        result = _write_clips(make_joint_reach_clips(args.set, args.fps), args.output)
+        result["description"] = JOINT_REACH_SETS[args.set].description
+    elif args.command == "clips":
+        from neuromimic.data.gait import GAIT_CSV_FPS, make_gait_clips, read_gait_cycle
+
+        cycle = read_gait_cycle(args.input, fps=args.fps or GAIT_CSV_FPS)
+        result = _write_clips(make_gait_clips(cycle, fps=args.fps_out, duration=args.seconds), args.output)
+        result |= {"source_fps": cycle.fps, "cycle_s": cycle.period, "mean_speed_m_per_s": float(cycle.pelvis_velocity[:, 0].mean())}
     elif args.command == "analyze" and args.kind == "record":
         result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
     elif args.command == "analyze":
@@ -189,6 +220,20 @@ def _list_bodies() -> list[dict]:
             "backends": [b for b in BACKENDS if not check_backend_compatibility(model, b)],
         })
     return rows
+
+
+def _write_clips(clips: list, output: str) -> dict:
+    """Save ``clips`` as ``{output}/{name}.h5`` and summarise them."""
+    from pathlib import Path
+
+    directory = Path(output)
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "clips": [str(clip.save(directory / f"{clip.name}.h5")) for clip in clips],
+        "splits": {split: sum(clip.split == split for clip in clips) for split in ("train", "val")},
+        "frames_per_clip": clips[0].num_frames,
+        "fps": clips[0].fps,
+    }
 
 
 def _export(ckpt: str, output: str) -> dict:

@@ -58,6 +58,8 @@ class Body:
         known_issues: findings of ``neuromimic bodies check`` in the upstream model that the
             loader does not correct, ``"<check>:<element>" -> why``; the check reports them
             as accepted (with the reason) instead of failing.
+        length_unit_m: metres per length unit of the model (1 for SI models; 0.01 for the
+            fly, modelled in cm); tracking errors are logged in mm through it.
     """
 
     key: str
@@ -73,6 +75,7 @@ class Body:
     max_qvel: float = 1e3
     counts: dict[str, int] = field(default_factory=dict)
     known_issues: dict[str, str] = field(default_factory=dict)
+    length_unit_m: float = 1.0
 
     def __post_init__(self) -> None:
         if (self.mjcf_path is None) == (self.build_spec is None):

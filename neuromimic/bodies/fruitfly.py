@@ -74,6 +74,7 @@ def fruitfly() -> Body:
         source="dm-control",
         side_suffixes=("_right", "_left"),
         max_qvel=1e4,  # the wings beat at hundreds of Hz: thousands of rad/s are normal
+        length_unit_m=0.01,  # the file's centimetres
         counts={"dof": 108, "actuators": 70, "muscles": 0},
         known_issues={
             "symmetry:tarsus2_T1_right": (

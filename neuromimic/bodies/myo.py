@@ -11,6 +11,9 @@ edit nothing of the physics, except two documented changes:
   static MyoSuite XML floored for a well-conditioned mass matrix (myo_sim issue #128).
 - MyoLegs loses its four foot touch sensors (as the rat does; no neuromimic code reads
   them, and the backends would report them differently).
+- MyoLegs' scene is replaced by a flat floor at z = 0: myo-sim stands the legs on a
+  platform (a 1.05 m-radius collision cylinder, its top 1.5 cm below the feet) 0.4 m above
+  its floor, so a walking body would step off the edge after a metre.
 
 Frames: forward is -y, right is -x, up is +z. Both models step at 2 ms (Euler, Newton).
 Coupled joints (shoulder girdle to shoulder elevation; knee translations to knee angle)
@@ -26,7 +29,7 @@ import warnings
 import mujoco
 
 from neuromimic.bodies.base import Body, register_body
-from neuromimic.bodies.edits import remove_touch_sensors, warn_if_not_pinned
+from neuromimic.bodies.edits import add_floor, remove_touch_sensors, warn_if_not_pinned
 
 #: The myo-sim release these bodies were written against.
 MYO_SIM_VERSION = "0.2.4"
@@ -109,9 +112,13 @@ LEG_KEYPOINTS = tuple(
 
 def build_myolegs_spec() -> mujoco.MjSpec:
     """myo-sim's ``myolegs`` with its standing keyframe (the rest pose), minus the four foot
-    touch sensors (`neuromimic.bodies.edits.remove_touch_sensors` says why)."""
+    touch sensors (`neuromimic.bodies.edits.remove_touch_sensors` says why), on a flat floor
+    in place of myo-sim's platform scene (the module docstring says why)."""
     spec = load_myo_spec("myolegs", postures=("standing",))
     remove_touch_sensors(spec)
+    for geom in list(spec.worldbody.geoms):  # floor, platform mesh and cylinder, logo
+        spec.delete(geom)
+    add_floor(spec, half_size=10.0)
     return spec
 
 

@@ -1,4 +1,4 @@
-"""Synthetic joint-space reaches for bodies without recorded movement (MyoArm).
+"""Synthetic joint-space reaches for bodies without recorded movement (MyoArm, the fly).
 
 Procedure (deterministic): from the rest pose, the named joints move to their target
 angles along a minimum-jerk profile, hold, and move back; every other joint stays at rest,
@@ -11,6 +11,7 @@ default movement to imitate until a lab brings its own.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,28 +50,82 @@ def joint_reach_qpos(key: str, targets: dict[str, float], fps: float) -> np.ndar
     return np.stack([coupled_pose(model, rest + si * (goal - rest))[0] for si in s])
 
 
-#: MyoArm reach targets: shoulder elevation x elevation plane x elbow flexion (rad).
-MYOARM_TARGETS = {
-    "shoulder_elv_r": (0.4, 0.9),
-    "elv_angle_r": (0.2, 1.2),
-    "elbow_flexion_r": (0.5, 1.4),
+@dataclass(frozen=True)
+class JointReachSet:
+    """A set of synthetic joint-space reaches of one body: one clip per combination of targets.
+
+    Attributes:
+        body: registry key of the body.
+        targets: joint name -> its target angles in rad; clip i takes the i-th combination
+            (`itertools.product` order).
+        val: indices of the clips held out as the 'val' split.
+        fps: frame rate in Hz (the env's control rate).
+        mirror: ``(suffix, mirrored suffix)``: each target joint's mirror image (the same
+            name with the other suffix) moves to the same angle, for bodies whose mirrored
+            joints share the sign convention (the fly's).
+        description: what the clips show.
+    """
+
+    body: str
+    targets: dict[str, tuple[float, ...]]
+    val: tuple[int, ...]
+    fps: float
+    mirror: tuple[str, str] | None = None
+    description: str = ""
+
+
+#: The synthetic reach sets, by name (``neuromimic clips reach --set NAME``).
+JOINT_REACH_SETS = {
+    # Bundled as ``bundled:myoarm_reach``: shoulder elevation x elevation plane x elbow flexion.
+    "myoarm_reach": JointReachSet(
+        body="myoarm",
+        targets={"shoulder_elv_r": (0.4, 0.9), "elv_angle_r": (0.2, 1.2), "elbow_flexion_r": (0.5, 1.4)},
+        val=(2, 5),
+        fps=50.0,
+        description="MyoArm: shoulder elevation, elevation plane and elbow flexion out and back",
+    ),
+    # Made at run time (1.4 s at 500 Hz is 701 frames of 70 bodies: megabytes per clip): the
+    # fly raises both front legs (coxa up, femur down, tibia out: the claws rise 0.5-2 mm)
+    # and puts them back.
+    "fruitfly_pose": JointReachSet(
+        body="fruitfly",
+        targets={"coxa_T1_left": (0.6, 1.2), "femur_T1_left": (0.0, 0.3), "tibia_T1_left": (0.3, 0.8)},
+        val=(2, 5),
+        fps=500.0,
+        mirror=("_left", "_right"),
+        description="fruit fly: both front legs raised (coxa, femur, tibia) and lowered",
+    ),
 }
-#: The MyoArm reaches held out for validation (indices into the product of the targets).
-MYOARM_VAL = (2, 5)
 
 
-def make_myoarm_reach_clips(fps: float = 50.0) -> list[ReferenceClip]:
-    """The 8 bundled MyoArm reaches (every combination of `MYOARM_TARGETS`), 2 held out."""
-    names = list(MYOARM_TARGETS)
+def make_joint_reach_clips(name: str, fps: float | None = None) -> list[ReferenceClip]:
+    """The clips of reach set ``name`` (`JOINT_REACH_SETS`), named ``{name}_{i}``.
+
+    Args:
+        name: key of `JOINT_REACH_SETS`.
+        fps: frame rate in Hz (default the set's).
+
+    Raises:
+        KeyError: an unknown set (the message lists the known ones).
+    """
+    if name not in JOINT_REACH_SETS:
+        raise KeyError(f"unknown reach set {name!r}; known sets: {sorted(JOINT_REACH_SETS)}")
+    reach_set = JOINT_REACH_SETS[name]
+    fps = fps or reach_set.fps
+    joints = list(reach_set.targets)
     clips = []
-    for i, angles in enumerate(itertools.product(*MYOARM_TARGETS.values())):
-        targets = dict(zip(names, angles, strict=True))
+    for i, angles in enumerate(itertools.product(*reach_set.targets.values())):
+        targets = dict(zip(joints, angles, strict=True))
+        moved = dict(targets)
+        if reach_set.mirror is not None:
+            suffix, mirrored = reach_set.mirror
+            moved |= {joint.replace(suffix, mirrored): angle for joint, angle in targets.items()}
         clips.append(ReferenceClip.from_qpos(
-            "myoarm",
-            joint_reach_qpos("myoarm", targets, fps),
+            reach_set.body,
+            joint_reach_qpos(reach_set.body, moved, fps),
             fps,
-            name=f"myoarm_reach_{i}",
-            split="val" if i in MYOARM_VAL else "train",
+            name=f"{name}_{i}",
+            split="val" if i in reach_set.val else "train",
             meta={"procedure": "synthetic joint-space reach: min-jerk out and back (neuromimic.data.joint_reach)",
                   **{f"target_{k}_rad": v for k, v in targets.items()}},
         ))

@@ -387,6 +387,7 @@ class ImitationEnv(EnvBase):
         #: Actions in 0..1 -> controls: ``low + action * span`` [nu] (None: unchanged).
         self._ctrl_affine = None if actuation.unit_range else (ctrl_range[:, 0], ctrl_range[:, 1] - ctrl_range[:, 0])
         self._term_weights = torch.tensor(list(task.weights.values()), **to)
+        self._site_error_to_mm = 1e3 * body.length_unit_m
 
         num_envs = backend.num_envs
         self.clip_index = torch.zeros(num_envs, dtype=torch.long, device=self.device)
@@ -568,7 +569,7 @@ class ImitationEnv(EnvBase):
                 (raw - self._obs_shift) * self._obs_scale,
                 reward[:, None],
                 terms,
-                errors.site_pos[:, None] * 1e3,
+                errors.site_pos[:, None] * self._site_error_to_mm,
                 torch.rad2deg(errors.joint_pos)[:, None],
             ],
             dim=-1,
