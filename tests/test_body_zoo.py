@@ -8,6 +8,7 @@ import json
 import mujoco
 import numpy as np
 import pytest
+import torch
 from torchrl.envs.utils import check_env_specs
 
 from neuromimic.bodies import get_body, known_bodies
@@ -116,19 +117,40 @@ def test_bodies_check_cli_exit_code(capsys):
 SUBSTEPS = {"fruitfly": 20, "mouse_forelimb": 2, "myoarm": 10, "myolegs": 10, "rodent": 10}
 
 
-@pytest.mark.parametrize("key", ZOO)
-def test_every_body_runs_in_the_env(key, tmp_path):
+def _rest_env(key, directory, backend="mujoco", device=None):
+    """The env of body ``key`` imitating a 12-frame clip of its rest pose."""
     body = get_body(key)
     model = body.load_model()
     rest = coupled_pose(model, body.rest_qpos(model))[0]
     fps = 1.0 / (SUBSTEPS[key] * model.opt.timestep)
-    ReferenceClip.from_qpos(key, np.tile(rest, (12, 1)), fps, name="rest", split="train").save(tmp_path / "rest.h5")
+    ReferenceClip.from_qpos(key, np.tile(rest, (12, 1)), fps, name="rest", split="train").save(directory / "rest.h5")
     weights = {"joint_pos_error_exp": 1.0, "site_pos_error_exp": 1.0, "ctrl_l2": -0.01}
     if model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
         weights["root_pos_error_exp"] = 1.0
     task = ImitationTask(weights=weights, termination_distance=1.0)
-    env = make_env(EnvConfig(body=key, clips=str(tmp_path), num_envs=2, substeps=SUBSTEPS[key], future_frames=(1, 2), task=task), split=None)
+    config = EnvConfig(body=key, backend=backend, clips=str(directory), num_envs=2, substeps=SUBSTEPS[key], future_frames=(1, 2), task=task)
+    return make_env(config, split=None, device=device)
+
+
+@pytest.mark.parametrize("key", ZOO)
+def test_every_body_runs_in_the_env(key, tmp_path):
+    check_env_specs(_rest_env(key, tmp_path))
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["myoarm", "myolegs", "fruitfly"])
+def test_zoo_bodies_step_on_mjx_on_a_gpu(key, tmp_path):
+    # Tier 3: these MJX steps take minutes to compile on a CPU (MyoArm's first call did not
+    # return in 15 minutes), so they run on a GPU only.
+    env = _rest_env(key, tmp_path, backend="mjx", device="cuda")
     check_env_specs(env)
+    td = env.reset()
+    for _ in range(20):
+        td["action"] = torch.rand(env.action_spec.shape, device="cuda")
+        td = env.maybe_reset(env.step(td)["next"])
+    assert torch.isfinite(td["observation"]).all()
+    assert env.unstable_count.item() == 0
 
 
 def test_installed_versions_are_the_pinned_set():
