@@ -118,8 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("key", help="body key (neuromimic bodies list)")
     check.add_argument(
-        "--backend", default="mujoco", choices=["mujoco", "mjx"],
-        help="backend whose support is checked (MuJoCo Warp is not a neuromimic backend yet)",
+        "--backend", default="mujoco", choices=["mujoco", "mjx", "warp"],
+        help="backend whose support is checked; warp is MuJoCo Warp (the mjx backend with impl=warp)",
     )
     check.add_argument("--seconds", type=float, default=2.0, help="simulated seconds of each stability run")
     return parser

@@ -99,8 +99,27 @@ def test_stability_reports_runaway_and_backend_reports_unsupported_features():
     unsupported = report["checks"]["backend"]["unsupported"]
     assert not report["checks"]["backend"]["passed"]
     assert any("ELLIPSOID" in u["feature"] and "mujoco" in u["supported_by"] for u in unsupported)
-    with pytest.raises(ValueError, match="unknown backend 'warp'"):
-        check_model(rat, rat.load_model(), "warp")
+    with pytest.raises(ValueError, match="unknown backend 'warp_drive'"):
+        check_model(rat, rat.load_model(), "warp_drive")
+
+
+@pytest.mark.parametrize("key", ZOO)
+def test_every_body_passes_the_mujoco_warp_check(key):
+    body = get_body(key)
+    assert check_model(body, body.load_model(), "warp", seconds=0.01)["checks"]["backend"] == {"passed": True, "unsupported": []}
+
+
+def test_warp_check_names_what_mujoco_warp_cannot_simulate():
+    # MuJoCo Warp 3.17 simulates nearly everything MuJoCo does; contact override is one
+    # of the option flags it does not (read from mujoco_warp's own tables).
+    body = get_body("mouse_forelimb")
+    model = body.load_model()
+    model.opt.enableflags |= mujoco.mjtEnableBit.mjENBL_OVERRIDE
+    check = check_model(body, model, "warp", seconds=0.01)["checks"]["backend"]
+    assert not check["passed"]
+    assert [(u["feature"], u["element"], u["supported_by"]) for u in check["unsupported"]] == [
+        ("flag mjENBL_OVERRIDE", "<option><flag>", ("mujoco",))
+    ]
 
 
 def test_bodies_check_cli_exit_code(capsys):
@@ -162,7 +181,7 @@ def test_installed_versions_are_the_pinned_set():
 
     assert version("dm-control") == DM_CONTROL_VERSION
     assert version("myo-sim") == MYO_SIM_VERSION
-    assert mujoco.__version__ == version("mujoco") == "3.17.0"
+    assert mujoco.__version__ == version("mujoco") == version("mujoco-mjx") == version("mujoco-warp") == "3.17.0"
 
 
 @pytest.mark.slow

@@ -16,13 +16,12 @@ the installed ``mujoco.mjx`` so a MuJoCo upgrade that changes them fails a test.
 
 from __future__ import annotations
 
+import functools
 import itertools
-import logging
+import operator
 from dataclasses import dataclass
 
 import mujoco
-
-log = logging.getLogger(__name__)
 
 #: Backend names `check_backend_compatibility` knows (the keys of the backend registry).
 BACKENDS: tuple[str, ...] = ("mujoco", "mjx")
@@ -291,8 +290,10 @@ def check_backend_compatibility(
     actuator dynamics/gain/bias/transmission types, equality and wrap types, sensor types,
     touch sensors in a model with no collision pair (MJX's sensor code fails to trace
     them), and contact sensors with matching semantics MJX lacks. ``impl="warp"``
-    (MuJoCo Warp) is not checked here (its own ``put_model`` reports its limits): the
-    list is empty.
+    (MuJoCo Warp) is checked against the installed ``mujoco_warp``'s own tables of
+    supported actuator, equality, geom, sensor and wrap types, integrators, cones, solvers
+    and option flags (naming each element), then by its ``put_model`` on the CPU, which
+    stops at the first other unsupported feature (plugins, some flex settings).
 
     Args:
         model: a compiled model (a body's ``load_model()`` or a backend's ``model``).
@@ -309,10 +310,68 @@ def check_backend_compatibility(
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     if backend == "mujoco":
         return []
+    if impl == "warp":
+        return _warp_problems(model)
     if impl != "jax":
-        log.debug("compatibility of MJX impl=%r is not checked by neuromimic", impl)
-        return []
+        raise ValueError(f"unknown MJX impl {impl!r}; known: jax, warp")
     return _mjx_problems(model)
+
+
+def _warp_problems(model: mujoco.MjModel) -> list[Incompatibility]:
+    """MuJoCo Warp's limits, read from the installed ``mujoco_warp`` (its own tables)."""
+    try:
+        import warp
+
+        warp.config.log_level = warp.LOG_WARNING  # no start-up banner on stdout (bodies check prints JSON there)
+        from mujoco_warp import put_model
+        from mujoco_warp._src import types as warp_types
+    except ImportError as error:
+        raise ImportError("checking MuJoCo Warp support needs mujoco-warp: pip install 'neuromimic[mjx]'") from error
+    m = model
+    problems: list[Incompatibility] = []
+
+    def add(feature: str, element: str) -> None:
+        problems.append(Incompatibility(feature, element, ("mujoco",), "mjx (impl=warp)"))
+
+    _O = mujoco.mjtObj
+    for values, supported, enum, objtype, what in (
+        (m.actuator_trntype, warp_types.TrnType, mujoco.mjtTrn, _O.mjOBJ_ACTUATOR, "actuator transmission"),
+        (m.actuator_dyntype, warp_types.DynType, mujoco.mjtDyn, _O.mjOBJ_ACTUATOR, "actuator dynamics"),
+        (m.actuator_gaintype, warp_types.GainType, mujoco.mjtGain, _O.mjOBJ_ACTUATOR, "actuator gain"),
+        (m.actuator_biastype, warp_types.BiasType, mujoco.mjtBias, _O.mjOBJ_ACTUATOR, "actuator bias"),
+        (m.eq_type, warp_types.EqType, mujoco.mjtEq, _O.mjOBJ_EQUALITY, "equality"),
+        (m.geom_type, warp_types.GeomType, mujoco.mjtGeom, _O.mjOBJ_GEOM, "geom"),
+        (m.sensor_type, warp_types.SensorType, mujoco.mjtSensor, _O.mjOBJ_SENSOR, "sensor"),
+        (m.wrap_type, warp_types.WrapType, mujoco.mjtWrap, None, "tendon wrap"),
+    ):
+        known = {int(v) for v in supported}
+        for index, value in enumerate(values):
+            if int(value) not in known:
+                element = _name(m, objtype, index) if objtype is not None else f"#{index}"
+                add(f"{what} {enum(int(value)).name}", element)
+    for option, supported, enum in (
+        ("integrator", warp_types.IntegratorType, mujoco.mjtIntegrator),
+        ("cone", warp_types.ConeType, mujoco.mjtCone),
+        ("solver", warp_types.SolverType, mujoco.mjtSolver),
+    ):
+        value = int(getattr(m.opt, option))
+        if value not in {int(v) for v in supported}:
+            add(f"option {option}={enum(value).name}", "<option>")
+    for flags, supported, enum in (
+        (m.opt.disableflags, warp_types.DisableBit, mujoco.mjtDisableBit),
+        (m.opt.enableflags, warp_types.EnableBit, mujoco.mjtEnableBit),
+    ):
+        unsupported = int(flags) & ~functools.reduce(operator.or_, (int(v) for v in supported), 0)
+        for shift in range(unsupported.bit_length()):
+            if unsupported >> shift & 1:
+                add(f"flag {enum(1 << shift).name}", "<option><flag>")
+    if not problems:  # the rest of put_model's checks (plugins, flex settings), on the CPU
+        try:
+            with warp.ScopedDevice("cpu"):
+                put_model(m)
+        except NotImplementedError as error:
+            add(str(error), "model")
+    return problems
 
 
 def require_backend_compatibility(

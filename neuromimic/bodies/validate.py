@@ -57,6 +57,11 @@ class Tolerances:
     jump_fraction: float = 0.02
 
 
+#: What ``neuromimic bodies check --backend`` checks: the backends, and MuJoCo Warp (the
+#: ``mjx`` backend with ``impl="warp"``).
+CHECK_BACKENDS = (*BACKENDS, "warp")
+
+
 def check_body(key: str, backend: str = "mujoco", **options) -> dict:
     """`check_model` on the registered body ``key`` (``options`` as there)."""
     body = get_body(key)
@@ -79,7 +84,8 @@ def check_model(
     Args:
         body: the body description (counts, side suffixes, max_qvel, known issues).
         model: the compiled model to check.
-        backend: the backend whose compatibility is checked (``"mujoco"`` or ``"mjx"``).
+        backend: the backend whose compatibility is checked: ``"mujoco"``, ``"mjx"`` or
+            ``"warp"`` (MJX with ``impl="warp"``: MuJoCo Warp).
         seconds: simulated duration of each stability run (s).
         grid: points per joint range in the moment-arm sweep.
         seed: seed of the random controls.
@@ -88,8 +94,8 @@ def check_model(
     Returns:
         ``{"body", "backend", "source", "passed", "checks": {name: {"passed", ...details}}}``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; neuromimic has {', '.join(BACKENDS)}")
+    if backend not in CHECK_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; bodies check knows {', '.join(CHECK_BACKENDS)}")
     rest = coupled_pose(model, body.rest_qpos(model))[0]
     checks = {
         "counts": _counts(body, model),
@@ -322,5 +328,8 @@ def _stability(body: Body, model: mujoco.MjModel, rest: np.ndarray, seconds: flo
 
 # ------------------------------------------------------------------------------ backend
 def _backend(model: mujoco.MjModel, backend: str) -> dict:
-    problems = check_backend_compatibility(model, backend)
+    if backend == "warp":
+        problems = check_backend_compatibility(model, "mjx", impl="warp")
+    else:
+        problems = check_backend_compatibility(model, backend)
     return {"passed": not problems, "unsupported": [dataclasses.asdict(p) for p in problems]}
