@@ -158,10 +158,10 @@ def test_every_body_runs_in_the_env(key, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["myoarm", "myolegs", "fruitfly"])
+@pytest.mark.parametrize("key", ["rodent", "myoarm", "myolegs", "fruitfly"])
 def test_zoo_bodies_step_on_mjx_on_a_gpu(key, tmp_path):
-    # Tier 3: these MJX steps take minutes to compile on a CPU (MyoArm's first call did not
-    # return in 15 minutes), so they run on a GPU only.
+    # Tier 3: these MJX steps take minutes to compile on a CPU (the rat's; MyoArm's first
+    # call did not return in 15 minutes), so they run on a GPU only.
     env = _rest_env(key, tmp_path, backend="mjx", device="cuda")
     check_env_specs(env)
     td = env.reset()

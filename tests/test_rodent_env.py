@@ -110,18 +110,3 @@ def test_rodent_config_trains_on_fitted_clips(rat23_clips, tiny_fit):
         "--trainer.callbacks.every_n_train_steps", "2", max_steps=2,
     )
     assert last.is_file()
-
-
-@pytest.mark.gpu
-@pytest.mark.slow
-def test_rat_steps_on_mjx_on_a_gpu(rat23_clips):
-    # Tier 3: the rat's MJX step takes minutes to compile on a CPU, so it runs on a GPU only.
-    clips, _ = rat23_clips
-    env = make_env(_config(clips, backend="mjx"), device="cuda")
-    check_env_specs(env)
-    td = env.reset()
-    for _ in range(20):
-        td["action"] = torch.rand(env.action_spec.shape, device="cuda")
-        td = env.maybe_reset(env.step(td)["next"])
-    assert torch.isfinite(td["observation"]).all()
-    assert env.unstable_count.item() == 0
