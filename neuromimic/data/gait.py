@@ -203,13 +203,14 @@ def gait_qpos(cycle: GaitCycle, fps: float, duration: float, phase: float = 0.0,
         phase: where in the cycle the clip starts, as a fraction of the cycle in [0, 1).
         body: registry key of a body with MyoLegs' joints and a free root.
     """
-    model = get_body(body).load_model()
+    walker = get_body(body)
+    model = walker.load_model()
     data = mujoco.MjData(model)
     if model.jnt_type[0] != mujoco.mjtJoint.mjJNT_FREE:
         raise ClipError(f"body {body!r} has no free root; a gait reference needs one (use myolegs)")
     t = phase * cycle.period + np.arange(round(duration * fps) + 1) / fps
 
-    qpos = np.tile(get_body(body).rest_qpos(model), (len(t), 1))
+    qpos = np.tile(walker.rest_qpos(model), (len(t), 1))
     for joint, angles in cycle.joint_angles.items():
         jnt = model.joint(joint)
         qpos[:, jnt.qposadr[0]] = np.clip(_periodic(angles, cycle.period)(t), *jnt.range)
@@ -237,7 +238,7 @@ def gait_qpos(cycle: GaitCycle, fps: float, duration: float, phase: float = 0.0,
     return qpos
 
 
-#: Start phases of the bundled-procedure clips (fractions of the cycle); the last is 'val'.
+#: Start phases of the clips `make_gait_clips` makes (fractions of the cycle); the last is 'val'.
 CLIP_PHASES = (0.0, 0.25, 0.5, 0.75, 0.125)
 
 
