@@ -16,17 +16,19 @@ import torch
 from mujoco import rollout as mj_rollout
 
 from neuromimic.bodies import get_body
-from neuromimic.bodies.validate import muscle_count
 from neuromimic.envs import EnvConfig, make_env
+from neuromimic.envs.imitation import Actuation
 from neuromimic.proprioception import AfferentConfig
 from neuromimic.tasks import ImitationTask
 
 
 def default_task(body: str) -> ImitationTask:
-    """The default reward terms, less ``muscle_force_l2`` on a body without muscles."""
+    """The default reward terms, less those body ``body`` cannot compute
+    (`ImitationTask.unusable_terms`: ``muscle_force_l2`` on a body without muscles)."""
     task = ImitationTask()
-    if not muscle_count(get_body(body).load_model()):
-        del task.weights["muscle_force_l2"]
+    actuation = Actuation.of(get_body(body).load_model(), body)
+    for name in task.unusable_terms(actuation.muscles, actuation.free_root):
+        del task.weights[name]
     return task
 
 

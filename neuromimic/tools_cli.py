@@ -223,13 +223,11 @@ def _list_bodies() -> list[dict]:
 
 
 def _write_clips(clips: list, output: str) -> dict:
-    """Save ``clips`` as ``{output}/{name}.h5`` and summarise them."""
-    from pathlib import Path
+    """Save ``clips`` as ``{output}/{name}.h5`` (`save_clips`) and summarise them."""
+    from neuromimic.data import save_clips
 
-    directory = Path(output)
-    directory.mkdir(parents=True, exist_ok=True)
     return {
-        "clips": [str(clip.save(directory / f"{clip.name}.h5")) for clip in clips],
+        "clips": [str(path) for path in save_clips(clips, output)],
         "splits": {split: sum(clip.split == split for clip in clips) for split in ("train", "val")},
         "frames_per_clip": clips[0].num_frames,
         "fps": clips[0].fps,

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from neuromimic.data.clips import BUNDLED_DIR
+from neuromimic.data.clips import BUNDLED_DIR, save_clips
 from neuromimic.data.reach import make_reach_clips
 
 DEFAULT_OUTPUT = BUNDLED_DIR / "mouse_forelimb_reach"
@@ -29,16 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args.output.mkdir(parents=True, exist_ok=True)
     clips = make_reach_clips()
     names = {f"{clip.name}.h5" for clip in clips}
     stale = sorted(p.name for p in args.output.glob("*.h5") if p.name not in names)
     if stale:
         print(f"note: {args.output} also holds other clips, left untouched: {stale}")
-    total = 0
-    for clip in clips:
-        path = clip.save(args.output / f"{clip.name}.h5")
-        total += path.stat().st_size
+    total = sum(path.stat().st_size for path in save_clips(clips, args.output))
     splits = {s: sum(c.split == s for c in clips) for s in ("train", "val")}
     residual = max(float(c.meta["ik_max_residual_m"]) for c in clips)
     print(

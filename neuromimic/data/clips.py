@@ -426,6 +426,14 @@ def load_clips(
     return clips
 
 
+def save_clips(clips: list[ReferenceClip], directory: str | os.PathLike) -> list[Path]:
+    """Write each clip atomically as ``<directory>/<clip.name>.h5`` (the directory is
+    created if needed), the layout `load_clips` reads; returns the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return [clip.save(directory / f"{clip.name}.h5") for clip in clips]
+
+
 def _check_model_hash(clip: ReferenceClip, source: str) -> None:
     """Warn when the clip was made with another version of its body's MJCF."""
     try:

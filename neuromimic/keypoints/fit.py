@@ -801,6 +801,7 @@ def fit_file(
             out (`fit_to_clips`).
     """
     from neuromimic.bodies import get_body
+    from neuromimic.data.clips import save_clips
     from neuromimic.keypoints.readers import read_keypoints
 
     spec = get_body(body)
@@ -815,9 +816,7 @@ def fit_file(
     if segment_seconds is None:
         clips[0].save(output)
     else:
-        Path(output).mkdir(parents=True, exist_ok=True)
-        for clip in clips:
-            clip.save(Path(output) / f"{clip.name}.h5")
+        save_clips(clips, output)
     report = fit.report()
     report["output"] = str(output)
     report["clips"] = {clip.name: clip.split for clip in clips}

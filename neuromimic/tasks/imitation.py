@@ -57,23 +57,28 @@ class ImitationTask:
         if not self.termination_distance > 0:
             raise ValueError("termination_distance must be > 0 (use inf to disable termination)")
 
-    def check_body(self, body: str, muscles: bool, free_root: bool) -> None:
-        """Raise ValueError naming the terms that body ``body`` cannot compute.
+    def unusable_terms(self, muscles: bool, free_root: bool) -> dict[str, str]:
+        """The weighted terms a body cannot compute -> what it lacks.
 
         Args:
-            body: registry key (for the message).
             muscles: the body is driven by MuJoCo muscles (``muscle_force_l2`` needs them).
             free_root: the body has a free root joint (``root_*`` terms need one).
         """
-        unusable = []
+        unusable = {}
         if not muscles and "muscle_force_l2" in self.weights:
-            unusable.append(("muscle_force_l2", "muscles"))
+            unusable["muscle_force_l2"] = "muscles"
         if not free_root:
-            unusable += [(name, "free root joint") for name in self.weights if name.startswith("root_")]
+            unusable |= {name: "free root joint" for name in self.weights if name.startswith("root_")}
+        return unusable
+
+    def check_body(self, body: str, muscles: bool, free_root: bool) -> None:
+        """Raise ValueError naming the terms that body ``body`` cannot compute
+        (`unusable_terms`; ``body`` is the registry key, for the message)."""
+        unusable = self.unusable_terms(muscles, free_root)
         if unusable:
             raise ValueError(
-                f"body {body!r} has no " + " and no ".join(sorted({what for _, what in unusable}))
-                + f"; remove {sorted(name for name, _ in unusable)} from task.weights"
+                f"body {body!r} has no " + " and no ".join(sorted(set(unusable.values())))
+                + f"; remove {sorted(unusable)} from task.weights"
             )
 
     def reward_terms(
