@@ -28,9 +28,9 @@ velocity gives 201 Hz from the left stance and 203 Hz from the right. Replayed o
 MyoLegs, the stance foot slips least at 200 Hz (median 0.26 m/s; 0.37 at 240 Hz, 0.32 at
 175 Hz). We use `GAIT_CSV_FPS` = 200 Hz (a cycle of 1.235 s, a 1.53 m stride at the
 file's mean 1.24 m/s); pass ``--fps`` if you know better. Replayed at 200 Hz, MyoLegs'
-toes follow the file's foot columns (forward and vertical correlation 0.998 and 0.98; the
+toes follow the file's foot columns (forward correlation 0.998, vertical 0.97-0.98; the
 reference points differ by a constant offset), which checks the angle and frame
-conventions above.
+conventions above. ``python tools/check_gait_cycle.py --input FILE`` prints these numbers.
 
 Procedure (`gait_qpos`): the cycle is resampled periodically (cubic splines, the cycle
 closed on its first frame) to the control rate and repeated; MyoLegs' joints are set from
