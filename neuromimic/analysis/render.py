@@ -105,7 +105,8 @@ def render_frames(
         (camera, followed), option, perturbation = _camera(model), mujoco.MjvOption(), mujoco.MjvPerturb()
         camera.distance *= distance_scale
         # Shadows double the cost of software (OSMesa/EGL-less) rendering of mesh-heavy
-        # bodies (MyoLegs: 0.92 -> 0.40 s per 480x368 frame); the floor grid gives depth.
+        # bodies (timed by hand, MyoLegs at rest: 0.92 -> 0.40 s per 480x368 frame); the
+        # floor grid gives depth.
         scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         viewport = mujoco.MjrRect(0, 0, width, height)
         simulated, reference = mujoco.MjData(model), mujoco.MjData(model)
