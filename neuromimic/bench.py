@@ -48,8 +48,8 @@ def bench_env(
 
     The bare simulator is a single ``mujoco.rollout`` call for the ``mujoco`` backend, and
     for ``mjx`` a jitted, vmapped ``lax.scan`` of ``mjx.step`` over all control steps (the
-    published JAX pipelines' inner loop). Both run the same compiled model (with the env's
-    sensors), the same uniformly random muscle excitations [steps, B, nu] held for
+    published JAX pipelines' inner loop). Both run the body's own model (without the
+    sensors the env adds and reads once per control step), the same uniformly random muscle excitations [steps, B, nu] held for
     ``substeps`` physics steps, from the same initial states. The env's figure includes
     observation, reward, termination, automatic partial resets and the TensorDict.
     Everything is timed as training collects (`ImitationEnv.stepping`: torch on one thread
@@ -162,15 +162,15 @@ def _seconds(run, device: torch.device) -> float:
 def _raw_rollout_seconds(
     backend, initial_state: np.ndarray, actions: np.ndarray, substeps: int, per_control_step: bool = False
 ) -> float:
-    """Seconds of a bare ``mujoco.rollout`` over all steps, with the backend's model, thread
-    count and full physics start states [B, nstate].
+    """Seconds of a bare ``mujoco.rollout`` over all steps, with the body's own model, the
+    backend's thread count and full physics start states [B, nstate].
 
     Args:
         per_control_step: one rollout call per control step, each starting from the last
             one's final state (what any closed-loop controller needs); otherwise one call
             for the whole open-loop sequence.
     """
-    model = backend.model
+    model = backend.body.load_model()
     datas = [mujoco.MjData(model) for _ in range(backend.nthread)]
     control = np.repeat(actions.transpose(1, 0, 2), substeps, axis=1).astype(np.float64)
     models = [model] * initial_state.shape[0]
@@ -192,13 +192,14 @@ def _raw_rollout_seconds(
 
 def _raw_mjx_seconds(backend, actions: torch.Tensor, substeps: int) -> float:
     """Seconds of one jitted ``lax.scan`` over all control steps of a vmapped ``mjx.step``
-    (``substeps`` per control step), from the backend's current states, compile excluded."""
+    (``substeps`` per control step) of the body's own model, from the backend's current
+    positions, velocities and activations, compile excluded."""
     from mujoco import mjx
 
     from neuromimic.physics.bridge import import_jax, torch_to_jax
 
     jax = import_jax()
-    model = mjx.put_model(backend.model, device=backend._jax_device, impl=backend.impl)
+    model = mjx.put_model(backend.body.load_model(), device=backend._jax_device, impl=backend.impl)
     controls = torch_to_jax(actions.to(device=backend.device, dtype=backend.dtype).contiguous())
 
     def control_step(data, ctrl):
@@ -210,7 +211,8 @@ def _raw_mjx_seconds(backend, actions: torch.Tensor, substeps: int) -> float:
     def run(data, controls):
         return jax.lax.scan(jax.vmap(control_step), data, controls)[0].qpos
 
-    start_state = backend.data
+    d = backend.data
+    start_state = jax.vmap(lambda q, v, a: mjx.make_data(model).replace(qpos=q, qvel=v, act=a))(d.qpos, d.qvel, d.act)
     run(start_state, controls).block_until_ready()  # compile
     start = time.perf_counter()
     run(start_state, controls).block_until_ready()

@@ -140,3 +140,41 @@ def test_clips_of_another_body_are_refused():
     backend = make_backend("mujoco", get_body("mouse_forelimb"), num_envs=2, substeps=2)
     with pytest.raises(ClipError, match="recorded for body 'rat' but the env simulates 'mouse_forelimb'"):
         ImitationEnv(backend, ClipBank(clips), ImitationTask())
+
+
+def test_reset_outputs_from_the_table_match_a_live_evaluation(env):
+    assert env._reset_table is not None
+    td = env.reset()
+    observation, _, metrics = env._split(env._evaluate(env.backend.view, env.clip_index, env.frame)[0])
+    torch.testing.assert_close(td["observation"], observation, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(td["metrics"].to_dict(), metrics.to_dict(), rtol=1e-6, atol=1e-6)
+
+
+def test_rollouts_with_and_without_the_reset_table_agree():
+    with_table = make_env(EnvConfig(num_envs=4), seed=0)
+    live = make_env(EnvConfig(num_envs=4), seed=0)
+    live._reset_table = None  # every reset evaluates its outputs
+    first, second = _rollout(with_table, seed=5, steps=40), _rollout(live, seed=5, steps=40)
+    assert first["next", "done"].any(), "no episode restarted: the test compares nothing"
+    torch.testing.assert_close(first["next", "observation"], second["next", "observation"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(first["observation"], second["observation"], rtol=1e-5, atol=1e-5)
+
+
+def test_resets_after_a_model_change_show_the_changed_body():
+    from neuromimic.analysis.perturb import weaken_muscles
+
+    env = make_env(EnvConfig(num_envs=4), seed=0)
+    force = env.observation_slices()["muscle_force"]
+    assert env._reset_table[:, force].abs().max() > 0, "no passive force at reset: the test shows nothing"
+    td = env.reset()
+    muscles = [env.backend.model.actuator(i).name for i in range(env.backend.model.nu)]
+    with weaken_muscles(env, {name: 0.0 for name in muscles}):
+        # A partial reset: the table is stale, so the new episode's outputs are evaluated.
+        mask = torch.tensor([True, False, False, False])
+        out = env.reset(td.set("_reset", mask[:, None]))
+        assert torch.equal(out["observation"][0, force], torch.zeros(force.stop - force.start))
+        # A full reset tabulates the changed body again.
+        out = env.reset()
+        assert env._reset_table_version == env.backend.model_version
+        assert env._reset_table[:, force].abs().max() == 0
+        assert torch.equal(out["observation"][:, force], torch.zeros(4, force.stop - force.start))

@@ -27,7 +27,7 @@ from neuromimic.data.clip_bank import ClipBank
 from neuromimic.data.clips import ClipError, load_clips
 from neuromimic.models.base import ControllerSpec, layout_slices
 from neuromimic.physics import make_backend
-from neuromimic.physics.base import Backend, PhysicsView
+from neuromimic.physics.base import Backend, PhysicsView, reset_to_rest_pose
 from neuromimic.proprioception import AfferentConfig, Afferents
 from neuromimic.tasks import ImitationTask, ReferenceFrame, tracking_errors
 
@@ -321,6 +321,14 @@ class ImitationEnv(EnvBase):
             spindles and tendon organs of every muscle run every ``afferents.dt_ms``
             between control steps, fed muscle length and force moving linearly from one
             control step to the next (the simulator is read once per control step).
+        reset_table_mb: the most memory (MiB, on the backend's device) the table of reset
+            outputs may take: a new episode starts on a clip frame with its muscles off, so
+            its first observation and metrics depend on the clip and frame alone and are
+            computed for every clip frame when the env is built (and again at a full reset
+            after `Backend.model_changed`). With more clip frames than fit, or while the
+            body model differs from the one the table was made with, they are computed at
+            each reset instead (one more pass over observations and rewards per step that
+            starts an episode).
     """
 
     def __init__(
@@ -333,6 +341,7 @@ class ImitationEnv(EnvBase):
         proprioception: str = "joints",
         fusimotor_action: bool = False,
         afferents: AfferentConfig | None = None,
+        reset_table_mb: float = 256.0,
     ) -> None:
         super().__init__(device=backend.device, batch_size=torch.Size([backend.num_envs]))
         model = backend.model
@@ -436,6 +445,13 @@ class ImitationEnv(EnvBase):
         self.done_spec = Composite(
             done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=batch, device=self.device
         )
+        #: The outputs of each env's current state (`_evaluate`), as its last step or reset
+        #: returned them: [B, D + 1 + M] float32.
+        self._last_packed = torch.zeros(num_envs, obs_dim + 1 + len(self.metric_names), device=self.device)
+        self._reset_table_bytes = reset_table_mb * 2**20
+        self._reset_table: torch.Tensor | None = None
+        self._reset_table_version = -1
+        self._build_reset_table()
 
     # ----------------------------------------------------------------------------- layout
     def observation_slices(self) -> dict[str, slice]:
@@ -530,26 +546,32 @@ class ImitationEnv(EnvBase):
             torch.set_num_threads(threads)
 
     # ---------------------------------------------------------------------------- helpers
-    def _reference(self) -> torch.Tensor:
-        """The reference now and at the future frames, packed: [B, 1 + F, nq + nv + 3S]."""
-        frames = (self.frame[:, None] + self._frame_offsets).clamp(max=self._last_padded_frame)
-        return self.clips.gather(self.clip_index, frames)
+    def _reference(self, clip_index: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """The reference at ``frame`` [B] of clips ``clip_index`` [B] and at the future
+        frames, packed: [B, 1 + F, nq + nv + 3S]."""
+        frames = (frame[:, None] + self._frame_offsets).clamp(max=self._last_padded_frame)
+        return self.clips.gather(clip_index, frames)
 
     def reference(self) -> ReferenceFrame:
         """The reference at each env's current frame."""
-        return self.clips.unpack(self._reference()[:, 0])
+        return self.clips.unpack(self._reference(self.clip_index, self.frame)[:, 0])
 
-    def _outputs(self, sim: PhysicsView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, TensorDict]:
-        """Observation [B, D], reward [B, 1], site error [B] (m) and metrics of the current state.
+    def _evaluate(
+        self, sim: PhysicsView, clip_index: torch.Tensor, frame: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs of state ``sim`` against frame ``frame`` [B] of clips ``clip_index`` [B].
 
-        Every float output is built in one float32 tensor and zeroed in one op where the
-        body is unstable (its state holds NaN/Inf: nothing of it may reach the learner);
-        the outputs are views of it.
+        Returns:
+            ``(packed, site_error)``: ``packed`` [B, D + 1 + M] float32 holds the observation,
+            the reward and the M metrics (`metric_names`; `_split` takes it apart), zeroed
+            where the body is unstable (its state holds NaN/Inf: nothing of it may reach
+            the learner) but for the ``unstable`` flag itself; ``site_error`` [B] is the
+            mean tracked-site error in m, in the simulator's precision.
         """
-        reference = self._reference()
+        reference = self._reference(clip_index, frame)
         errors = tracking_errors(sim, self.clips.unpack(reference[:, 0]), self.actuation.free_root)
         values = self.task.reward_terms(sim, errors, self._max_force)
-        terms = torch.stack(list(values.values()), dim=-1)  # [B, M]
+        terms = torch.stack(list(values.values()), dim=-1)  # [B, M - 3]
         reward = terms @ self._term_weights
         future = reference[:, 1:]
         if self.proprioception == "afferents":
@@ -563,7 +585,6 @@ class ImitationEnv(EnvBase):
                 blocks.append(self.afferent_rates.flatten(1))
         future = future.index_select(-1, self._future_columns)
         raw = torch.cat([*blocks, future.flatten(1)], dim=-1)
-        obs_dim = raw.shape[-1]
         packed = torch.cat(
             [
                 (raw - self._obs_shift) * self._obs_scale,
@@ -571,24 +592,75 @@ class ImitationEnv(EnvBase):
                 terms,
                 errors.site_pos[:, None] * self._site_error_to_mm,
                 torch.rad2deg(errors.joint_pos)[:, None],
+                sim.unstable[:, None],
             ],
             dim=-1,
         ).to(torch.float32)
-        packed.masked_fill_(sim.unstable[:, None], 0.0)
-        metrics = dict(zip(self.metric_names[:-1], packed[:, obs_dim + 1 :].unbind(-1), strict=True))
-        metrics["unstable"] = sim.unstable.to(torch.float32)
-        return (
-            packed[:, :obs_dim],
-            packed[:, obs_dim : obs_dim + 1],
-            errors.site_pos,
-            TensorDict(metrics, batch_size=self.batch_size),
-        )
+        packed[:, :-1].masked_fill_(sim.unstable[:, None], 0.0)
+        return packed, errors.site_pos
+
+    def _split(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, TensorDict]:
+        """Observation [B, D], reward [B, 1] and metrics of packed outputs (views of them)."""
+        obs_dim = packed.shape[-1] - 1 - len(self.metric_names)
+        metrics = dict(zip(self.metric_names, packed[:, obs_dim + 1 :].unbind(-1), strict=True))
+        return packed[:, :obs_dim], packed[:, obs_dim : obs_dim + 1], self._tensordict(metrics)
+
+    def _tensordict(self, entries: dict) -> TensorDict:
+        """A TensorDict of B envs on `device` holding ``entries`` as they are.
+
+        Skips the checks of every entry's shape and device that ``TensorDict(...)`` makes
+        (a tenth of the env's own time per step at 64 bodies on the CPU), as TorchRL's
+        Brax and MuJoCo Playground wrappers do: the env builds every entry with the right
+        batch size on its device. ``_new_unsafe`` is tensordict's, pinned to 0.14.x.
+        """
+        return TensorDict._new_unsafe(entries, batch_size=self.batch_size, device=self.device)
+
+    def _place(self, mask: torch.Tensor) -> None:
+        """Put the bodies where ``mask`` [B] is True on their reference at their current
+        clip and frame, still and with muscles off; settle their afferents there."""
+        ref = self.reference()
+        self.backend.reset(mask, ref.qpos, ref.qvel, torch.zeros_like(self.backend.view.act))
+        if self.afferents is not None:
+            self._reset_afferents(mask)
+
+    def _build_reset_table(self) -> None:
+        """Tabulate the outputs (`_evaluate`) of a body placed on each frame of each clip
+        (see ``reset_table_mb``); leave every body in its rest pose afterwards."""
+        clips, num_envs = self.clips, self.batch_size[0]
+        num_clips, max_frames = clips.frames.shape[:2]
+        width = self._last_packed.shape[-1]
+        self._reset_table = None
+        if num_clips * max_frames * width * 4 > self._reset_table_bytes:
+            log.info(
+                "reset outputs are computed at each reset: a table of %d clip frames would "
+                "take more than reset_table_mb=%g MiB", int(clips.length.sum()), self._reset_table_bytes / 2**20
+            )
+            return
+        lengths = clips.length.tolist()
+        clip_ids = torch.repeat_interleave(torch.arange(num_clips), torch.tensor(lengths)).to(self.device)
+        frames = torch.cat([torch.arange(length) for length in lengths]).to(self.device)
+        table = torch.zeros(num_clips * max_frames, width, device=self.device)
+        everyone = torch.ones(num_envs, dtype=torch.bool, device=self.device)
+        for start in range(0, clip_ids.shape[0], num_envs):
+            clip, frame = clip_ids[start : start + num_envs], frames[start : start + num_envs]
+            count = clip.shape[0]
+            # The last chunk is padded with its own last frame.
+            self.clip_index = torch.cat([clip, clip[-1:].expand(num_envs - count)])
+            self.frame = torch.cat([frame, frame[-1:].expand(num_envs - count)])
+            self._place(everyone)
+            packed, _ = self._evaluate(self.backend.view, self.clip_index, self.frame)
+            table[clip * max_frames + frame] = packed[:count]
+        self._reset_table = table
+        self._reset_table_version = self.backend.model_version
+        self.clip_index.zero_()
+        self.frame.zero_()
+        reset_to_rest_pose(self.backend, self.backend.view.qpos.dtype)
+        self._afferent_state = self.afferent_rates = self._muscle_inputs = None
 
     def _restart(self, mask: torch.Tensor) -> TensorDict:
         """Start new episodes in the envs where ``mask`` [B] is True; the outputs of all envs.
 
-        The others keep their state and frame, so their outputs are recomputed bitwise
-        equal to what their last step returned.
+        The others keep their state, frame and outputs (those their last step returned).
         """
         if self.sequential_clips:
             clip = torch.arange(mask.shape[0], device=self.device) % self.clips.num_clips
@@ -598,13 +670,18 @@ class ImitationEnv(EnvBase):
         self.clip_index = torch.where(mask, clip, self.clip_index)
         self.frame = torch.where(mask, start, self.frame)
         self._clip_last_frame = self.clips.length[self.clip_index] - 1
-        ref = self.reference()
-        self.backend.reset(mask, ref.qpos, ref.qvel, torch.zeros_like(self.backend.view.act))
-        if self.afferents is not None:
-            self._reset_afferents(mask)
-        observation, _, _, metrics = self._outputs(self.backend.view)
+        self._place(mask)
+        if self._reset_table is not None and self._reset_table_version == self.backend.model_version:
+            max_frames = self.clips.frames.shape[1]
+            # Envs that go on may be past their clip's end (stepped without a reset): their
+            # row is read, clamped into the table, and left unused.
+            started = self._reset_table[self.clip_index * max_frames + self.frame.clamp(max=max_frames - 1)]
+        else:
+            started, _ = self._evaluate(self.backend.view, self.clip_index, self.frame)
+        self._last_packed = torch.where(mask[:, None], started, self._last_packed)
+        observation, _, metrics = self._split(self._last_packed)
         done = torch.zeros((mask.shape[0], 1), dtype=torch.bool, device=self.device)
-        return TensorDict(
+        return self._tensordict(
             {
                 "observation": observation,
                 "metrics": metrics,
@@ -612,8 +689,7 @@ class ImitationEnv(EnvBase):
                 "done": done,
                 "terminated": done.clone(),
                 "truncated": done.clone(),
-            },
-            batch_size=self.batch_size,
+            }
         )
 
     # -------------------------------------------------------------------------- EnvBase API
@@ -623,6 +699,8 @@ class ImitationEnv(EnvBase):
             mask = tensordict.get("_reset").reshape(num_envs)
         else:
             mask = torch.ones(num_envs, dtype=torch.bool, device=self.device)
+            if self._reset_table is not None and self._reset_table_version != self.backend.model_version:
+                self._build_reset_table()  # every body restarts: nothing to keep
         return self._restart(mask)
 
     def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -674,14 +752,15 @@ class ImitationEnv(EnvBase):
                 *self._fusimotor_drive(action),
                 generator=self._afferent_generator,
             )
-        self.frame = self.frame + 1
+        self.frame.add_(1)
         sim = self.backend.view
         unstable = sim.unstable
-        self.unstable_count += unstable.sum()
-        observation, reward, site_error, metrics = self._outputs(sim)
+        self.unstable_count.add_(unstable.sum())
+        self._last_packed, site_error = self._evaluate(sim, self.clip_index, self.frame)
+        observation, reward, metrics = self._split(self._last_packed)
         terminated = (unstable | self.task.terminated(site_error))[:, None]
         truncated = (self.frame >= self._clip_last_frame)[:, None] & ~terminated
-        return TensorDict(
+        return self._tensordict(
             {
                 "observation": observation,
                 "metrics": metrics,
@@ -690,8 +769,7 @@ class ImitationEnv(EnvBase):
                 "done": terminated | truncated,
                 "terminated": terminated,
                 "truncated": truncated,
-            },
-            batch_size=self.batch_size,
+            }
         )
 
     def _close(self) -> None:

@@ -62,6 +62,8 @@ class Backend(Protocol):
     num_envs: int
     device: torch.device
     substeps: int
+    #: Counts the calls of ``model_changed`` (after in-place edits of `model`); 0 at first.
+    model_version: int
 
     @property
     def view(self) -> PhysicsView:

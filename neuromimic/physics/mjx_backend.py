@@ -98,6 +98,7 @@ class MjxBackend:
             on each body's centre of mass, world frame, during the next step (MuJoCo's
             ``xfrc_applied``); zero unless a perturbation sets it.
         dtype: torch dtype of the views (float32).
+        model_version: counts the calls of `model_changed` (0: the model as compiled).
         copies: the copies that remain (see the module docstring).
     """
 
@@ -128,6 +129,7 @@ class MjxBackend:
         self._jax_device, self.device = _jax_device(device)
         self._put_model = lambda: mjx.put_model(self.model, device=self._jax_device, impl=impl)
         self._mx = self._put_model()
+        self.model_version = 0
         self._step_fn = jax.jit(self._build_step(mjx, jax, jnp))
         self._reset_fn = jax.jit(self._build_reset(mjx, jax, jnp))
 
@@ -198,6 +200,7 @@ class MjxBackend:
         """Call after changing `model` in place (muscle strength, masses...): puts it on the
         device again; the compiled step takes it as an argument, so nothing recompiles."""
         self._mx = self._put_model()
+        self.model_version += 1
 
     @property
     def view(self) -> PhysicsView:

@@ -115,6 +115,7 @@ class MujocoBackend:
             body at its centre of mass in the world frame during the next step (MuJoCo's
             ``xfrc_applied``); zero unless a perturbation sets it.
         initial_state: [B, nstate] float64, the states rollout starts from.
+        model_version: counts the calls of `model_changed` (0: the model as compiled).
         unstable: [B] bool, the flags `PhysicsView.unstable` aliases.
     """
 
@@ -157,14 +158,12 @@ class MujocoBackend:
         self.external_force = torch.from_numpy(self._external_force)
         self.initial_state = np.zeros((num_envs, nstate))
         # rollout wants one model per body and one MjData per thread.
-        self._models = [model] * num_envs
         self._datas = [mujoco.MjData(model) for _ in range(self.nthread)]
         # MuJoCo evaluates sensors before it integrates a step, so after the physics
         # substeps they describe the state one substep back. One step of an explicit-Euler
         # copy of the model from the final state evaluates them at that state (one forward
         # pass, against RK4's four per substep); the state it integrates is discarded.
         self.model_changed()
-        self._substep_sensordata = np.zeros((num_envs, substeps, model.nsensordata))
         self._final_state = np.zeros((num_envs, nstate))
         self._final_control = np.zeros((num_envs, 1, self.control.shape[-1]))
         self._discarded_state = np.zeros((num_envs, 1, nstate))
@@ -187,7 +186,13 @@ class MujocoBackend:
 
     def model_changed(self) -> None:
         """Call after changing `model` in place (muscle strength, masses...): rebuilds the
-        copy the sensor pass uses. The physics rollout reads `model` itself."""
+        copies of it that the physics rollout and the sensor pass run."""
+        self.model_version = getattr(self, "model_version", -1) + 1
+        # The physics substeps need no sensors: the sensor pass evaluates them once, at the
+        # final state.
+        physics_model = copy.copy(self.model)
+        physics_model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_SENSOR
+        self._physics_models = [physics_model] * self.num_envs
         # Sensors do not depend on constraint forces: skip the solver in that pass.
         sensor_model = copy.copy(self.model)
         sensor_model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
@@ -235,7 +240,7 @@ class MujocoBackend:
         self._control_t[:, :, :nu].copy_(ctrl[:, None, :])
         self.control[:, :, nu:] = self._external_force.reshape(self.num_envs, 1, -1)
         self._pool.rollout(
-            self._models,
+            self._physics_models,
             self._datas,
             self.initial_state,
             self.control,
@@ -243,7 +248,6 @@ class MujocoBackend:
             skip_checks=True,
             nstep=self.substeps,
             state=self.state,
-            sensordata=self._substep_sensordata,
         )
         np.copyto(self._final_state, self.state[:, -1])
         np.copyto(self._final_control, self.control[:, -1:])
