@@ -11,7 +11,7 @@ Sensors at the final state: MuJoCo evaluates sensors inside ``mj_step`` before i
 integrates, so the physics rollout's own sensor output lags one substep. A second rollout
 of one step of an explicit-Euler copy of the model, started from the final state, returns
 the sensors of exactly that state (one forward pass per body; its integrated state is
-discarded).
+discarded). The physics rollout itself runs a copy of the model with sensors disabled.
 
 The copies that remain (listed in `COPIES`, one per control step unless noted):
 
