@@ -707,8 +707,8 @@ class ImitationEnv(EnvBase):
         """`EnvBase.maybe_reset` in one masked pass: reset the envs whose episode ended.
 
         TorchRL's default goes through `EnvBase.reset`, which merges the reset envs into
-        ``tensordict`` key by key; here the envs that go on are recomputed bitwise equal
-        (see `_restart`), so the whole output replaces the old one. On GPU backends the
+        ``tensordict`` key by key; here the envs that go on keep the outputs their step
+        returned (see `_restart`), so the whole output replaces the old one. On GPU backends the
         masked reset always runs, so no host synchronisation is needed.
 
         Args:
