@@ -53,3 +53,18 @@ def test_bench_env_mjx_has_a_raw_jax_baseline():
 
     result = bench_env(backend="mjx", num_envs=2, steps=4)
     assert result["raw_steps_per_s"] > 0 and result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
+
+
+def test_env_step_budget_tool_prints_the_budget(capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "env_step_budget.py"
+    monkeypatch.setattr(sys, "argv", [str(tool), "--num-envs", "4", "--steps", "20"])
+    runpy.run_path(str(tool), run_name="__main__")
+    result = json.loads(capsys.readouterr().out)
+    assert result["target_ms"] == pytest.approx(result["raw_ms"] / 0.7)
+    assert 0 < result["torchrl_ms"] < result["env_ms"]
+    left = result["target_ms"] - result["backend_ms"] - result["torchrl_ms"]
+    assert result["left_for_env_work_ms"] == pytest.approx(left)
