@@ -49,8 +49,9 @@ def bench_env(
     The bare simulator is a single ``mujoco.rollout`` call for the ``mujoco`` backend, and
     for ``mjx`` a jitted, vmapped ``lax.scan`` of ``mjx.step`` over all control steps (the
     published JAX pipelines' inner loop). Both run the body's own model (without the
-    sensors the env adds and reads once per control step), the same uniformly random muscle excitations [steps, B, nu] held for
-    ``substeps`` physics steps, from the same initial states. The env's figure includes
+    sensors the env adds and reads once per control step), the same uniformly random
+    muscle excitations [steps, B, nu] held for ``substeps`` physics steps, from the same
+    initial states. The env's figure includes
     observation, reward, termination, automatic partial resets and the TensorDict.
     Everything is timed as training collects (`ImitationEnv.stepping`: torch on one thread
     on the CPU) unless ``torch_threads`` sets torch's thread count instead.
@@ -72,7 +73,9 @@ def bench_env(
         proprioception=proprioception,
         afferents=AfferentConfig(dt_ms=afferent_dt_ms),
     )
+    build_start = time.perf_counter()
     env = make_env(config, split=None, seed=seed)
+    build_seconds = time.perf_counter() - build_start
     generator = torch.Generator().manual_seed(seed)
     actions = torch.rand(steps, num_envs, env.action_spec.shape[-1], generator=generator, device="cpu")
     actions = actions.to(env.device)
@@ -123,6 +126,8 @@ def bench_env(
         "cpu_count": os.cpu_count(),
         "torch_threads_while_stepping": torch_threads or (1 if env.device.type == "cpu" else torch.get_num_threads()),
         "mujoco": mujoco.__version__,
+        # Building the env: clips, backend, and the table of reset outputs.
+        "env_build_s": build_seconds,
     }
     if raw_seconds is not None:
         result["raw_steps_per_s"] = steps * num_envs / raw_seconds

@@ -14,6 +14,7 @@ def test_bench_env_prints_one_json_object(capsys):
     assert result["steps_per_s"] > 0 and result["raw_steps_per_s"] > 0
     assert result["raw_per_control_step_steps_per_s"] > 0
     assert result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
+    assert result["env_build_s"] > 0
 
 
 def test_bench_env_with_afferents(capsys):
@@ -68,3 +69,4 @@ def test_env_step_budget_tool_prints_the_budget(capsys, monkeypatch):
     assert 0 < result["torchrl_ms"] < result["env_ms"]
     left = result["target_ms"] - result["backend_ms"] - result["torchrl_ms"]
     assert result["left_for_env_work_ms"] == pytest.approx(left)
+    assert 0 < result["evaluate_ms"] < result["env_ms"] and 0 < result["restart_ms"] < result["env_ms"]

@@ -14,7 +14,12 @@ are milliseconds per control step of all B bodies:
 - ``env_ms``: the whole env;
 - ``left_for_env_work_ms``: ``target_ms - backend_ms - torchrl_ms``, what observations,
   rewards and resets could take at most (negative: the target is out of reach whatever
-  the env does).
+  the env does);
+- ``evaluate_ms``: the env's observation, reward and metrics of all B bodies
+  (``ImitationEnv._evaluate``), best of five timings;
+- ``restart_ms``: starting new episodes in 7 % of the bodies (the rate random
+  excitations cause; ``ImitationEnv._restart``: sampling, the backend's reset and its
+  sensor pass, the reset table), best of five timings.
 """
 
 from __future__ import annotations
@@ -55,7 +60,20 @@ class ReadyMadeEnv(EnvBase):
         pass
 
 
-def torchrl_ms_per_step(num_envs: int, steps: int) -> float:
+def _best_ms(run, repeats: int) -> float:
+    """Milliseconds per call of ``run()``: the best of five timings of ``repeats`` calls."""
+    run()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 1e3 * best
+
+
+def env_parts_ms(num_envs: int, steps: int) -> dict:
+    """``torchrl_ms``, ``evaluate_ms`` and ``restart_ms`` (see the module docstring)."""
     env = make_env(EnvConfig(num_envs=num_envs, task=default_task("mouse_forelimb")), split=None)
     td = env.reset()
     td["action"] = torch.rand(env.action_spec.shape)
@@ -63,17 +81,21 @@ def torchrl_ms_per_step(num_envs: int, steps: int) -> float:
     floor = ReadyMadeEnv(env, outputs)
     td = floor.reset()
     action = torch.rand(floor.action_spec.shape)
+    restarting = torch.arange(num_envs) % 14 == 0  # 7 %
     with env.stepping():
-        for _ in range(10):
+
+        def floor_step() -> None:
+            nonlocal td
             td["action"] = action
             _, td = floor.step_and_maybe_reset(td)
-        start = time.perf_counter()
-        for _ in range(steps):
-            td["action"] = action
-            _, td = floor.step_and_maybe_reset(td)
-        seconds = time.perf_counter() - start
+
+        parts = {
+            "torchrl_ms": _best_ms(floor_step, steps),
+            "evaluate_ms": _best_ms(lambda: env._evaluate(env.backend.view, env.clip_index, env.frame), steps),
+            "restart_ms": _best_ms(lambda: env._restart(restarting), steps),
+        }
     env.close()
-    return 1e3 * seconds / steps
+    return parts
 
 
 def main() -> None:
@@ -87,16 +109,18 @@ def main() -> None:
         ("backend_ms", "backend_steps_per_s"),
         ("env_ms", "steps_per_s"),
     )}
-    torchrl_ms = torchrl_ms_per_step(args.num_envs, args.steps)
+    parts = env_parts_ms(args.num_envs, args.steps)
     target_ms = per_step["raw_ms"] / 0.7
     print(json.dumps({
         "num_envs": args.num_envs,
         "raw_ms": per_step["raw_ms"],
         "target_ms": target_ms,
         "backend_ms": per_step["backend_ms"],
-        "torchrl_ms": torchrl_ms,
+        "torchrl_ms": parts["torchrl_ms"],
         "env_ms": per_step["env_ms"],
-        "left_for_env_work_ms": target_ms - per_step["backend_ms"] - torchrl_ms,
+        "left_for_env_work_ms": target_ms - per_step["backend_ms"] - parts["torchrl_ms"],
+        "evaluate_ms": parts["evaluate_ms"],
+        "restart_ms": parts["restart_ms"],
         "ratio": result["ratio"],
     }, indent=2))
 

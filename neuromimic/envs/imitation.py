@@ -609,9 +609,9 @@ class ImitationEnv(EnvBase):
         """A TensorDict of B envs on `device` holding ``entries`` as they are.
 
         Skips the checks of every entry's shape and device that ``TensorDict(...)`` makes
-        (a tenth of the env's own time per step at 64 bodies on the CPU), as TorchRL's
-        Brax and MuJoCo Playground wrappers do: the env builds every entry with the right
-        batch size on its device. ``_new_unsafe`` is tensordict's, pinned to 0.14.x.
+        (they showed in a cProfile of the env at 64 bodies), as TorchRL's Brax and MuJoCo
+        Playground wrappers do: the env builds every entry with the right batch size on
+        its device. ``_new_unsafe`` is tensordict's, pinned to 0.14.x.
         """
         return TensorDict._new_unsafe(entries, batch_size=self.batch_size, device=self.device)
 
@@ -649,13 +649,22 @@ class ImitationEnv(EnvBase):
             self.frame = torch.cat([frame, frame[-1:].expand(num_envs - count)])
             self._place(everyone)
             packed, _ = self._evaluate(self.backend.view, self.clip_index, self.frame)
-            table[clip * max_frames + frame] = packed[:count]
+            table[self._table_row(clip, frame)] = packed[:count]
         self._reset_table = table
         self._reset_table_version = self.backend.model_version
         self.clip_index.zero_()
         self.frame.zero_()
         reset_to_rest_pose(self.backend, self.backend.view.qpos.dtype)
         self._afferent_state = self.afferent_rates = self._muscle_inputs = None
+
+    @property
+    def _reset_table_current(self) -> bool:
+        """The reset table exists and was made with the backend's current body model."""
+        return self._reset_table is not None and self._reset_table_version == self.backend.model_version
+
+    def _table_row(self, clip_index: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """Row of the reset table holding frame ``frame`` of clip ``clip_index`` (same shape)."""
+        return clip_index * self.clips.frames.shape[1] + frame
 
     def _restart(self, mask: torch.Tensor) -> TensorDict:
         """Start new episodes in the envs where ``mask`` [B] is True; the outputs of all envs.
@@ -671,11 +680,10 @@ class ImitationEnv(EnvBase):
         self.frame = torch.where(mask, start, self.frame)
         self._clip_last_frame = self.clips.length[self.clip_index] - 1
         self._place(mask)
-        if self._reset_table is not None and self._reset_table_version == self.backend.model_version:
-            max_frames = self.clips.frames.shape[1]
+        if self._reset_table_current:
             # Envs that go on may be past their clip's end (stepped without a reset): their
             # row is read, clamped into the table, and left unused.
-            started = self._reset_table[self.clip_index * max_frames + self.frame.clamp(max=max_frames - 1)]
+            started = self._reset_table[self._table_row(self.clip_index, self.frame.clamp(max=self._last_padded_frame))]
         else:
             started, _ = self._evaluate(self.backend.view, self.clip_index, self.frame)
         self._last_packed = torch.where(mask[:, None], started, self._last_packed)
@@ -699,7 +707,7 @@ class ImitationEnv(EnvBase):
             mask = tensordict.get("_reset").reshape(num_envs)
         else:
             mask = torch.ones(num_envs, dtype=torch.bool, device=self.device)
-            if self._reset_table is not None and self._reset_table_version != self.backend.model_version:
+            if self._reset_table is not None and not self._reset_table_current:
                 self._build_reset_table()  # every body restarts: nothing to keep
         return self._restart(mask)
 

@@ -163,7 +163,8 @@ class MujocoBackend:
         # substeps they describe the state one substep back. One step of an explicit-Euler
         # copy of the model from the final state evaluates them at that state (one forward
         # pass, against RK4's four per substep); the state it integrates is discarded.
-        self.model_changed()
+        self.model_version = 0
+        self._copy_model()
         self._final_state = np.zeros((num_envs, nstate))
         self._final_control = np.zeros((num_envs, 1, self.control.shape[-1]))
         self._discarded_state = np.zeros((num_envs, 1, nstate))
@@ -187,7 +188,11 @@ class MujocoBackend:
     def model_changed(self) -> None:
         """Call after changing `model` in place (muscle strength, masses...): rebuilds the
         copies of it that the physics rollout and the sensor pass run."""
-        self.model_version = getattr(self, "model_version", -1) + 1
+        self._copy_model()
+        self.model_version += 1
+
+    def _copy_model(self) -> None:
+        """Make the copies of `model` that the physics rollout and the sensor pass run."""
         # The physics substeps need no sensors: the sensor pass evaluates them once, at the
         # final state.
         physics_model = copy.copy(self.model)
