@@ -9,6 +9,7 @@ every LightningCLI flag (``--config``, ``--print_config``, ``--trainer.max_steps
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -17,6 +18,7 @@ from pathlib import Path
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
+from neuromimic.errors import INPUT_ERROR_EXIT_CODE, InputError
 from neuromimic.training import PPOModule
 from neuromimic.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, load_checkpoint_file
 
@@ -101,32 +103,36 @@ _IGNORED_WARNINGS = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``neuromimic`` console script."""
+    """Entry point of the ``neuromimic`` console script.
+
+    Bad input (`neuromimic.errors.InputError`: a file, config field or flag) is reported as
+    one message and exit status 2; ``--debug`` anywhere on the command line, or
+    ``NEUROMIMIC_DEBUG=1``, shows its traceback instead. Other exceptions are bugs and keep
+    theirs.
+    """
     for message in _IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in TOOL_COMMANDS:
-        from neuromimic import tools_cli
-        from neuromimic.bodies import UnknownBodyError
-
-        try:
-            tools_cli.main(args)
-        except UnknownBodyError as error:
-            log.error("%s", error)
-            raise SystemExit(2) from None
-        return
+    debug = "--debug" in args or os.environ.get("NEUROMIMIC_DEBUG", "") not in ("", "0")
+    args = [arg for arg in args if arg != "--debug"]
     try:
+        if args and args[0] in TOOL_COMMANDS:
+            from neuromimic import tools_cli
+
+            tools_cli.main(args)
+            return
         NeuromimicCLI(
             PPOModule,
             trainer_defaults=_trainer_defaults(),
             save_config_kwargs={"overwrite": True},
-            args=argv,  # None: LightningCLI reads sys.argv itself
+            args=args,
         )
-    except CheckpointError as error:
+    except InputError as error:
+        if debug:
+            raise
         log.error("%s", error)
-        raise SystemExit(2) from None
-
+        raise SystemExit(INPUT_ERROR_EXIT_CODE) from None
 
 if __name__ == "__main__":
     main()

@@ -11,10 +11,12 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from neuromimic.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
-class UnknownBodyError(KeyError):
+class UnknownBodyError(InputError, KeyError):
     """Raised when a body key is not in the registry; the message lists the known keys."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly.

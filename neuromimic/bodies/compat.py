@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import mujoco
 
+from neuromimic.errors import InputError
+
 #: Backend names `check_backend_compatibility` knows (the keys of the backend registry).
 BACKENDS: tuple[str, ...] = ("mujoco", "mjx")
 
@@ -139,7 +141,7 @@ class Incompatibility:
         )
 
 
-class BackendCompatibilityError(ValueError):
+class BackendCompatibilityError(InputError):
     """A body uses features its backend cannot simulate; ``problems`` lists them."""
 
     def __init__(self, message: str, problems: list[Incompatibility]) -> None:

@@ -43,6 +43,7 @@ import mujoco
 import numpy as np
 
 from neuromimic.bodies import UnknownBodyError, get_body
+from neuromimic.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ _MAKE_CLIPS_HINT = (
 )
 
 
-class ClipError(ValueError):
+class ClipError(InputError):
     """A clip file or clip set is missing, malformed, or does not fit the body or env."""
 
 

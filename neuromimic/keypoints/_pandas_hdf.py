@@ -26,6 +26,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from neuromimic.errors import InputError
+
 # Opcodes that only push or assemble plain data.
 _PUSH = {
     "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
@@ -36,7 +38,7 @@ _PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
 _GET = {"GET", "BINGET", "LONG_BINGET"}
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(InputError):
     """A pickled attribute holds more than lists, tuples, strings and numbers."""
 
 

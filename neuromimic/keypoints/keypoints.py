@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from neuromimic.errors import InputError
+
 log = logging.getLogger(__name__)
 
 #: Length units accepted by ``units=`` and their size in metres.
@@ -68,7 +70,7 @@ DEFAULT_CONFIDENCE_THRESHOLD = 0.0
 PLAUSIBLE_SIZE_RATIO = (0.5, 2.0)
 
 
-class KeypointsError(ValueError):
+class KeypointsError(InputError):
     """A keypoint file cannot be read as asked: the message names the file, the field and the fix."""
 
 

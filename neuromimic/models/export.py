@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
+from neuromimic.errors import InputError
 from neuromimic.models.base import ControllerSpec, Core, CoreFactory
 from neuromimic.models.controller import Controller, IntentionController
 from neuromimic.models.cores import GRUCore, LSTMCore, MLPCore
@@ -50,7 +51,7 @@ def register_core(cls: type[Core]) -> type[Core]:
     return cls
 
 
-class ControllerLoadError(ValueError):
+class ControllerLoadError(InputError):
     """A controller file cannot be used; the message names the file and what is wrong."""
 
 

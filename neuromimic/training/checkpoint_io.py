@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from neuromimic.errors import InputError
 from neuromimic.files import atomic_write
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint file cannot be used; the message names the file and what to do."""
 
 
