@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=0.2,
         help="with --segment-seconds: the last fraction of segments is the held-out 'val' split",
     )
+    kfit.add_argument(
+        "--drop-missing-keypoints", action="store_true",
+        help="fit without keypoints that have no valid frame (default: refuse the file and list them)",
+    )
+    kfit.add_argument(
+        "--up-axis", default="z", choices=["z", "y", "-z", "-y", "x", "-x"],
+        help="the file's axis that points up; the data is rotated so that it becomes z "
+        "(default: z; write a negative axis as --up-axis=-z)",
+    )
 
     clips = commands.add_parser("clips", help="make reference clips")
     clips_kinds = clips.add_subparsers(dest="kind", required=True)
@@ -161,6 +170,7 @@ def main(argv: list[str]) -> None:
             scale=_keypoint_scale(args.scale, args.body), iterations=args.iterations,
             name=args.name, split=args.split, segment_seconds=args.segment_seconds,
             val_fraction=args.val_fraction if args.segment_seconds else 0.0,
+            drop_missing_keypoints=args.drop_missing_keypoints, up_axis=args.up_axis,
         )
     elif args.command == "clips" and args.kind == "reach":
         from neuromimic.data.joint_reach import JOINT_REACH_SETS, make_joint_reach_clips

@@ -4,18 +4,20 @@
 NPZ files into one `Keypoints` object (positions [T, K, 3] in m, names, fps, validity
 mask), applying the same rules to every format: explicit units and frame rate, masking
 of missing and low-confidence keypoints, interpolation of short gaps, splitting on long
-ones and a body-size plausibility check. See `neuromimic.keypoints.keypoints` for the
-rules and `neuromimic.keypoints.readers` for the formats.
+ones, a body-size plausibility check and the up axis. See `neuromimic.keypoints.keypoints`
+for the rules and `neuromimic.keypoints.readers` for the formats.
 """
 
 from neuromimic.keypoints.keypoints import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_MAX_GAP_FRAMES,
     UNITS,
+    UP_AXES,
     Gap,
     Keypoints,
     KeypointsError,
     check_plausible_size,
+    check_up_axis,
     make_keypoints,
 )
 from neuromimic.keypoints.readers import (
@@ -37,10 +39,12 @@ __all__ = [
     "DEFAULT_MAX_GAP_FRAMES",
     "FORMATS",
     "UNITS",
+    "UP_AXES",
     "Gap",
     "Keypoints",
     "KeypointsError",
     "check_plausible_size",
+    "check_up_axis",
     "infer_format",
     "make_keypoints",
     "read_anipose",

@@ -37,18 +37,26 @@ position divided by the scale; angles unchanged) for `ReferenceClip.from_qpos`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import mujoco
 import numpy as np
 import torch
 
-from neuromimic.keypoints.keypoints import Keypoints, KeypointsError
+from neuromimic.keypoints.keypoints import (
+    Keypoints,
+    KeypointsError,
+    _cloud_size,
+    check_plausible_size,
+    check_up_axis,
+)
 from neuromimic.keypoints.kinematics import (
     FREE,
     HINGE,
@@ -175,6 +183,8 @@ class FitOptions:
         final_steps: Levenberg-Marquardt steps of the last pose pass, with the final
             offsets, on every fitted frame.
         threads: torch threads while fitting (1 is fastest for these small ops).
+        drop_missing_keypoints: fit without the mapped keypoints that have no valid
+            frame among the fitted frames (with a warning) instead of refusing the data.
     """
 
     scale: float | None = 0.9
@@ -189,6 +199,7 @@ class FitOptions:
     joint_steps: int = 100
     final_steps: int = 30
     threads: int = 1
+    drop_missing_keypoints: bool = False
 
 
 @dataclass
@@ -227,18 +238,41 @@ class KeypointFit:
 
     def report(self) -> dict:
         """``{"mean_residual_mm", "p95_residual_mm", "per_keypoint_mm", "joint_limit_violations_pct",
-        "frames", "seconds"}``."""
+        "frames", "seconds", "scale"}``, valid JSON: a value without data is None (null)."""
         mm = self.residual * 1000.0
         ok = np.isfinite(mm)
-        return {
-            "mean_residual_mm": round(float(mm[ok].mean()), 4),
-            "p95_residual_mm": round(float(np.percentile(mm[ok], 95)), 4),
-            "per_keypoint_mm": {n: round(float(np.nanmean(mm[:, k])), 3) for k, n in enumerate(self.names)},
+        per_keypoint = {}
+        for k, n in enumerate(self.names):
+            seen = mm[:, k][ok[:, k]]
+            per_keypoint[n] = round(float(seen.mean()), 3) if seen.size else None
+        return json_safe({
+            "mean_residual_mm": round(float(mm[ok].mean()), 4) if ok.any() else None,
+            "p95_residual_mm": round(float(np.percentile(mm[ok], 95)), 4) if ok.any() else None,
+            "per_keypoint_mm": per_keypoint,
             "joint_limit_violations_pct": self.limit_violations_pct,
             "frames": int(mm.shape[0]),
             "seconds": round(self.seconds, 2),
             "scale": round(self.scale, 4),
-        }
+        })
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf), also inside dicts and lists, as None.
+
+    `json.dumps` writes NaN as ``NaN``, which is not JSON; reports pass through this so
+    that ``json.dumps(report, allow_nan=False)`` holds.
+    """
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 class _Problem:
@@ -489,6 +523,52 @@ class _Problem:
         return ((w[..., None] * local).sum(0) + lam * offsets0) / (w.sum(0)[:, None] + lam)
 
 
+def _usable_keypoints(
+    keypoints: Keypoints,
+    mapping: KeypointMapping,
+    frames: np.ndarray,
+    opts: FitOptions,
+    offsets: np.ndarray | None,
+) -> tuple[KeypointMapping, np.ndarray | None]:
+    """The mapping (and ``offsets`` [K, 3]) without keypoints that have no valid frame.
+
+    Raises:
+        KeypointsError: such keypoints exist and ``opts.drop_missing_keypoints`` is False,
+            or no mapped keypoint has a valid frame.
+    """
+    idx = keypoints.index(mapping.names)
+    present = keypoints.valid[np.ix_(frames, idx)].any(axis=0)
+    if present.all():
+        return mapping, offsets
+    missing = [n for n, ok in zip(mapping.names, present, strict=True) if not ok]
+    where = f"keypoint file {keypoints.source!r}"
+    if not present.any():
+        raise KeypointsError(
+            f"{where}: none of the {len(missing)} mapped keypoints has a valid frame among "
+            f"the {len(frames)} fitted frames (NaN, marked missing or below the confidence "
+            "threshold everywhere); check the file's missing-value markers, its z columns "
+            "and confidence_threshold"
+        )
+    if not opts.drop_missing_keypoints:
+        raise KeypointsError(
+            f"{where}: keypoint(s) {missing} have no valid frame among the {len(frames)} "
+            "fitted frames (NaN, marked missing or below the confidence threshold "
+            "everywhere), so they cannot be fitted. Fix the file, remove them from the "
+            "mapping (--mapping), or pass drop_missing_keypoints=True "
+            "(--drop-missing-keypoints) to fit without them"
+        )
+    log.warning("%s: keypoint(s) %s have no valid frame; fitting without them", where, missing)
+    keep = np.flatnonzero(present)
+    mapping = replace(
+        mapping,
+        names=tuple(mapping.names[k] for k in keep),
+        bodies=tuple(mapping.bodies[k] for k in keep),
+        body_ids=mapping.body_ids[keep],
+        offsets=mapping.offsets[keep],
+    )
+    return mapping, None if offsets is None else np.asarray(offsets)[keep]
+
+
 def _stage_dofs(problem: _Problem, mapping: KeypointMapping, trunk: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(root dofs, trunk dofs) as bool [nv], and trunk keypoint weights [K]."""
     kw = torch.as_tensor([1.0 if n in trunk else 0.0 for n in mapping.names], dtype=torch.float64)
@@ -548,17 +628,23 @@ def fit_keypoints(
             ``options.fit_offsets=False``).
 
     Returns:
-        `KeypointFit` over the fitted frames.
+        `KeypointFit` over the fitted frames (without the keypoints dropped by
+        ``options.drop_missing_keypoints``).
+
+    Raises:
+        KeypointsError: a mapped keypoint is missing from the data, or has no valid frame
+            among ``frames`` (unless ``options.drop_missing_keypoints``), or none has.
     """
     opts = options or FitOptions()
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(opts.threads)
     try:
+        frames_t = torch.arange(keypoints.num_frames) if frames is None else torch.as_tensor(list(frames))
+        mapping, offsets = _usable_keypoints(keypoints, mapping, frames_t.numpy(), opts, offsets)
         idx = keypoints.index(mapping.names)
         data, valid = keypoints.positions[:, idx], keypoints.valid[:, idx]
         problem = _Problem(model, mapping, data, valid, opts)
-        frames_t = torch.arange(keypoints.num_frames) if frames is None else torch.as_tensor(list(frames))
         trunk = tuple(opts.trunk_keypoints) if opts.trunk_keypoints is not None else tuple(
             n for n in mapping.names if n in RAT23_TRUNK_KEYPOINTS
         )
@@ -723,8 +809,6 @@ def fit_to_clips(
         val_fraction: with segments, the last ``ceil(val_fraction * n)`` segments are the
             ``"val"`` split (held out in time), the others ``"train"``.
     """
-    import json
-
     from neuromimic.data.clips import ReferenceClip
 
     fps_out = float(fps_out or fps)
@@ -733,14 +817,15 @@ def fit_to_clips(
     info = {
         "source": "neuromimic.keypoints.fit",
         "body_scale": float(fit.scale),
-        "keypoint_names": json.dumps(list(fit.names)),
-        "keypoint_bodies": json.dumps(list(fit.bodies)),
-        "keypoint_offsets_m": json.dumps(np.round(fit.offsets, 7).tolist()),
+        "keypoint_names": _json(list(fit.names)),
+        "keypoint_bodies": _json(list(fit.bodies)),
+        "keypoint_offsets_m": _json(np.round(fit.offsets, 7)),
         "keypoint_offsets_frame": "body frame of the body scaled by body_scale, m",
         "qpos_note": "for the unscaled body: free-joint position = fitted position / body_scale",
         "input_fps": float(fps),
-        "mean_residual_mm": report["mean_residual_mm"],
-        "p95_residual_mm": report["p95_residual_mm"],
+        # HDF5 attributes hold no None: NaN there means "no valid keypoint".
+        "mean_residual_mm": _nan_if_none(report["mean_residual_mm"]),
+        "p95_residual_mm": _nan_if_none(report["p95_residual_mm"]),
         **(meta or {}),
     }
     if segment_seconds is None:
@@ -768,6 +853,67 @@ def fit_to_clips(
     ]
 
 
+def _json(value: Any) -> str:
+    """Valid JSON of ``value`` (non-finite floats as null; never ``NaN``)."""
+    return json.dumps(json_safe(value), allow_nan=False)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def body_keypoint_size(
+    model: mujoco.MjModel, mapping: KeypointMapping, qpos: np.ndarray, scale: float = 1.0
+) -> float:
+    """Size of a body's mapped keypoints in a pose, measured like `Keypoints.size`.
+
+    Args:
+        model: the body's compiled model.
+        mapping: its keypoints (bodies and offsets, m, unscaled body frame).
+        qpos: the pose [nq] (the body's rest pose).
+        scale: body scale factor the size is multiplied by.
+
+    Returns:
+        The largest distance between two mapped keypoints, in m.
+    """
+    data = mujoco.MjData(model)
+    data.qpos[:] = qpos
+    mujoco.mj_kinematics(model, data)
+    rot = data.xmat[mapping.body_ids].reshape(-1, 3, 3)
+    points = data.xpos[mapping.body_ids] + np.einsum("kij,kj->ki", rot, mapping.offsets)
+    return scale * _cloud_size(points[None], np.ones((1, len(points)), dtype=bool))
+
+
+def _has_floor(model: mujoco.MjModel) -> bool:
+    """Whether the model has a free root over a world plane (a body that stands on a floor)."""
+    planes = (model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE) & (model.geom_bodyid == 0)
+    return bool(planes.any()) and bool((model.jnt_type == mujoco.mjtJoint.mjJNT_FREE).any())
+
+
+def check_keypoints_for_body(
+    kp: Keypoints, body: str, model: mujoco.MjModel, mapping: KeypointMapping, qpos: np.ndarray, scale: float | None
+) -> None:
+    """Run the input checks `fit_file` makes before fitting ``kp`` to a body.
+
+    The size of the mapped keypoints must be plausible for the body (`check_plausible_size`
+    against `body_keypoint_size` in the rest pose ``qpos``, at ``scale``, 1 when the scale
+    is fitted), whatever the units came from; and for a body on a floor the data must
+    not lie below it (`check_up_axis`).
+
+    Raises:
+        KeypointsError: a mapped keypoint is not in the data, or the data is implausible;
+            the message names the likely fix.
+    """
+    size = body_keypoint_size(model, mapping, qpos, 1.0 if scale is None else scale)
+    scaled = "" if scale is None else f" at scale {scale:g}"
+    subset = kp.select(mapping.names)
+    check_plausible_size(
+        subset, size, body=f"the {body} body (its mapped keypoints in the rest pose{scaled})"
+    )
+    if _has_floor(model):
+        check_up_axis(subset, floor=f"the floor of the {body} body")
+
+
 def fit_file(
     body: str,
     input: str,
@@ -783,8 +929,14 @@ def fit_file(
     split: str = "train",
     segment_seconds: float | None = None,
     val_fraction: float = 0.0,
+    drop_missing_keypoints: bool = False,
+    up_axis: str = "z",
 ) -> dict:
     """``neuromimic keypoints fit``: read a keypoint file, fit it, write a clip; returns the report.
+
+    Before fitting, the data is checked against the body (`check_keypoints_for_body`):
+    its size must be plausible whatever the units came from (so ``units="m"`` for a file
+    in mm is refused with the factor), and for a body on a floor it must not lie below it.
 
     Args:
         body: registry key of the body (for example ``"rodent"``).
@@ -799,6 +951,15 @@ def fit_file(
         name, split: of the clip (name defaults to the input file's stem).
         segment_seconds, val_fraction: cut the clip into segments, the last of them held
             out (`fit_to_clips`).
+        drop_missing_keypoints: fit without keypoints that have no valid frame instead of
+            refusing the file (`FitOptions.drop_missing_keypoints`).
+        up_axis: the file's axis that points up (`read_keypoints`).
+
+    Returns:
+        The fit's report (valid JSON: no NaN), with the output and clip names.
+
+    Raises:
+        KeypointsError: the file or the options are wrong; the message says how to fix it.
     """
     from neuromimic.bodies import get_body
     from neuromimic.data.clips import save_clips
@@ -807,8 +968,10 @@ def fit_file(
     spec = get_body(body)
     model = spec.load_model()
     keypoint_map = load_mapping(model, spec.keypoint_sites, mapping)
-    kp = read_keypoints(input, format=format, units=units, fps=fps)
-    fit = fit_keypoints(model, keypoint_map, kp, FitOptions(scale=scale, iterations=iterations))
+    kp = read_keypoints(input, format=format, units=units, fps=fps, up_axis=up_axis)
+    check_keypoints_for_body(kp, body, model, keypoint_map, spec.rest_qpos(model), scale)
+    options = FitOptions(scale=scale, iterations=iterations, drop_missing_keypoints=drop_missing_keypoints)
+    fit = fit_keypoints(model, keypoint_map, kp, options)
     clips = fit_to_clips(
         fit, body, kp.fps, fps_out, name=name or Path(input).stem, split=split,
         segment_seconds=segment_seconds, val_fraction=val_fraction, meta={"input": str(input)},
@@ -821,4 +984,6 @@ def fit_file(
     report["output"] = str(output)
     report["clips"] = {clip.name: clip.split for clip in clips}
     report["seconds"] = round(fit.seconds, 2)
+    report = json_safe(report)
+    json.dumps(report, allow_nan=False)  # the CLI prints it: it must be valid JSON
     return report

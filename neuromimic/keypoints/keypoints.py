@@ -24,6 +24,9 @@ rules to every format:
    over frames of the largest distance between two valid keypoints) must lie within
    [0.5, 2] x ``body_size``; otherwise reading fails and the message suggests a scale
    factor and, where it matches one, the unit mistake (``units='mm'``).
+7. **Up axis.** Bodies stand on a floor at z = 0 with z up. ``up_axis`` names the axis
+   of the file that points up (``"z"``, ``"y"``, ``"-z"``...); the positions are rotated
+   so that it becomes +z. `check_up_axis` refuses data whose mean height is negative.
 """
 
 from __future__ import annotations
@@ -68,6 +71,15 @@ DEFAULT_MAX_GAP_FRAMES = 5
 DEFAULT_CONFIDENCE_THRESHOLD = 0.0
 #: Accepted ratio between the keypoint cloud's size and ``body_size``.
 PLAUSIBLE_SIZE_RATIO = (0.5, 2.0)
+#: ``up_axis`` values: the file's axis that points up -> rotation [3, 3] making it +z.
+UP_AXES: dict[str, np.ndarray] = {
+    "z": np.eye(3),
+    "y": np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]),  # +90 deg about x
+    "-z": np.array([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]]),  # 180 deg about x
+    "-y": np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]),  # -90 deg about x
+    "x": np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]]),  # -90 deg about y
+    "-x": np.array([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]]),  # +90 deg about y
+}
 
 
 class KeypointsError(InputError):
@@ -339,16 +351,23 @@ def _unit_mistake_hint(factor: float, units: str) -> str:
     true_scale = UNITS[units] * factor
     best = min(UNITS, key=lambda u: abs(math.log10(UNITS[u] / true_scale)))
     if best != units and abs(math.log10(UNITS[best] / true_scale)) < math.log10(1.5):
-        return f"looks like {best} read as {units}: pass units='{best}'"
+        times = UNITS[units] / UNITS[best]
+        size = f"{times:g} times too large" if times > 1 else f"{1 / times:g} times too small"
+        return (
+            f"looks like {best} read as {units}: pass units='{best}' (--units {best} on the "
+            f"command line); read as {units} the keypoints are {size}"
+        )
     return ""
 
 
-def check_plausible_size(kp: Keypoints, body_size: float) -> None:
+def check_plausible_size(kp: Keypoints, body_size: float, *, body: str = "") -> None:
     """Fail when the keypoint cloud is far from ``body_size``.
 
     Args:
         kp: keypoints in m.
         body_size: a typical size of the target body in m (a rat: about 0.2).
+        body: what ``body_size`` is the size of, for the message (for example
+            ``"the rodent body (...)"``); empty for a size given as ``body_size=``.
 
     Raises:
         KeypointsError: the ratio of cloud size to ``body_size`` is outside
@@ -372,12 +391,67 @@ def check_plausible_size(kp: Keypoints, body_size: float) -> None:
         return
     factor = body_size / size
     hint = _unit_mistake_hint(factor, kp.units)
+    target = f"{body} spans {body_size:.3g} m" if body else f"body_size is {body_size:g} m"
     raise KeypointsError(
         f"keypoint file {kp.source!r}: the keypoints span {size:.4g} m (median over frames of the largest "
-        f"keypoint distance) but body_size is {body_size:g} m, a ratio of {ratio:.3g} "
+        f"keypoint distance) but {target}, a ratio of {ratio:.3g} "
         f"outside [{lo:g}, {hi:g}]; units were {kp.units!r} ({kp.units_from}). "
         f"Scaling by about {factor:.3g} would fit"
         + (f": {hint}" if hint else "; check units= and body_size=")
+    )
+
+
+def parse_up_axis(up_axis: str, *, where: str) -> str:
+    """Check an ``up_axis`` value (one of `UP_AXES`) and return it normalised.
+
+    Raises:
+        KeypointsError: the value is not one of `UP_AXES`.
+    """
+    key = str(up_axis).strip().lower().replace("+", "")
+    if key not in UP_AXES:
+        raise KeypointsError(
+            f"{where}: up_axis is {up_axis!r}; pass the file's axis that points up, one of "
+            f"{list(UP_AXES)} (--up-axis on the command line)"
+        )
+    return key
+
+
+def orient_up(positions: np.ndarray, up_axis: str) -> np.ndarray:
+    """Positions [..., 3] rotated so that the axis ``up_axis`` (one of `UP_AXES`) becomes +z."""
+    if up_axis == "z":
+        return positions
+    return positions @ UP_AXES[up_axis].T
+
+
+def check_up_axis(kp: Keypoints, *, floor: str = "the body's floor") -> None:
+    """Fail when the keypoints lie below the floor (z = 0) on average.
+
+    Bodies that stand on a floor expect z up with the floor at z = 0; a negative mean
+    height means the data's up axis is inverted or is not z.
+
+    Args:
+        kp: keypoints in m, already rotated by the reader's ``up_axis``.
+        floor: what the floor belongs to, for the message.
+
+    Raises:
+        KeypointsError: the mean z of the valid keypoints is negative; the message gives
+            the mean of each axis and the ``up_axis=`` option that fixes it.
+    """
+    points = kp.positions[kp.valid]
+    if points.size == 0:
+        return
+    mean = points.mean(axis=0)
+    if mean[2] >= 0:
+        return
+    axes = ", ".join(f"{a} {m:.3g}" for a, m in zip("xyz", mean, strict=True))
+    read_as = kp.meta.get("up_axis", "z")
+    flipped = read_as[1:] if read_as.startswith("-") else f"-{read_as}"
+    raise KeypointsError(
+        f"keypoint file {kp.source!r}: the mean height (z) of the valid keypoints is "
+        f"{mean[2]:.3g} m, below {floor} at z = 0 (mean position: {axes} m, read with "
+        f"up_axis={read_as!r}): the data's up axis looks inverted or is not z. Pass up_axis= "
+        f"the file's axis that points up, one of {list(UP_AXES)} (--up-axis on the command "
+        f"line), for example up_axis={flipped!r} if the data is upside down"
     )
 
 
@@ -396,6 +470,7 @@ def make_keypoints(
     body_size: float | None = None,
     format: str = "",
     meta: dict[str, str] | None = None,
+    up_axis: str = "z",
 ) -> Keypoints:
     """Apply the reading rules (module docstring) to raw arrays from a file.
 
@@ -413,6 +488,8 @@ def make_keypoints(
         body_size: typical body size in m for the plausibility check, or None to skip.
         format: reader name.
         meta: free strings kept with the keypoints.
+        up_axis: the axis of ``positions`` that points up, one of `UP_AXES`; the
+            positions are rotated so that it becomes +z (kept in ``meta["up_axis"]``).
 
     Returns:
         The keypoints in m.
@@ -467,7 +544,8 @@ def make_keypoints(
                 n_low,
                 100 * valid.mean(),
             )
-    positions *= UNITS[units]
+    up_axis = parse_up_axis(up_axis, where=f"keypoint file {source!r}")
+    positions = orient_up(positions, up_axis) * UNITS[units]
     positions[~valid] = np.nan
     interpolated = _interpolate_short_gaps(positions, valid, max_gap_frames)
     kp = Keypoints(
@@ -481,7 +559,7 @@ def make_keypoints(
         units=units,
         units_from=units_from,
         format=format,
-        meta=dict(meta or {}),
+        meta={**(meta or {}), "up_axis": up_axis},
     )
     gaps = kp.gaps()
     if gaps:

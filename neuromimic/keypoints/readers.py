@@ -42,6 +42,7 @@ import csv
 import logging
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,38 @@ def _where(path: Path) -> str:
     return f"keypoint file {str(path)!r}"
 
 
+def _check_file(path: Path) -> None:
+    """Refuse a path that does not exist or is not a file."""
+    if not path.exists():
+        raise KeypointsError(
+            f"{_where(path)} does not exist; check the path (--input on the command line)"
+        )
+    if not path.is_file():
+        raise KeypointsError(f"{_where(path)} is not a file; pass the keypoint file itself")
+
+
+def _open_h5(path: Path, expected: str) -> h5py.File:
+    """``h5py.File(path, "r")``, refusing a file that is not HDF5 with a message naming it.
+
+    Args:
+        path: the file.
+        expected: what the file should be, for the message ("an NWB file (HDF5)"...).
+
+    Raises:
+        KeypointsError: the file is not HDF5 or cannot be opened as such.
+    """
+    where = _where(path)
+    if not h5py.is_hdf5(path):
+        raise KeypointsError(f"{where} is not an HDF5 file; expected {expected}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:  # a damaged or truncated HDF5 file
+        raise KeypointsError(
+            f"{where} cannot be opened as HDF5 ({e}); expected {expected}. Is it truncated "
+            "or still being written? Copy it again from its source"
+        ) from e
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -118,10 +151,11 @@ def infer_format(path: str | os.PathLike) -> str:
     where = _where(path)
     if ext in _BY_EXTENSION:
         return _BY_EXTENSION[ext]
+    if ext in (".h5", ".hdf5", ".csv"):
+        _check_file(path)
     if ext in (".h5", ".hdf5"):
-        if not path.exists():
-            raise KeypointsError(f"{where} does not exist")
-        with h5py.File(path, "r") as f:
+        expected = "a DeepLabCut .h5 (pandas DataFrame) or a SLEAP analysis .h5"
+        with _open_h5(path, expected) as f:
             if _pandas_hdf.find_frame_group(f) is not None:
                 return "dlc"
             if "tracks" in f and "node_names" in f:
@@ -157,6 +191,7 @@ def read_keypoints(
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
     max_gap_frames: int = DEFAULT_MAX_GAP_FRAMES,
     body_size: float | None = None,
+    up_axis: str = "z",
 ) -> Keypoints:
     """Read 3-D keypoints from a lab pose file.
 
@@ -177,6 +212,9 @@ def read_keypoints(
         max_gap_frames: gaps of at most this many frames are linearly interpolated.
         body_size: typical size of the animal in m (a rat: about 0.2) for the scale
             check, or None to skip it.
+        up_axis: the file's axis that points up, one of `UP_AXES` (``"z"``, ``"y"``,
+            ``"-z"``, ``"-y"``, ``"x"``, ``"-x"``); the positions are rotated so that it
+            becomes +z.
 
     Returns:
         `Keypoints` with positions [T, K, 3] in m.
@@ -186,8 +224,7 @@ def read_keypoints(
     """
     path = Path(path)
     where = _where(path)
-    if not path.exists():
-        raise KeypointsError(f"{where} does not exist")
+    _check_file(path)
     fmt = infer_format(path) if format is None else str(format).lower()
     if fmt not in FORMATS:
         raise KeypointsError(f"{where}: format {format!r} is unknown; pass one of {list(FORMATS)}")
@@ -228,6 +265,7 @@ def read_keypoints(
         confidence_threshold=confidence_threshold,
         max_gap_frames=max_gap_frames,
         body_size=body_size,
+        up_axis=up_axis,
     )
 
 
@@ -242,9 +280,11 @@ def _finish(
     confidence_threshold: float,
     max_gap_frames: int,
     body_size: float | None,
+    up_axis: str,
 ) -> Keypoints:
     """Resolve names, units and frame rate, then apply `make_keypoints`' rules."""
     where = _where(path)
+    _check_has_z(raw.positions, where)
     num_kp = raw.positions.shape[1]
     names = raw.names
     if keypoint_names is not None:
@@ -305,6 +345,19 @@ def _finish(
         body_size=body_size,
         format=fmt,
         meta=raw.meta,
+        up_axis=up_axis,
+    )
+
+
+def _check_has_z(positions: np.ndarray, where: str) -> None:
+    """Refuse positions [T, K, 3] whose z is missing everywhere while x and y are not."""
+    if positions.ndim != 3 or positions.shape[2] != 3 or positions.size == 0:
+        return  # make_keypoints explains wrong shapes
+    if np.isfinite(positions[..., 2]).any() or not np.isfinite(positions[..., :2]).any():
+        return
+    raise KeypointsError(
+        f"{where}: every z value is missing (empty or NaN) while x and y are not, so the file "
+        f"holds 2-D positions; {_TRIANGULATE}"
     )
 
 
@@ -363,9 +416,7 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
     of its linked ``Skeleton`` (0.2+), else the series' order in the file.
     """
     where = _where(path)
-    if not h5py.is_hdf5(path):
-        raise KeypointsError(f"{where} is not an HDF5 file, so not an NWB file")
-    with h5py.File(path, "r") as f:
+    with _open_h5(path, "an NWB file (HDF5) with an ndx-pose PoseEstimation") as f:
         found: list[str] = []
         f.visititems(
             lambda name, obj: (
@@ -451,12 +502,9 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
             elif "timestamps" in s:
                 ts = np.asarray(s["timestamps"][()], dtype=np.float64)
                 if ts.size >= 2:
+                    _check_timestamps(ts, f"`{pe_path}/{name}/timestamps`", where)
                     dt = np.diff(ts)
                     step = float(np.median(dt))
-                    if step <= 0:
-                        raise KeypointsError(
-                            f"{where}: `{pe_path}/{name}/timestamps` do not increase"
-                        )
                     if np.abs(dt - step).max() > 0.01 * step:
                         log.warning(
                             "%s: %s timestamps are irregular; using their median step", where, name
@@ -488,6 +536,20 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
         )
 
 
+def _check_timestamps(ts: np.ndarray, series: str, where: str) -> None:
+    """Refuse timestamps [T] (s) that do not strictly increase (or are not finite)."""
+    bad = np.flatnonzero(~(np.diff(ts) > 0))
+    if bad.size == 0:
+        return
+    i = int(bad[0]) + 1
+    raise KeypointsError(
+        f"{where}: {series} do not strictly increase: index {i} is {ts[i]:.6g} s after "
+        f"{ts[i - 1]:.6g} s at index {i - 1} (first of {bad.size} bad step(s)); frames "
+        "must be stored in time order, one per timestamp. Re-export the pose series sorted "
+        "by time without repeated frames"
+    )
+
+
 # --------------------------------------------------------------------------- DANNCE
 
 
@@ -503,7 +565,7 @@ def _load_mat(path: Path, variables: Sequence[str]) -> dict[str, Any]:
     """Variables of a .mat file; v7.3 (HDF5) files through h5py, transposed to MATLAB order."""
     if h5py.is_hdf5(path):
         out: dict[str, Any] = {}
-        with h5py.File(path, "r") as f:
+        with _open_h5(path, "a MATLAB v7.3 .mat file") as f:
             for v in variables:
                 if v not in f:
                     continue
@@ -518,8 +580,15 @@ def _load_mat(path: Path, variables: Sequence[str]) -> dict[str, Any]:
                     out[v] = np.transpose(ds[()])  # MATLAB is column-major
         return out
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
-    return loadmat(str(path), variable_names=list(variables), squeeze_me=False)
+    try:
+        return loadmat(str(path), variable_names=list(variables), squeeze_me=False)
+    except (MatReadError, ValueError) as e:  # scipy's errors for a non-MATLAB header
+        raise KeypointsError(
+            f"{_where(path)} is not a readable MATLAB .mat file ({e}); expected a .mat saved "
+            "by MATLAB or scipy.io.savemat (v5) or a v7.3 (HDF5) .mat"
+        ) from e
 
 
 def _skeleton_names(skeleton: Path) -> list[str]:
@@ -595,20 +664,84 @@ def read_dannce_raw(
 # --------------------------------------------------------------------------- DeepLabCut
 
 
+_CSV_EXPECTED = (
+    "expected comma-separated UTF-8 text: a DeepLabCut 3-D CSV, an anipose CSV or the plain "
+    "layout (a header row `frame,<name>_x,<name>_y,<name>_z,...`, then one row per frame)"
+)
+
+
 def _csv_rows(path: Path, n: int | None = None) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        rows = []
-        for row in reader:
-            rows.append(row)
-            if n is not None and len(rows) >= n:
-                break
+    """The first ``n`` (default all) rows of a CSV file, as strings."""
+    rows: list[list[str]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.reader(fh):
+                rows.append(row)
+                if n is not None and len(rows) >= n:
+                    break
+    except UnicodeDecodeError as e:
+        raise KeypointsError(
+            f"{_where(path)} is not a text file (line {len(rows) + 1}: {e.reason} at byte "
+            f"{e.start}); {_CSV_EXPECTED}"
+        ) from e
+    except csv.Error as e:
+        raise KeypointsError(f"{_where(path)}: line {len(rows) + 1} is not valid CSV ({e}); {_CSV_EXPECTED}") from e
     return rows
 
 
 def _float(s: str) -> float:
     s = s.strip()
     return float(s) if s else np.nan
+
+
+def _numbers(
+    rows: list[list[str]], columns: list[str], first_line: int, where: str, skip: int = 0
+) -> np.ndarray:
+    """Cells of data rows as floats [N, len(columns) - skip]; empty cells and ``nan`` are NaN.
+
+    Args:
+        rows: the data rows; blank lines are skipped.
+        columns: the column names, for messages; every row must have this many cells.
+        first_line: line number in the file of ``rows[0]`` (1-based), for messages.
+        where: the file, for messages.
+        skip: leading columns that are counted but not read (an index column).
+
+    Raises:
+        KeypointsError: no data rows, a row of the wrong length, or a cell that is not a
+            number; the message names the line and column.
+    """
+    values = []
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        line = first_line + i
+        if len(row) != len(columns):
+            raise KeypointsError(
+                f"{where}: line {line} has {len(row)} cells but the header has "
+                f"{len(columns)} columns; every row must have one cell per column"
+            )
+        try:
+            values.append([_float(v) for v in row[skip:]])
+        except ValueError:
+            c = next(c for c in range(skip, len(row)) if not _is_number(row[c]))
+            col, cell = columns[c], row[c]
+            raise KeypointsError(
+                f"{where}: line {line}, column {col!r} holds {cell[:40]!r}, which is not a "
+                "number; cells must be numbers, or empty / nan where a value is missing"
+            ) from None
+    if not values:
+        raise KeypointsError(
+            f"{where} has a header but no data rows; {_CSV_EXPECTED}"
+        )
+    return np.array(values, dtype=np.float64)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        _float(s)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_dlc_csv(path: Path) -> tuple[np.ndarray, list[tuple[str, ...]]]:
@@ -635,9 +768,10 @@ def _read_dlc_csv(path: Path) -> tuple[np.ndarray, list[tuple[str, ...]]]:
         )
     ncols = len(header[0]) - 1
     columns = [tuple(h[c + 1] for h in header) for c in range(ncols)]
-    data = rows[len(header) :]
-    values = np.array([[_float(v) for v in r[1 : ncols + 1]] for r in data if r], dtype=np.float64)
-    return values.reshape(-1, ncols), columns
+    # The index column (frame numbers, or image paths in labelled data) is not read.
+    names = ["index"] + ["/".join(c) for c in columns]
+    values = _numbers(rows[len(header) :], names, len(header) + 1, _where(path), skip=1)
+    return values, columns
 
 
 def read_dlc_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
@@ -650,9 +784,7 @@ def read_dlc_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
     if path.suffix.lower() == ".csv":
         values, columns = _read_dlc_csv(path)
     else:
-        if not h5py.is_hdf5(path):
-            raise KeypointsError(f"{where} is not an HDF5 file; DeepLabCut .h5 files are HDF5")
-        with h5py.File(path, "r") as f:
+        with _open_h5(path, "a DeepLabCut .h5 (HDF5 with a pandas DataFrame)") as f:
             group = _pandas_hdf.find_frame_group(f)
             if group is None:
                 raise KeypointsError(
@@ -721,6 +853,24 @@ def _sleap_io():
     return sleap_io
 
 
+#: Datasets every SLEAP .slp file has; an analysis .h5 has ``tracks`` and ``node_names``.
+_SLP_KEYS = ("metadata", "frames", "instances", "points")
+
+
+def _check_sleap_layout(path: Path) -> None:
+    """Refuse a file that is not HDF5 or lacks the SLEAP layout, before sleap-io opens it."""
+    slp = path.suffix.lower() == ".slp"
+    expected = "a SLEAP .slp file (HDF5)" if slp else "a SLEAP analysis .h5 file"
+    keys = _SLP_KEYS if slp else ("tracks", "node_names")
+    with _open_h5(path, expected) as f:
+        missing = [k for k in keys if k not in f]
+    if missing:
+        raise KeypointsError(
+            f"{_where(path)} is an HDF5 file without {missing}, so not {expected}; save it "
+            "again with SLEAP (or pass format= the format it is in)"
+        )
+
+
 def read_sleap_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
     """Read triangulated 3-D instances from a SLEAP ``.slp`` (or refuse a 2-D file).
 
@@ -731,6 +881,7 @@ def read_sleap_raw(path: Path, *, individual: str | None = None) -> RawKeypoints
     ``.h5`` files and ``.slp`` files without 3-D instances hold 2-D poses only.
     """
     where = _where(path)
+    _check_sleap_layout(path)
     sio = _sleap_io()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -776,12 +927,12 @@ def read_sleap_raw(path: Path, *, individual: str | None = None) -> RawKeypoints
 
 
 def _read_table_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    """(header, values [N, C]) of a CSV with one header row and one row per frame."""
     rows = _csv_rows(path)
     if not rows:
-        raise KeypointsError(f"{_where(path)} is empty")
+        raise KeypointsError(f"{_where(path)} is empty; {_CSV_EXPECTED}")
     header = [c.strip() for c in rows[0]]
-    values = np.array([[_float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
-    return header, values.reshape(-1, len(header))
+    return header, _numbers(rows[1:], header, 2, _where(path))
 
 
 def _xyz_names(header: list[str]) -> tuple[list[str], bool]:
@@ -792,17 +943,38 @@ def _xyz_names(header: list[str]) -> tuple[list[str], bool]:
 
 
 def _place_frames(
-    values: np.ndarray, frame: np.ndarray | None, where: str
+    values: np.ndarray, frame: np.ndarray | None, where: str, column: str = "frame"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows placed at their frame number (from 0 at the first); returns (rows, index)."""
+    """Rows placed at their frame number (from 0 at the first); returns (rows, index).
+
+    Frame numbers must be whole and strictly increasing (rows in time order, none
+    repeated); missing numbers become missing frames. Rows are never re-sorted.
+
+    Raises:
+        KeypointsError: a frame number is not whole, repeats or goes back; the message
+            names the first offending data row and its line in the file.
+    """
     if frame is None:
         return values, np.arange(values.shape[0])
-    if not np.all(np.isfinite(frame)) or np.any(frame != np.round(frame)):
-        raise KeypointsError(f"{where}: the frame column must hold whole frame numbers")
-    idx = (frame - frame.min()).astype(int)
-    if len(np.unique(idx)) != len(idx):
-        raise KeypointsError(f"{where}: the frame column repeats frame numbers")
-    out = np.full((idx.max() + 1, values.shape[1]), np.nan)
+    whole = np.isfinite(frame) & (frame == np.round(frame))
+    if not whole.all():
+        row = int(np.flatnonzero(~whole)[0])
+        raise KeypointsError(
+            f"{where}: data row {row + 1} (line {row + 2}) has {column} {frame[row]:g}; the "
+            f"`{column}` column must hold whole frame numbers"
+        )
+    step = np.diff(frame)
+    if (step <= 0).any():
+        row = int(np.flatnonzero(step <= 0)[0]) + 1
+        what = "repeats" if step[row - 1] == 0 else "goes back to"
+        raise KeypointsError(
+            f"{where}: data row {row + 1} (line {row + 2}) {what} {column} {int(frame[row])} "
+            f"after {int(frame[row - 1])}; rows must be in time order with each frame once "
+            f"(the `{column}` column strictly increasing). Remove the duplicate rows or sort "
+            "the file by frame if that is the true order"
+        )
+    idx = (frame - frame[0]).astype(int)
+    out = np.full((idx[-1] + 1, values.shape[1]), np.nan)
     out[idx] = values
     return out, idx
 
@@ -814,7 +986,7 @@ def _xyz_table(
     at ``frame_column`` (when present), confidence from ``<name>_<confidence_suffix>``
     (keypoints without that column count as fully confident)."""
     frame = values[:, header.index(frame_column)] if frame_column in header else None
-    values, _ = _place_frames(values, frame, where)
+    values, _ = _place_frames(values, frame, where, frame_column)
     col = {c: i for i, c in enumerate(header)}
     positions = np.stack([values[:, [col[f"{n}_{a}"] for a in "xyz"]] for n in names], axis=1)
     confidence = None
@@ -904,7 +1076,9 @@ def read_c3d_raw(path: Path) -> RawKeypoints:
         try:
             reader = c3d.Reader(fh)
         except Exception as e:  # c3d raises plain exceptions on malformed headers
-            raise KeypointsError(f"{where} is not a readable C3D file ({e})") from e
+            raise KeypointsError(
+                f"{where} is not a readable C3D file ({e}); expected a C3D motion-capture file"
+            ) from e
         names = [str(n).strip() for n in reader.point_labels]
         param = reader.get("POINT:UNITS")
         unit_found = param.string_value.strip() if param is not None else None
@@ -936,6 +1110,9 @@ def read_npz_raw(path: Path) -> RawKeypoints:
     (pickles) are refused.
     """
     where = _where(path)
+    expected = "a .npz saved by numpy.savez with `positions` [T, K, 3] and `names` [K]"
+    if not zipfile.is_zipfile(path):
+        raise KeypointsError(f"{where} is not a zip archive, so not a .npz file; expected {expected}")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -947,7 +1124,9 @@ def read_npz_raw(path: Path) -> RawKeypoints:
                 "names as a string array (np.array(names, dtype=str)) and numbers as "
                 "numeric arrays"
             ) from e
-        raise KeypointsError(f"{where} is not a readable .npz file ({e})") from e
+        raise KeypointsError(f"{where} is not a readable .npz file ({e}); expected {expected}") from e
+    except (zipfile.BadZipFile, OSError) as e:  # a damaged archive or member
+        raise KeypointsError(f"{where} is not a readable .npz file ({e}); expected {expected}") from e
     for key in ("positions", "names"):
         if key not in arrays:
             raise KeypointsError(f"{where} has no `{key}` array; it holds {sorted(keys)}")
