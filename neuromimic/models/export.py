@@ -4,9 +4,11 @@ An export is a directory with two files and no pickle in either:
 
 - ``controller.safetensors``: every parameter and buffer of the controller;
 - ``controller.json``: ``{"format", "version", "controller": <config>, "spec": <spec>,
-  "metadata": {...}}``, where ``<config>`` names the controller and core classes and
-  their constructor arguments (`Controller.config`) and ``<spec>`` the observation
-  layout, action size and control step (`ControllerSpec.to_dict`).
+  "metadata": {...}, "weights_sha256": <hex>}``, where ``<config>`` names the controller
+  and core classes and their constructor arguments (`Controller.config`), ``<spec>`` the
+  observation layout, action size and control step (`ControllerSpec.to_dict`), and
+  ``weights_sha256`` the SHA-256 of the weights file as written (a flipped bit is caught
+  when it is read; exports written before this hash existed load with a warning).
 
 `load_controller` rebuilds the module from the JSON, resolving class names only through
 the registry below (never importing what a file names), and loads the weights; given a
@@ -16,14 +18,16 @@ Lightning checkpoint instead, it reads it with ``torch.load(weights_only=True)``
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from neuromimic.errors import InputError
 from neuromimic.models.base import ControllerSpec, Core, CoreFactory
@@ -35,6 +39,8 @@ FORMAT = "neuromimic-controller"
 VERSION = 1
 WEIGHTS_FILE = "controller.safetensors"
 CONFIG_FILE = "controller.json"
+
+log = logging.getLogger(__name__)
 
 #: The only classes a config may name.
 CONTROLLERS = {"Controller": Controller, "IntentionController": IntentionController}
@@ -98,17 +104,19 @@ def export_controller(controller: Controller, output: str | Path, metadata: dict
     """
     output = Path(output)
     tensors = {name: value.detach().cpu().contiguous() for name, value in controller.state_dict().items()}
+    weights = save(tensors)
     document = {
         "format": FORMAT,
         "version": VERSION,
         "controller": controller.config(),
         "spec": controller.spec.to_dict(),
         "metadata": metadata or {},
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        (staging / WEIGHTS_FILE).write_bytes(save(tensors))
+        (staging / WEIGHTS_FILE).write_bytes(weights)
         (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2))
         if output.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
@@ -189,8 +197,17 @@ def _read_export(directory: Path) -> tuple[Controller, dict, str]:
             f"version {VERSION}"
         )
     controller = _build(document, str(config_path))
+    weights = weights_path.read_bytes()
+    expected = document.get("weights_sha256")
+    if expected is None:
+        log.warning("%s has no weights_sha256 (an older export): %s cannot be verified", config_path, weights_path)
+    elif hashlib.sha256(weights).hexdigest() != expected:
+        raise ControllerLoadError(
+            f"{weights_path} does not match the weights_sha256 in {config_path}: the weights "
+            "were corrupted or replaced after export; export the checkpoint again"
+        )
     try:
-        state = load_file(weights_path)
+        state = load(weights)
     except Exception as error:  # safetensors raises its own types for corrupt files
         raise ControllerLoadError(f"{weights_path} cannot be read: {error}") from None
     return controller, state, str(weights_path)
