@@ -11,20 +11,29 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neuromimic.errors import INPUT_ERROR_EXIT_CODE, InputError
 from neuromimic.training import PPOModule
-from neuromimic.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, load_checkpoint_file
+from neuromimic.training.checkpoint_io import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    load_checkpoint_file,
+)
 
 log = logging.getLogger("neuromimic")
 
 TOOL_COMMANDS = ("bench", "bodies", "clips", "export", "analyze", "keypoints")
+#: Exit status after SIGTERM (128 + 15, as a shell reports a process ended by SIGTERM): the
+#: run saved ``last.ckpt`` and asks to be requeued (see the README's reliability section).
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
 def find_last_checkpoint(save_dir: str | Path, name: str) -> tuple[Path, int]:
@@ -52,13 +61,17 @@ class NeuromimicCLI(LightningCLI):
     """LightningCLI with the project's defaults and ``--ckpt_path last`` resolution."""
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads ``--ckpt_path`` itself before the Trainer exists: check the
-        # file first so that a corrupt one is reported by name, not as a zip error.
+        """Verify a ``--ckpt_path`` file, and never read a config out of it.
+
+        LightningCLI's own version parses a checkpoint's ``hyper_parameters`` into the run's
+        config, which imports and calls whatever classes they name: a shared checkpoint
+        could run code. A neuromimic run's config comes from the command line and its
+        files alone; the checkpoint gives weights and states (read by `AtomicCheckpointIO`).
+        """
         config = self.config.get(self.config.get("subcommand") or "", None)
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and ckpt_path != "last":
             load_checkpoint_file(ckpt_path)
-        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """Resolve ``--ckpt_path last`` to a file and keep logging in that run's folder."""
@@ -128,6 +141,12 @@ def main(argv: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
+    except SIGTERMException:
+        log.error(
+            "stopped by SIGTERM after saving last.ckpt; exiting with %d so that a scheduler "
+            "requeues the job (resume it with --ckpt_path last)", PREEMPTED_EXIT_CODE,
+        )
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
     except InputError as error:
         if debug:
             raise

@@ -1,6 +1,7 @@
 """Lightning callbacks that tests pass to ``neuromimic fit`` by class path to look inside a run."""
 
 import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -66,3 +67,27 @@ class InjectNaN(L.Callback):
         mask = torch.zeros(backend.num_envs, dtype=torch.bool)
         mask[0] = True
         backend.reset(mask, qpos, view.qvel.clone(), view.act.clone())
+
+
+class KillAt(L.Callback):
+    """Kill this process with SIGKILL (no cleanup, no checkpoint) when an optimiser step
+    is about to start at ``global_step == step``: a pre-empted node, a crash, ``kill -9``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TermAt(L.Callback):
+    """Send this process SIGTERM (as a scheduler pre-empting a job does) when an optimiser
+    step is about to start at ``global_step == step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -700,6 +700,69 @@ class ImitationEnv(EnvBase):
             }
         )
 
+    # ---------------------------------------------------------------------- snapshots
+    def snapshot(self) -> dict:
+        """Everything a continuation of this env bitwise equal to an uninterrupted one
+        needs, copied to the host: the simulator state of every body, each env's clip,
+        frame and last outputs, the afferents' state and the env's random generators.
+
+        Plain nested dicts of tensors (``None`` where the env has no afferents), as a
+        ``weights_only`` checkpoint stores them; `restore` loads one back.
+        """
+        afferents = None
+        if self._afferent_state is not None:
+            length, force = self._muscle_inputs
+            afferents = {
+                "state": {k: v.cpu().clone() for k, v in self._afferent_state.items()},
+                "rates": self.afferent_rates.cpu().clone(),
+                "muscle_length": length.cpu().clone(),
+                "muscle_force": force.cpu().clone(),
+            }
+        return {
+            "backend": self.backend.snapshot(),
+            "model_version": torch.tensor(self.backend.model_version),
+            "clip_index": self.clip_index.cpu().clone(),
+            "frame": self.frame.cpu().clone(),
+            "clip_last_frame": self._clip_last_frame.cpu().clone(),
+            "last_packed": self._last_packed.cpu().clone(),
+            "unstable_count": self.unstable_count.cpu().clone(),
+            "clip_sampler": self.clips.generator.get_state(),
+            "afferent_generator": self._afferent_generator.get_state(),
+            "afferents": afferents,
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Continue from a `snapshot` of an env built from the same config and size.
+
+        Raises:
+            ValueError: if the snapshot is of another number of bodies, of an env whose
+                body model had been changed (`Backend.model_changed`), or of another
+                observation layout.
+        """
+        if snapshot["clip_index"].shape != self.clip_index.shape or snapshot["last_packed"].shape != self._last_packed.shape:
+            raise ValueError(
+                f"the snapshot holds {tuple(snapshot['last_packed'].shape)} env outputs; this env "
+                f"makes {tuple(self._last_packed.shape)} (another num_envs or observation layout)"
+            )
+        if int(snapshot["model_version"]) != self.backend.model_version:
+            raise ValueError("the snapshot was taken after its body model was changed; rebuild that model first")
+        self.backend.restore(snapshot["backend"])
+        to = {"device": self.device}
+        self.clip_index = snapshot["clip_index"].to(**to).clone()
+        self.frame.copy_(snapshot["frame"])
+        self._clip_last_frame = snapshot["clip_last_frame"].to(**to).clone()
+        self._last_packed = snapshot["last_packed"].to(**to).clone()
+        self.unstable_count.copy_(snapshot["unstable_count"])
+        self.clips.generator.set_state(snapshot["clip_sampler"])
+        self._afferent_generator.set_state(snapshot["afferent_generator"])
+        afferents = snapshot["afferents"]
+        if afferents is None:
+            self._afferent_state = self.afferent_rates = self._muscle_inputs = None
+        else:
+            self._afferent_state = {k: v.to(**to).clone() for k, v in afferents["state"].items()}
+            self.afferent_rates = afferents["rates"].to(**to).clone()
+            self._muscle_inputs = (afferents["muscle_length"].to(**to).clone(), afferents["muscle_force"].to(**to).clone())
+
     # -------------------------------------------------------------------------- EnvBase API
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         num_envs = self.batch_size[0]

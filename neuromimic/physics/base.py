@@ -95,6 +95,15 @@ class Backend(Protocol):
         """
         ...
 
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A host copy of the whole simulator state (everything `restore` needs for a
+        continuation bitwise equal to an uninterrupted run), as named tensors."""
+        ...
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """Load a `snapshot` of a backend of the same kind, body and size."""
+        ...
+
 
 def reset_to_rest_pose(backend: Backend, dtype: torch.dtype) -> None:
     """Put every body of ``backend`` in its body's rest pose, still, with muscles off.

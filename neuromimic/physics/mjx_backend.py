@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from neuromimic.bodies.base import Body
@@ -201,6 +202,38 @@ class MjxBackend:
         device again; the compiled step takes it as an argument, so nothing recompiles."""
         self._mx = self._put_model()
         self.model_version += 1
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the whole simulator state on the host: every leaf of the batched
+        `mjx.Data` (in tree order) and the `unstable` flags; `restore` loads it back."""
+        jax = import_jax()
+        leaves = jax.tree_util.tree_leaves(self.data)
+        snapshot = {f"data.{i}": torch.from_numpy(np.array(leaf)) for i, leaf in enumerate(leaves)}
+        snapshot["unstable"] = torch.from_numpy(np.array(self._unstable))
+        return snapshot
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """Load a `snapshot` of a backend of the same body, size and ``impl``.
+
+        Raises:
+            ValueError: if the number or shape of the saved leaves differs.
+        """
+        jax = import_jax()
+        leaves, treedef = jax.tree_util.tree_flatten(self.data)
+        saved = [snapshot.get(f"data.{i}") for i in range(len(leaves))]
+        for i, (leaf, value) in enumerate(zip(leaves, saved, strict=True)):
+            if value is None or tuple(value.shape) != tuple(leaf.shape):
+                raise ValueError(
+                    f"snapshot leaf {i} has shape {None if value is None else tuple(value.shape)}; "
+                    f"this backend's is {tuple(leaf.shape)} (another body, B or impl)"
+                )
+        restored = [
+            jax.device_put(value.numpy().astype(leaf.dtype), self._jax_device)
+            for leaf, value in zip(leaves, saved, strict=True)
+        ]
+        self.data = jax.tree_util.tree_unflatten(treedef, restored)
+        self._unstable = jax.device_put(snapshot["unstable"].numpy(), self._jax_device)
+        self._refresh_view()
 
     @property
     def view(self) -> PhysicsView:

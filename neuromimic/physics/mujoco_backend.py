@@ -208,6 +208,41 @@ class MujocoBackend:
         """Stop the rollout thread pool (the backend cannot step afterwards)."""
         self._pool.close()
 
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the whole simulator state (every substep's full physics state, the
+        sensors, controls, external forces and `unstable` flags): `restore` continues from
+        it bitwise equal to an uninterrupted run."""
+        return {
+            "state": torch.from_numpy(self.state.copy()),
+            "sensordata": torch.from_numpy(self.sensordata.copy()),
+            "control": torch.from_numpy(self.control.copy()),
+            "external_force": self.external_force.clone(),
+            "unstable": torch.from_numpy(self.unstable.copy()),
+        }
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """Load a `snapshot` of a backend of the same body and size into this one's buffers
+        (the views keep aliasing them).
+
+        Raises:
+            ValueError: if a buffer's shape differs (another body, B or substeps).
+        """
+        buffers = {
+            "state": self.state,
+            "sensordata": self.sensordata,
+            "control": self.control,
+            "external_force": self._external_force,
+            "unstable": self.unstable,
+        }
+        for name, buffer in buffers.items():
+            saved = snapshot[name]
+            if tuple(saved.shape) != buffer.shape:
+                raise ValueError(
+                    f"snapshot {name} has shape {tuple(saved.shape)}; this backend's is {buffer.shape}"
+                )
+        for name, buffer in buffers.items():
+            np.copyto(buffer, snapshot[name].cpu().numpy())
+
     def _make_view(self) -> PhysicsView:
         last = self._state_t[:, -1]
         sensors = torch.from_numpy(self.sensordata)[:, -1]

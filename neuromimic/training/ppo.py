@@ -13,26 +13,35 @@ from __future__ import annotations
 import json
 import logging
 import math
+import platform
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import lightning as L
+import mujoco
 import numpy as np
 import torch
-from tensordict import TensorDictBase
+from lightning.fabric.utilities.apply_func import apply_to_collection
+from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator, set_recurrent_mode
+from torchrl.modules import (
+    ProbabilisticActor,
+    TanhNormal,
+    ValueOperator,
+    set_recurrent_mode,
+)
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from neuromimic.envs.imitation import EnvConfig, ImitationEnv, controller_spec, make_env
 from neuromimic.models import Controller, ControllerModule, ControllerSpec, squash
 from neuromimic.models.cores import mlp
+from neuromimic.training.checkpoint_io import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +232,15 @@ class PPOModule(L.LightningModule):
                 self._update_obs_norm(self._collect()["observation"])
             self.initial_val_error_mm.fill_(self.evaluate()["site_pos_error_mm"])
             log.info("held-out tracked-site error of the untrained controller: %.3f mm", self.initial_val_error_mm)
-        self._carry = self._envs.rollout.reset()
-        self._episode_return = torch.zeros(self.train_env.batch_size, device=self.device)
+            self._carry = None  # training starts from fresh episodes
+        if self._carry is None:  # a fresh run, or a resume that could not carry its episodes over
+            self._carry = self._envs.rollout.reset()
+            self._episode_return = torch.zeros(self.train_env.batch_size, device=self.device)
 
     # ------------------------------------------------------------------------------- PPO
     def training_step(self, batch: int, batch_idx: int) -> None:
-        # A queue rather than batch_idx: a run resumed mid-epoch starts a fresh iteration.
+        # A queue rather than batch_idx: a checkpoint saves what is left of it, so a run
+        # resumed mid-iteration finishes that iteration as the uninterrupted run would.
         if not self._minibatches:
             self._minibatches = self._prepare_iteration()
         minibatch = self._minibatches.pop(0)
@@ -404,10 +416,9 @@ class PPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint extras
     def _random_state(self) -> dict[str, torch.Tensor]:
-        """This rank's sampler and generator states, as tensors of fixed size."""
+        """This process's global generators and the minibatch shuffle, as tensors."""
         np_state = np.random.get_state()
         state = {
-            "clip_sampler": self.train_env.clips.generator.get_state(),
             "shuffle": self._shuffle.get_state(),
             "torch": torch.get_rng_state(),
             "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
@@ -420,7 +431,6 @@ class PPOModule(L.LightningModule):
         return state
 
     def _set_random_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.train_env.clips.generator.set_state(state["clip_sampler"])
         self._shuffle.set_state(state["shuffle"])
         torch.set_rng_state(state["torch"])
         pos, has_gauss = (int(x) for x in state["numpy_pos"])
@@ -430,12 +440,52 @@ class PPOModule(L.LightningModule):
         if "cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda"], self.device)
 
+    def _rollout_state(self) -> dict:
+        """The training in flight on this rank: the env (every body's physics, clips and
+        frames), the carried step, and the iteration's minibatches still to be used."""
+        return {
+            "env": self.train_env.snapshot(),
+            "carry": None if self._carry is None else self._carry.to_dict(),
+            "episode_return": self._episode_return,
+            "minibatches": [{"batch_size": torch.tensor(mb.batch_size), "data": mb.to_dict()} for mb in self._minibatches],
+            "rollout_observations": self._rollout_observations,
+        }
+
+    def _set_rollout_state(self, state: dict) -> None:
+        self.train_env.restore(state["env"])
+        device = self.device
+
+        def tensordict(data: dict, batch_size: torch.Size) -> TensorDictBase:
+            return TensorDict(data, batch_size=batch_size, device=device)
+
+        self._carry = None if state["carry"] is None else tensordict(state["carry"], self.train_env.batch_size)
+        self._episode_return = None if state["episode_return"] is None else state["episode_return"].to(device)
+        self._minibatches = [tensordict(mb["data"], torch.Size(mb["batch_size"].tolist())) for mb in state["minibatches"]]
+        observations = state["rollout_observations"]
+        self._rollout_observations = None if observations is None else observations.to(device)
+
+    def _run_description(self) -> dict:
+        """What a bitwise-exact resume needs to be the same: the run's shape, the software
+        and the machine."""
+        return {
+            "num_envs": self.env_config.num_envs,
+            "world_size": self.trainer.world_size,
+            "body": self.env_config.body,
+            "backend": self.env_config.backend,
+            "device": self.device.type,
+            "torch": str(torch.__version__),
+            "mujoco": mujoco.__version__,
+            "machine": f"{platform.machine()} {platform.processor() or platform.platform()}",
+        }
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Save what Lightning does not: the controller's description (plain data, for
-        `neuromimic.load_controller`) and every rank's clip sampler and RNG states.
+        `neuromimic.load_controller`), every rank's random generators and the training in
+        flight (`_rollout_state`), so that a resumed run continues bitwise equal to an
+        uninterrupted one (on the same machine and software; see `on_load_checkpoint`).
 
         Called on every rank (only rank 0 writes the file), so the states are gathered:
-        a resumed DDP run gives each rank its own streams back.
+        a resumed DDP run gives each rank its own streams and bodies back.
         """
         extras = {
             "controller": {
@@ -445,23 +495,69 @@ class PPOModule(L.LightningModule):
             }
         }
         if self.train_env is not None:
-            state = self._random_state()
+            state = {"random": self._random_state(), "rollout": self._rollout_state()}
             if self.trainer.world_size > 1:
-                gathered = self.all_gather(state)  # each leaf [world_size, ...]
-                ranks = [{k: v[r].cpu() for k, v in gathered.items()} for r in range(self.trainer.world_size)]
+                gathered = self.all_gather(state)  # each tensor [world_size, ...]
+                ranks = [
+                    apply_to_collection(gathered, torch.Tensor, lambda t, r=r: t[r].cpu())
+                    for r in range(self.trainer.world_size)
+                ]
             else:
-                ranks = [{k: v.cpu() for k, v in state.items()}]
+                ranks = [apply_to_collection(state, torch.Tensor, lambda t: t.cpu())]
             extras["ranks"] = ranks
-            extras["unstable_count"] = self.train_env.unstable_count.cpu()
+            extras["run"] = self._run_description()
         checkpoint["neuromimic"] = extras
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore every rank's generators and, when the run has the same shape, the
+        training in flight; warn when the continuation cannot be bitwise exact."""
         extras = checkpoint.get("neuromimic", {})
+        self._check_controller_fits(checkpoint)
         if "ranks" not in extras or self.train_env is None:
             return
         ranks = extras["ranks"]
-        self._set_random_state(ranks[self.trainer.global_rank % len(ranks)])
-        self.train_env.unstable_count.copy_(extras["unstable_count"])
+        rank = ranks[self.trainer.global_rank % len(ranks)]
+        self._set_random_state(rank["random"])
+        saved, current = extras.get("run", {}), self._run_description()
+        shape = [k for k in ("num_envs", "world_size", "body", "backend") if saved.get(k) != current[k]]
+        if shape:
+            changes = ", ".join(f"{k} {saved.get(k)} -> {current[k]}" for k in shape)
+            log.warning(
+                "resuming %s with %s: the episodes in flight cannot be carried over, so they "
+                "restart and the run is not bitwise equal to an uninterrupted one",
+                self.trainer.ckpt_path, changes,
+            )
+            return
+        self._set_rollout_state(rank["rollout"])
+        elsewhere = [k for k in ("device", "torch", "mujoco", "machine") if saved.get(k) != current[k]]
+        if elsewhere:
+            changes = ", ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in elsewhere)
+            log.warning(
+                "resuming %s with %s: floating-point results may differ in the last bits, so "
+                "the run continues but is not guaranteed bitwise equal to an uninterrupted one",
+                self.trainer.ckpt_path, changes,
+            )
+
+    def _check_controller_fits(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint whose weights do not fit this run's controller and critic,
+        naming the file, the first differing tensor and both shapes."""
+        ours = self.state_dict()
+        theirs = checkpoint.get("state_dict", {})
+        missing = sorted(set(ours) - set(theirs))
+        mismatched = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+        if not (missing or mismatched):
+            return
+        path = self.trainer.ckpt_path if self._trainer is not None else "the checkpoint"
+        if mismatched:
+            name = mismatched[0]
+            detail = f"{name} is {list(theirs[name].shape)} in it but {list(ours[name].shape)} in this config"
+        else:
+            detail = f"it has no {missing[0]}"
+        raise CheckpointError(
+            f"{path} does not fit the configured controller ({detail}; {len(missing) + len(mismatched)} "
+            "tensors differ): resume with the config the run was started with (its "
+            "lightning_logs/version_N/config.yaml, e.g. --config that file)"
+        )
 
 
 @dataclass
