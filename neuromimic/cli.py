@@ -12,15 +12,17 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from neuromimic.errors import INPUT_ERROR_EXIT_CODE, InputError
+from neuromimic.errors import INPUT_ERROR_EXIT_CODE, find_input_error
 from neuromimic.training import PPOModule
 from neuromimic.training.checkpoint_io import (
     AtomicCheckpointIO,
@@ -32,7 +34,8 @@ log = logging.getLogger("neuromimic")
 
 TOOL_COMMANDS = ("bench", "bodies", "clips", "export", "analyze", "keypoints")
 #: Exit status after SIGTERM (128 + 15, as a shell reports a process ended by SIGTERM): the
-#: run saved ``last.ckpt`` and asks to be requeued (see the README's reliability section).
+#: run saved ``last.ckpt`` and asks to be requeued (see the README's reliability section);
+#: in a SLURM job it also requeues itself with ``scontrol requeue``, as Lightning does.
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
@@ -95,10 +98,43 @@ class NeuromimicCLI(LightningCLI):
         args.version = version
 
     def instantiate_trainer(self, **kwargs):
-        """The configured Trainer, writing and reading checkpoints with `AtomicCheckpointIO`."""
+        """The configured Trainer, writing and reading checkpoints with `AtomicCheckpointIO`.
+
+        On a SLURM cluster, SLURM's requeue signal (SIGUSR1) is handled as SIGTERM:
+        Lightning's own handler would save a checkpoint from inside the signal handler, in
+        the middle of a rollout, which cannot be resumed exactly.
+        """
         trainer = super().instantiate_trainer(**kwargs)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if SLURMEnvironment.detect():
+            signal.signal(signal.SIGUSR1, _stop_as_if_terminated)
         return trainer
+
+
+def _stop_as_if_terminated(signum: int, frame: object) -> None:
+    """Turn a signal into SIGTERM, which Lightning handles between optimiser steps."""
+    log.info("received signal %d: stopping as for SIGTERM", signum)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _requeue_slurm_job() -> None:
+    """``scontrol requeue`` this SLURM job (from its first task only), as Lightning's SLURM
+    environment does; the requeued job runs the same batch script again."""
+    if not SLURMEnvironment.detect() or os.environ.get("SLURM_PROCID", "0") != "0":
+        return
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        log.error("could not requeue SLURM job %s: scontrol is not on PATH", job)
+        return
+    if result.returncode == 0:
+        log.info("requeued SLURM job %s", job)
+    else:
+        log.error("scontrol requeue %s failed (%d): %s", job, result.returncode, result.stderr.strip())
 
 
 def _trainer_defaults() -> dict:
@@ -106,20 +142,23 @@ def _trainer_defaults() -> dict:
     return {"num_sanity_val_steps": 0, "log_every_n_steps": 1}
 
 
-# Lightning warnings that do not apply to PPOModule: its checkpoints are taken after an
+# Lightning warnings that do not apply here: PPOModule's checkpoints are taken after an
 # optimiser step by design, and its one-epoch-per-iteration loader is never split over
 # workers.
 _IGNORED_WARNINGS = (
     r"Using ModelCheckpoint with manual optimization",
     r"Your `IterableDataset` has `__len__` defined",
+    # main() passes sys.argv on (without --debug) as args: that is what the warning fears.
+    r"LightningCLI's args parameter is intended",
 )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``neuromimic`` console script.
 
-    Bad input (`neuromimic.errors.InputError`: a file, config field or flag) is reported as
-    one message and exit status 2; ``--debug`` anywhere on the command line, or
+    Bad input (`neuromimic.errors.InputError`: a file, config field or flag, also when
+    jsonargparse re-raises it while building the config's classes) is reported as one
+    message and exit status 2; ``--debug`` anywhere on the command line, or
     ``NEUROMIMIC_DEBUG=1``, shows its traceback instead. Other exceptions are bugs and keep
     theirs.
     """
@@ -146,11 +185,13 @@ def main(argv: list[str] | None = None) -> None:
             "stopped by SIGTERM after saving last.ckpt; exiting with %d so that a scheduler "
             "requeues the job (resume it with --ckpt_path last)", PREEMPTED_EXIT_CODE,
         )
+        _requeue_slurm_job()
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
-    except InputError as error:
-        if debug:
+    except Exception as error:
+        input_error = find_input_error(error)
+        if input_error is None or debug:
             raise
-        log.error("%s", error)
+        log.error("%s", input_error)
         raise SystemExit(INPUT_ERROR_EXIT_CODE) from None
 
 if __name__ == "__main__":

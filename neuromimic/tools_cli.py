@@ -257,13 +257,16 @@ def _export(ckpt: str, output: str) -> dict:
 def _controller_and_env(source: str):
     from neuromimic.envs import EnvConfig
     from neuromimic.models import load_controller
-    from neuromimic.models.export import controller_metadata
+    from neuromimic.models.export import ControllerLoadError, controller_metadata
 
     controller = load_controller(source)
     env = controller_metadata(source).get("env")
     if env is None:
-        raise SystemExit(f"{source} does not say which env it was trained in (no 'env' metadata); re-export it")
-    return controller, EnvConfig.from_dict(env)
+        raise ControllerLoadError(f"{source} does not say which env it was trained in (no 'env' metadata); re-export it")
+    try:
+        return controller, EnvConfig.from_dict(env)
+    except (TypeError, KeyError) as error:
+        raise ControllerLoadError(f"{source}: malformed 'env' metadata ({error}); re-export it") from None
 
 
 def _record(source: str, output: str, split: str | None, steps: int | None) -> dict:
@@ -286,14 +289,15 @@ def _perturb(source: str, perturbation: str, split: str | None) -> dict:
     from neuromimic.analysis import perturb
     from neuromimic.analysis.record import record
     from neuromimic.envs import make_env
+    from neuromimic.errors import InputError
 
     controller, config = _controller_and_env(source)
     try:
         perturbations = yaml.safe_load(Path(perturbation).read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise SystemExit(f"cannot read the perturbation file {perturbation}: {error}") from None
+        raise InputError(f"cannot read the perturbation file {perturbation}: {error}") from None
     if not isinstance(perturbations, list):
-        raise SystemExit(f"{perturbation} must hold a YAML list of {{name: arguments}} entries")
+        raise InputError(f"{perturbation} must hold a YAML list of {{name: arguments}} entries")
     env = make_env(config, split=split, evaluation=True)
     baseline = record(controller, env)
     with perturb.apply(perturbations, controller, env):

@@ -345,7 +345,7 @@ def test_intention_decoder_transfer_and_kl_warmup(tmp_path):
 def test_ppo_refuses_configs_that_would_fail_later():
     from neuromimic.training import PPOConfig, PPOModule
 
-    with pytest.raises(ValueError, match="fewer than ppo.minibatches"):
+    with pytest.raises(ValueError, match="fewer than model.ppo.minibatches"):
         PPOModule(EnvConfig(num_envs=2), CORES_FOR_PPO["gru"], PPOConfig(rollout_steps=16, sequence_length=16, minibatches=4))
     with pytest.raises(ValueError, match="must divide"):
         PPOModule(EnvConfig(), CORES_FOR_PPO["gru"], PPOConfig(rollout_steps=32, sequence_length=12))

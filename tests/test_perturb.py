@@ -147,7 +147,7 @@ def test_weakened_muscles_pull_less():
         perturb.weaken_muscles(env, {"Deltoid": 0.5})
 
 
-def test_analyze_perturb_cli_reports_with_and_without(tmp_path, capsys):
+def test_analyze_perturb_cli_reports_with_and_without(tmp_path, capsys, caplog):
     import json
 
     from neuromimic.cli import main
@@ -164,8 +164,10 @@ def test_analyze_perturb_cli_reports_with_and_without(tmp_path, capsys):
     assert baseline["total_activation"] != perturbed["total_activation"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("- lesion_everything: {}\n")
-    with pytest.raises(ValueError, match="unknown perturbation 'lesion_everything'"):
+    with pytest.raises(SystemExit) as exit_info:  # bad input: one message, exit status 2
         main(["analyze", "perturb", "--ckpt", str(export), "--perturbation", str(bad)])
+    assert exit_info.value.code == 2
+    assert "unknown perturbation 'lesion_everything'" in caplog.text
 
 
 def test_force_pulse_acts_only_inside_its_window():

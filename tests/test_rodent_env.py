@@ -94,7 +94,7 @@ def test_rat_root_is_tracked_apart_from_the_joints(rat23_clips):
 def test_rat_config_errors_name_the_fix(rat23_clips):
     clips, _ = rat23_clips
     task = ImitationTask(weights={**WEIGHTS, "muscle_force_l2": -0.1})
-    with pytest.raises(ValueError, match=r"no muscles.*remove \['muscle_force_l2'\] from task.weights"):
+    with pytest.raises(ValueError, match=r"no muscles.*remove \['muscle_force_l2'\] from model.env.task.weights"):
         make_env(EnvConfig(body="rodent", clips=str(clips), num_envs=2, substeps=10, task=task))
     with pytest.raises(ValueError, match="needs muscles.*use proprioception: joints"):
         make_env(_config(clips, proprioception="afferents"))

@@ -33,11 +33,17 @@ from collections.abc import Iterator, Sequence
 import mujoco
 import torch
 
+from neuromimic.errors import InputError
 from neuromimic.models import Controller
 from neuromimic.models.base import UnitPerturbation
 from neuromimic.models.rate_rnn import RateRNNCore, delay_steps
 
 Units = Sequence[int] | float | str
+
+
+class PerturbationError(InputError, TypeError):
+    """A perturbation that cannot apply as given (unknown name, muscle, unit or argument, or
+    a controller without what it acts on); the message names what is wrong."""
 
 
 def select_units(controller: Controller, units: Units, seed: int = 0) -> torch.Tensor:
@@ -54,25 +60,25 @@ def select_units(controller: Controller, units: Units, seed: int = 0) -> torch.T
     if isinstance(units, str):
         sign = getattr(core, "recurrent", None) and getattr(core.recurrent, "parametrizations", None)
         if units not in ("excitatory", "inhibitory") or not sign:
-            raise ValueError(
+            raise PerturbationError(
                 f"units={units!r}: populations need a RateRNNCore with Dale's law; otherwise give "
                 "indices or a fraction"
             )
         signs = core.recurrent.parametrizations.weight[0].sign
         if signs is None:
-            raise ValueError("this RateRNNCore has no Dale's law (excitatory_fraction is None)")
+            raise PerturbationError("this RateRNNCore has no Dale's law (excitatory_fraction is None)")
         mask = (signs > 0) if units == "excitatory" else (signs < 0)
     elif isinstance(units, float):
         if not 0.0 < units < 1.0:
-            raise ValueError(f"a fraction of units must be in (0, 1); got {units}")
+            raise PerturbationError(f"a fraction of units must be in (0, 1); got {units}")
         order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
         mask[order[: round(units * size)]] = True
     else:
         if isinstance(units, int) or any(isinstance(u, bool) for u in units):
-            raise ValueError(f"units must be a list of indices, a fraction or a population; got {units!r}")
+            raise PerturbationError(f"units must be a list of indices, a fraction or a population; got {units!r}")
         index = torch.as_tensor(list(units), dtype=torch.long)
         if index.numel() and (index.min() < 0 or index.max() >= size):
-            raise ValueError(f"unit indices must be in [0, {size}); got {list(units)}")
+            raise PerturbationError(f"unit indices must be in [0, {size}); got {list(units)}")
         mask[index] = True
     return mask.to(controller.log_std.device)
 
@@ -107,7 +113,7 @@ def inject_current(controller: Controller, units: Units, current: float, seed: i
     """Add ``current`` to the drive ``W r + U x + b`` of chosen units of a `RateRNNCore`
     (a context manager)."""
     if not isinstance(controller.core, RateRNNCore):
-        raise TypeError(f"inject_current needs a RateRNNCore; this controller's core is {type(controller.core).__name__}")
+        raise PerturbationError(f"inject_current needs a RateRNNCore; this controller's core is {type(controller.core).__name__}")
     mask = select_units(controller, units, seed)
     none = torch.zeros(mask.shape, dtype=torch.bool, device=mask.device)
     return _unit_perturbation(
@@ -120,7 +126,7 @@ def _observation_columns(controller: Controller, blocks: Sequence[str] | None) -
     slices = controller.spec.observation_slices()
     names = list(slices) if blocks is None else [n for n in slices if n.startswith(tuple(blocks))]
     if not names:
-        raise ValueError(f"no observation block starts with {list(blocks)}; blocks: {list(slices)}")
+        raise PerturbationError(f"no observation block starts with {list(blocks)}; blocks: {list(slices)}")
     mask = torch.zeros(controller.observation_size, dtype=torch.bool)
     for name in names:
         mask[slices[name]] = True
@@ -201,9 +207,9 @@ def scale_time_constants(controller: Controller, factor: float, units: Units | N
     """Multiply the time constants of a `RateRNNCore` (all units, or chosen ones) by ``factor``."""
     core = controller.core
     if not isinstance(core, RateRNNCore):
-        raise TypeError(f"scale_time_constants needs a RateRNNCore; this controller's core is {type(core).__name__}")
+        raise PerturbationError(f"scale_time_constants needs a RateRNNCore; this controller's core is {type(core).__name__}")
     if not factor > 0:
-        raise ValueError(f"time constants must stay positive: factor must be > 0; got {factor}")
+        raise PerturbationError(f"time constants must stay positive: factor must be > 0; got {factor}")
     mask = torch.ones(core.output_size, dtype=torch.bool) if units is None else select_units(controller, units, seed)
     saved = core.log_tau.detach().clone()
     with torch.no_grad():
@@ -231,7 +237,7 @@ def _ids(model: mujoco.MjModel, kind: mujoco.mjtObj, names: Sequence[str]) -> li
         count = model.nu if kind == mujoco.mjtObj.mjOBJ_ACTUATOR else model.nbody
         known = [mujoco.mj_id2name(model, kind, i) for i in range(count)]
         what = "muscle" if kind == mujoco.mjtObj.mjOBJ_ACTUATOR else "body"
-        raise ValueError(f"unknown {what} names {unknown}; known: {known}")
+        raise PerturbationError(f"unknown {what} names {unknown}; known: {known}")
     return ids
 
 
@@ -243,7 +249,7 @@ def _scaled_model(backend, changes: list[tuple[str, tuple, float]]) -> Iterator[
     try:
         for name, index, factor in changes:
             if not factor >= 0:
-                raise ValueError(f"scale factors must be >= 0; got {factor} for {name}")
+                raise PerturbationError(f"scale factors must be >= 0; got {factor} for {name}")
             getattr(model, name)[index] *= factor
         backend.model_changed()
         yield
@@ -266,7 +272,7 @@ def weaken_muscles(env, scales: dict[str, float]):
     ids = _ids(model, mujoco.mjtObj.mjOBJ_ACTUATOR, list(scales))
     not_muscles = [name for name, i in zip(scales, ids, strict=True) if model.actuator_gaintype[i] != mujoco.mjtGain.mjGAIN_MUSCLE]
     if not_muscles:
-        raise ValueError(f"weaken_muscles scales MuJoCo muscles; {not_muscles} are other actuators")
+        raise PerturbationError(f"weaken_muscles scales MuJoCo muscles; {not_muscles} are other actuators")
     # Muscle parameters: [range0, range1, force, scale, ...] for the active (gain) and passive
     # (bias) force alike. An explicit force F0 sits at index 2; a negative one means MuJoCo
     # derives F0 from `scale` (index 3), so that is what scales.
@@ -286,7 +292,7 @@ def scale_body_mass(env, scales: dict[str, float]):
     ids = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, list(scales))
     massless = [name for name, i in zip(scales, ids, strict=True) if backend.model.body_mass[i] == 0]
     if massless:
-        raise ValueError(f"bodies {massless} have no mass to scale")
+        raise PerturbationError(f"bodies {massless} have no mass to scale")
     changes = [(field, (i,), factor) for i, factor in zip(ids, scales.values(), strict=True)
                for field in ("body_mass", "body_inertia")]
     return _scaled_model(backend, changes)
@@ -308,7 +314,7 @@ def scale_segment_length(env, scales: dict[str, float]):
     changes = []
     for i, factor in zip(_ids(model, mujoco.mjtObj.mjOBJ_BODY, list(scales)), scales.values(), strict=True):
         if i == 0:
-            raise ValueError("the world body is not a segment")
+            raise PerturbationError("the world body is not a segment")
         changes.append(("body_ipos", (i,), factor))
         changes += [("body_pos", (child,), factor) for child in range(model.nbody) if child != i and model.body_parentid[child] == i]
         changes += [("geom_pos", (g,), factor) for g in range(model.ngeom) if model.geom_bodyid[g] == i]
@@ -344,7 +350,7 @@ def force_pulse(
         torque: [3] torque in N m.
     """
     if len(force) != 3 or len(torque) != 3:
-        raise ValueError(f"force and torque need 3 components each; got {list(force)} and {list(torque)}")
+        raise PerturbationError(f"force and torque need 3 components each; got {list(force)} and {list(torque)}")
     if not hasattr(env, "before_step"):
         raise TypeError("force_pulse needs an ImitationEnv (it acts before each of the env's steps)")
     backend = _body_backend(env)
@@ -401,10 +407,10 @@ def apply(perturbations: Sequence[dict], controller: Controller, env) -> context
     try:
         for entry in perturbations:
             if not isinstance(entry, dict) or len(entry) != 1:
-                raise ValueError(f"each perturbation is one {{name: arguments}} mapping; got {entry!r}")
+                raise PerturbationError(f"each perturbation is one {{name: arguments}} mapping; got {entry!r}")
             ((name, kwargs),) = entry.items()
             if name not in PERTURBATIONS:
-                raise ValueError(f"unknown perturbation {name!r}; known: {sorted(PERTURBATIONS)}")
+                raise PerturbationError(f"unknown perturbation {name!r}; known: {sorted(PERTURBATIONS)}")
             function, target = PERTURBATIONS[name]
             stack.enter_context(function(controller if target == "controller" else env, **(kwargs or {})))
     except BaseException:

@@ -35,6 +35,7 @@ from torch import nn
 from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env
 from neuromimic.files import replaced_atomically
 from neuromimic.models import Controller, squash
+from neuromimic.models.export import ControllerLoadError
 from neuromimic.proprioception import AFFERENT_CLASSES
 
 FORMAT = "neuromimic-recording"
@@ -202,6 +203,9 @@ def record(
         env = make_env(env, split=split, num_envs=num_envs, evaluation=True)
     if not env.sequential_clips:
         raise ValueError("record needs an env made with make_env(..., evaluation=True) (one clip per env, from frame 0)")
+    problem = controller.spec.mismatch(env.controller_spec, env.backend.body.key)
+    if problem:
+        raise ControllerLoadError(f"{problem}: load the controller trained for this body and env config")
     was_training = controller.training
     steps = int(env.clips.length.max()) - 1 if steps is None else steps
     if steps < 2:

@@ -24,9 +24,10 @@ from torchrl.envs import EnvBase
 
 from neuromimic.bodies import get_body
 from neuromimic.data.clip_bank import ClipBank
-from neuromimic.data.clips import ClipError, load_clips
+from neuromimic.data.clips import ClipError, check_quaternions, load_clips
+from neuromimic.errors import ConfigError, check_config, did_you_mean
 from neuromimic.models.base import ControllerSpec, layout_slices
-from neuromimic.physics import make_backend
+from neuromimic.physics import BACKENDS, make_backend
 from neuromimic.physics.base import Backend, PhysicsView, reset_to_rest_pose
 from neuromimic.proprioception import AfferentConfig, Afferents
 from neuromimic.tasks import ImitationTask, ReferenceFrame, tracking_errors
@@ -79,14 +80,35 @@ class EnvConfig:
     afferents: AfferentConfig = field(default_factory=AfferentConfig)
 
     def __post_init__(self) -> None:
-        if self.proprioception not in PROPRIOCEPTION:
-            raise ValueError(
-                f"env.proprioception must be one of {PROPRIOCEPTION}; got {self.proprioception!r}"
-            )
+        """Check every field on its own (what needs the body or the clips is checked when
+        the env is built); raise `ConfigError` naming the field."""
+        check_config(
+            self.backend in BACKENDS, "model.env.backend", self.backend,
+            f"one of {list(BACKENDS)}{did_you_mean(str(self.backend), BACKENDS)}",
+        )
+        check_config(
+            isinstance(self.num_envs, int) and self.num_envs >= 1, "model.env.num_envs", self.num_envs,
+            "an integer >= 1 (bodies simulated in parallel per training process)",
+        )
+        check_config(
+            isinstance(self.substeps, int) and self.substeps >= 1, "model.env.substeps", self.substeps,
+            "an integer >= 1 (physics steps per control step; substeps x the body's timestep "
+            "must equal the clips' frame period)",
+        )
+        frames = tuple(self.future_frames)
+        check_config(
+            bool(frames) and all(isinstance(k, int) and k >= 1 for k in frames), "model.env.future_frames",
+            list(frames), "a non-empty list of positive frame offsets (1 is the next frame)",
+        )
+        check_config(
+            self.proprioception in PROPRIOCEPTION, "model.env.proprioception", self.proprioception,
+            f"one of {list(PROPRIOCEPTION)}",
+        )
         if self.fusimotor_action and self.proprioception == "joints":
-            raise ValueError(
-                "env.fusimotor_action sets the spindles' gamma drive, which only matters when "
-                "the controller senses afferents: set env.proprioception to 'afferents' or 'both'"
+            raise ConfigError(
+                "model.env.fusimotor_action sets the spindles' gamma drive, which only matters "
+                "when the controller senses afferents: set model.env.proprioception to "
+                "'afferents' or 'both', or fusimotor_action to false"
             )
         if isinstance(self.afferents, dict):
             self.afferents = AfferentConfig(**self.afferents)
@@ -138,6 +160,9 @@ def make_env(
         device=device,
         **config.backend_kwargs,
     )
+    rest_qpos = body.rest_qpos(backend.model)
+    for clip in clips:
+        check_quaternions(clip.qpos, backend.model, rest_qpos, f"clip {clip.name!r} of {config.clips!r}")
     task = dataclasses.replace(config.task, termination_distance=math.inf) if evaluation else config.task
     bank = ClipBank(clips, device=backend.device, seed=seed, dtype=backend.view.qpos.dtype)
     return ImitationEnv(
@@ -351,8 +376,10 @@ class ImitationEnv(EnvBase):
                 f"the clips were recorded for body {clips.body!r} but the env simulates "
                 f"{body.key!r}; load clips made for {body.key!r}"
             )
-        if not future_frames or min(future_frames) < 1:
-            raise ValueError(f"future_frames must be positive frame offsets; got {tuple(future_frames)}")
+        check_config(
+            bool(future_frames) and min(future_frames) >= 1, "model.env.future_frames",
+            list(future_frames), "a non-empty list of positive frame offsets",
+        )
         timestep = model.opt.timestep
         if abs(backend.substeps * timestep - 1.0 / clips.fps) > 1e-9:
             raise ClipError(
@@ -382,8 +409,8 @@ class ImitationEnv(EnvBase):
 
         self.actuation = actuation = Actuation.of(model, body.key)
         if proprioception != "joints" and not actuation.muscles:
-            raise ValueError(
-                f"env.proprioception {proprioception!r} needs muscles (spindles and tendon "
+            raise ConfigError(
+                f"model.env.proprioception {proprioception!r} needs muscles (spindles and tendon "
                 f"organs) but body {body.key!r} has none; use proprioception: joints"
             )
         task.check_body(body.key, actuation.muscles, actuation.free_root)
@@ -407,6 +434,10 @@ class ImitationEnv(EnvBase):
         #: Called with the env before every physics step (stimuli and perturbations, such as
         #: `neuromimic.analysis.perturb.force_pulse`, set the backend's inputs here).
         self.before_step: list[Callable[[ImitationEnv], None]] = []
+        #: Called with the env after every physics step, before the step is evaluated and
+        #: before any body is reset: the backend's view holds the step's final state and
+        #: its `unstable` flags (`neuromimic.training.callbacks.UnstableBodyDump` reads them).
+        self.after_step: list[Callable[[ImitationEnv], None]] = []
 
         self.proprioception = proprioception
         self.fusimotor_action = fusimotor_action
@@ -454,6 +485,18 @@ class ImitationEnv(EnvBase):
         self._build_reset_table()
 
     # ----------------------------------------------------------------------------- layout
+    @property
+    def controller_spec(self) -> ControllerSpec:
+        """What a controller of this env must fit (its observation and action layouts and
+        control step)."""
+        return ControllerSpec(
+            observation_size=sum(size for _, size, _ in self.observation_layout),
+            action_size=sum(size for _, size, _ in self.action_layout),
+            control_dt=self.backend.substeps * self.backend.model.opt.timestep,
+            observation_layout=tuple(self.observation_layout),
+            action_layout=tuple(self.action_layout),
+        )
+
     def observation_slices(self) -> dict[str, slice]:
         """Name -> slice of each block of ``"observation"`` (units in `observation_layout`)."""
         return layout_slices(self.observation_layout)
@@ -823,6 +866,8 @@ class ImitationEnv(EnvBase):
                 *self._fusimotor_drive(action),
                 generator=self._afferent_generator,
             )
+        for hook in self.after_step:
+            hook(self)
         self.frame.add_(1)
         sim = self.backend.view
         unstable = sim.unstable

@@ -39,6 +39,11 @@ def layout_slices(layout) -> dict[str, slice]:
     return slices
 
 
+def _blocks(layout: tuple[tuple[str, int, str], ...]) -> str:
+    """``"qpos 4 + qvel 4 + ..."`` for a message."""
+    return " + ".join(f"{name} {size}" for name, size, _ in layout) or "no layout stored"
+
+
 @dataclass(frozen=True)
 class ControllerSpec:
     """What a controller is built for: the env's observation and action sizes and timing.
@@ -68,6 +73,33 @@ class ControllerSpec:
                 raise ValueError(
                     f"{field_name} covers {sum(block[1] for block in layout)} values but {size_name} is {size}"
                 )
+
+    def mismatch(self, env: ControllerSpec, body: str) -> str | None:
+        """What keeps a controller built for this spec from driving envs of spec ``env``
+        (body ``body``, for the message), or None when it fits.
+
+        The number of actuators, the observation's size and layout and the control step
+        must agree.
+        """
+        if self.action_size != env.action_size:
+            return (
+                f"the controller drives {self.action_size} actuator values but body {body!r} in "
+                f"this env takes {env.action_size} ({_blocks(env.action_layout)})"
+            )
+        if self.observation_size != env.observation_size or (
+            self.observation_layout and env.observation_layout and self.observation_layout != env.observation_layout
+        ):
+            return (
+                f"the controller reads a {self.observation_size}-value observation "
+                f"({_blocks(self.observation_layout)}) but this env of body {body!r} makes "
+                f"{env.observation_size} values ({_blocks(env.observation_layout)})"
+            )
+        if abs(self.control_dt - env.control_dt) > 1e-9:
+            return (
+                f"the controller was trained at a {1e3 * self.control_dt:g} ms control step but this "
+                f"env of body {body!r} steps every {1e3 * env.control_dt:g} ms"
+            )
+        return None
 
     def observation_slices(self) -> dict[str, slice]:
         """Name -> slice of each block of the observation."""

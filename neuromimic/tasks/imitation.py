@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neuromimic.errors import ConfigError, check_config, did_you_mean
 from neuromimic.physics.base import PhysicsView
 from neuromimic.tasks import terms
 from neuromimic.tasks.terms import TrackingErrors
@@ -47,15 +48,20 @@ class ImitationTask:
     termination_distance: float = 0.003
 
     def __post_init__(self) -> None:
-        if not self.weights:
-            raise ValueError(f"task weights must name at least one reward term: {sorted(terms.TERMS)}")
-        unknown = sorted(set(self.weights) - set(terms.TERMS))
-        if unknown:
-            raise ValueError(
-                f"unknown reward terms {unknown} in task weights; known terms: {sorted(terms.TERMS)}"
+        field = "model.env.task"
+        check_config(bool(self.weights), f"{field}.weights", self.weights, f"a map naming at least one of {sorted(terms.TERMS)}")
+        for name in self.weights:
+            check_config(
+                name in terms.TERMS, f"{field}.weights", name,
+                f"a reward term{did_you_mean(str(name), terms.TERMS)}; known terms: {sorted(terms.TERMS)}",
             )
-        if not self.termination_distance > 0:
-            raise ValueError("termination_distance must be > 0 (use inf to disable termination)")
+        for name in ("joint_pos_sigma", "joint_vel_sigma", "site_pos_sigma", "root_pos_sigma", "root_rot_sigma"):
+            value = getattr(self, name)
+            check_config(value > 0, f"{field}.{name}", value, "> 0 (the width of the reward kernel)")
+        check_config(
+            self.termination_distance > 0, f"{field}.termination_distance", self.termination_distance,
+            "> 0 in m (.inf disables termination)",
+        )
 
     def unusable_terms(self, muscles: bool, free_root: bool) -> dict[str, str]:
         """The weighted terms a body cannot compute -> what it lacks.
@@ -72,13 +78,13 @@ class ImitationTask:
         return unusable
 
     def check_body(self, body: str, muscles: bool, free_root: bool) -> None:
-        """Raise ValueError naming the terms that body ``body`` cannot compute
+        """Raise `ConfigError` naming the terms that body ``body`` cannot compute
         (`unusable_terms`; ``body`` is the registry key, for the message)."""
         unusable = self.unusable_terms(muscles, free_root)
         if unusable:
-            raise ValueError(
+            raise ConfigError(
                 f"body {body!r} has no " + " and no ".join(sorted(set(unusable.values())))
-                + f"; remove {sorted(unusable)} from task.weights"
+                + f"; remove {sorted(unusable)} from model.env.task.weights"
             )
 
     def reward_terms(

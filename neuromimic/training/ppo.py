@@ -39,8 +39,10 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from neuromimic.envs.imitation import EnvConfig, ImitationEnv, controller_spec, make_env
+from neuromimic.errors import ConfigError, check_config
 from neuromimic.models import Controller, ControllerModule, ControllerSpec, squash
 from neuromimic.models.cores import mlp
+from neuromimic.physics import mujoco_warnings
 from neuromimic.training.checkpoint_io import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,28 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     sequence_length: int = 16
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
+
+    def __post_init__(self) -> None:
+        """Check every field on its own; raise `ConfigError` naming the field."""
+        for name in ("rollout_steps", "epochs", "minibatches", "sequence_length"):
+            value = getattr(self, name)
+            check_config(isinstance(value, int) and value >= 1, f"model.ppo.{name}", value, "an integer >= 1")
+        ranges = {
+            "learning_rate": (self.learning_rate > 0, "> 0"),
+            "gamma": (0 < self.gamma <= 1, "in (0, 1]"),
+            "gae_lambda": (0 <= self.gae_lambda <= 1, "in [0, 1]"),
+            "clip_epsilon": (self.clip_epsilon > 0, "> 0"),
+            "entropy_coeff": (self.entropy_coeff >= 0, ">= 0"),
+            "critic_coeff": (self.critic_coeff > 0, "> 0"),
+            "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
+        }
+        for name, (ok, requirement) in ranges.items():
+            check_config(ok, f"model.ppo.{name}", getattr(self, name), requirement)
+        sizes = tuple(self.critic_hidden_sizes)
+        check_config(
+            all(isinstance(n, int) and n >= 1 for n in sizes), "model.ppo.critic_hidden_sizes",
+            list(sizes), "a list of positive layer widths",
+        )
 
 
 class _Updates(IterableDataset):
@@ -156,6 +180,8 @@ class PPOModule(L.LightningModule):
         self._rollout_observations: torch.Tensor | None = None
         self._shuffle = torch.Generator()
         self._episode_return: torch.Tensor | None = None
+        self._mujoco_warnings: dict[str, int] = {}
+        self._mujoco_warnings_at_start = mujoco_warnings.counts()
 
     @property
     def train_env(self) -> ImitationEnv | None:
@@ -171,15 +197,16 @@ class PPOModule(L.LightningModule):
         """Fail at construction, not at the first update or checkpoint."""
         ppo, recurrent = self.ppo, self.controller.is_recurrent
         if recurrent and ppo.rollout_steps % ppo.sequence_length:
-            raise ValueError(
-                f"ppo.sequence_length ({ppo.sequence_length}) must divide ppo.rollout_steps "
-                f"({ppo.rollout_steps}) for a recurrent controller"
+            raise ConfigError(
+                f"model.ppo.sequence_length ({ppo.sequence_length}) must divide "
+                f"model.ppo.rollout_steps ({ppo.rollout_steps}) for a recurrent controller"
             )
         samples = self.env_config.num_envs * ppo.rollout_steps // (ppo.sequence_length if recurrent else 1)
         if samples < ppo.minibatches:
-            raise ValueError(
+            raise ConfigError(
                 f"a rollout holds {samples} {'sequences' if recurrent else 'steps'} per process, fewer than "
-                f"ppo.minibatches ({ppo.minibatches}); use more envs, longer rollouts or fewer minibatches"
+                f"model.ppo.minibatches ({ppo.minibatches}); use more envs (model.env.num_envs), longer "
+                "rollouts (model.ppo.rollout_steps) or fewer minibatches"
             )
         try:
             json.dumps(self.controller.config())
@@ -342,9 +369,31 @@ class PPOModule(L.LightningModule):
         metrics["train/episodes_finished"] = num_finished.float()
         metrics["train/terminated_fraction"] = rollout["next", "terminated"].float().mean()
         metrics["train/unstable_total"] = self.train_env.unstable_count.float()
+        metrics |= self._mujoco_warning_metrics()
         metrics["perf/env_steps_per_s"] = torch.tensor(rollout.numel() * self.trainer.world_size / seconds)
         self._log_metrics(metrics)
         self.log("site_mm", metrics["train/site_pos_error_mm"], prog_bar=True, logger=False, batch_size=1)
+
+    def _mujoco_warning_metrics(self) -> dict[str, torch.Tensor]:
+        """``train/mujoco_warnings/<kind>``: MuJoCo's simulation warnings in this process
+        since training started (`neuromimic.physics.mujoco_warnings`); a rise since the last
+        iteration is also logged as a warning."""
+        counts = {
+            kind: count - self._mujoco_warnings_at_start.get(kind, 0)
+            for kind, count in mujoco_warnings.counts().items()
+        }
+        for kind, count in counts.items():
+            new = count - self._mujoco_warnings.get(kind, 0)
+            if new > 0:
+                log.warning(
+                    "MuJoCo warned %d time(s) of %s during the last rollout (%d since training "
+                    "started); after a bad acceleration, velocity or position MuJoCo resets the "
+                    "body and the env restarts its episode. Many mean too large a timestep or too "
+                    "stiff a model (UnstableBodyDump records such bodies for a replay)",
+                    new, kind, count,
+                )
+        self._mujoco_warnings = counts
+        return {f"train/mujoco_warnings/{kind}": torch.tensor(float(count)) for kind, count in counts.items() if count}
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
         """Write once-per-iteration scalars straight to the logger (rank 0) at this step.
