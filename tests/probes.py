@@ -81,13 +81,28 @@ class KillAt(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-class TermAt(L.Callback):
-    """Send this process SIGTERM (as a scheduler pre-empting a job does) when an optimiser
-    step is about to start at ``global_step == step``."""
+class SignalAt(L.Callback):
+    """Send this process signal ``name`` (SIGTERM: a scheduler pre-empting a job; SIGUSR1:
+    SLURM's warning before a time limit) when an optimiser step is about to start at
+    ``global_step == step``."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, name: str = "SIGTERM") -> None:
         self.step = step
+        self.signal = getattr(signal, name)
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signal)
+
+
+class PushBody(L.Callback):
+    """From optimiser step ``step`` on, push training body 0 with ``force`` N along x at
+    its root (an external force no body survives: its physics blows up)."""
+
+    def __init__(self, step: int, force: float = 1e9) -> None:
+        self.step = step
+        self.force = force
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            module.train_env.backend.external_force[0, 1:, 0] = self.force

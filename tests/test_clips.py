@@ -345,3 +345,27 @@ def test_bundled_clips_are_reproducible(bundled):
     stored = next(c for c in bundled if c.name == remade.name)
     assert remade.split == stored.split and remade.meta.keys() == stored.meta.keys()
     np.testing.assert_allclose(remade.qpos, stored.qpos, rtol=0, atol=1e-9)
+
+
+def test_quaternions_must_be_unit_length_and_in_mujocos_order():
+    from neuromimic.data.clips import check_quaternions
+
+    body = get_body("rodent")
+    model = body.load_model()
+    rest = body.rest_qpos(model)
+    yaw = np.linspace(-3.0, 3.0, 40)  # a rat turning round, upright
+    qpos = np.repeat(rest[None], yaw.size, axis=0)
+    qpos[:, 3:7] = np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], axis=1)
+    check_quaternions(qpos, model, rest, "clip 'walk'")
+    scipy_order = qpos.copy()
+    scipy_order[:, 3:7] = qpos[:, [4, 5, 6, 3]]  # x, y, z, w
+    with pytest.raises(ClipError, match=r"clip 'walk'.*upside down .* in 50% of the frames.*x, y, z, w \(scipy's order\)"):
+        check_quaternions(scipy_order, model, rest, "clip 'walk'")
+    upside_down = qpos.copy()
+    upside_down[:, 3:7] = [0.0, 1.0, 0.0, 0.0]  # half a turn about x
+    with pytest.raises(ClipError, match=r"in 100% of the frames; check the quaternion order .* and the up axis"):
+        check_quaternions(upside_down, model, rest, "clip 'walk'")
+    unnormalised = qpos.copy()
+    unnormalised[2, 3:7] *= 1.5
+    with pytest.raises(ClipError, match=r"joint .* has norm 1.5 at frame 2 \(1 frames off\)"):
+        ReferenceClip.from_qpos("rodent", unnormalised, 50.0, name="walk", split="train")

@@ -25,9 +25,9 @@ RUN = [
 ]
 
 
-def _fit(cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+def _fit(cwd: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``neuromimic fit`` in a subprocess (so that it can be killed) in ``cwd``."""
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(os.environ, **(env or {}), PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     command = [sys.executable, "-m", "neuromimic.cli", "fit", *RUN, *extra]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -85,7 +85,7 @@ def test_a_run_killed_with_sigkill_resumes_bitwise_equal(tmp_path, uninterrupted
 
 @pytest.mark.slow
 def test_sigterm_saves_exits_with_the_requeue_code_and_resumes_bitwise_equal(tmp_path, uninterrupted):
-    stopped = _fit(tmp_path, "--trainer.callbacks+=probes.TermAt", "--trainer.callbacks.step=18")
+    stopped = _fit(tmp_path, "--trainer.callbacks+=probes.SignalAt", "--trainer.callbacks.step=18")
     assert stopped.returncode == 128 + signal.SIGTERM, (stopped.returncode, stopped.stderr[-3000:])
     assert "requeue" in stopped.stderr
     assert _last(tmp_path)["global_step"] == 19  # saved after the step the signal came in, not at step 15
@@ -101,3 +101,28 @@ def test_resuming_with_another_num_envs_warns_that_it_is_not_exact(tmp_path):
     resumed = _fit(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "12", "--model.env.num_envs", "4")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "num_envs 8 -> 4" in resumed.stderr and "not bitwise equal" in resumed.stderr
+
+
+@pytest.mark.slow
+def test_slurm_requeue_signal_saves_between_steps_requeues_and_resumes_bitwise_equal(tmp_path, uninterrupted):
+    # A SLURM job (as Lightning detects one) warned by SIGUSR1 before its time limit; a
+    # stand-in scontrol records what it is asked.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    scontrol.chmod(0o755)
+    slurm = {
+        "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    stopped = _fit(tmp_path, "--trainer.callbacks+=probes.SignalAt", "--trainer.callbacks.step=18",
+                   "--trainer.callbacks.name=SIGUSR1", env=slurm)
+    assert stopped.returncode == 128 + signal.SIGTERM, (stopped.returncode, stopped.stderr[-3000:])
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert _last(tmp_path)["global_step"] == 19
+    assert not list(tmp_path.glob("hpc_ckpt_*.ckpt"))  # Lightning's mid-step save never ran
+    resumed = _fit(tmp_path, "--ckpt_path", "last", env=slurm)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _differences(_state(uninterrupted), _state(_last(tmp_path))) == []

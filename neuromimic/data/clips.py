@@ -154,6 +154,7 @@ class ReferenceClip:
                 f"qpos of clip {name!r} has shape {qpos.shape}; body {body!r} needs "
                 f"[T >= 2, {model.nq}]"
             )
+        check_quaternions(qpos, model, spec.rest_qpos(model), f"clip {name!r}")
         num_frames = qpos.shape[0]
         site_ids = [model.site(site).id for site in spec.end_effector_sites]
         qvel = np.empty((num_frames, model.nv))
@@ -371,6 +372,83 @@ class ReferenceClip:
                     f"{where}: dataset `{key}` has non-finite values (NaN or Inf), first at "
                     f"frame {int(np.argmax(bad))}; fill or cut the gap before making the clip"
                 )
+
+
+#: Largest accepted deviation of a quaternion's norm from 1 (MuJoCo normalises silently).
+QUATERNION_NORM_TOLERANCE = 1e-3
+
+
+def _rotate_up(quat: np.ndarray) -> np.ndarray:
+    """World z of each rotated z axis: for unit quaternions [..., 4] (wxyz), the (2, 2)
+    entry of their rotation matrix, [...]."""
+    w, x, y, z = np.moveaxis(quat, -1, 0)
+    return 1.0 - 2.0 * (x * x + y * y)
+
+
+def check_quaternions(qpos: np.ndarray, model: mujoco.MjModel, rest_qpos: np.ndarray, where: str) -> None:
+    """Check the quaternions in a clip's joint angles: MuJoCo's convention and unit norm.
+
+    Every ball and free joint's quaternion must have norm 1 (within
+    `QUATERNION_NORM_TOLERANCE`) in every frame. For a body with a free root, the root
+    must not be upside down (compared with the rest pose) in most frames: a clip whose
+    quaternions are in x, y, z, w order (scipy's) instead of MuJoCo's w, x, y, z, or whose
+    data had another up axis, turns the body over.
+
+    Args:
+        qpos: joint positions [T, nq].
+        model: the body's compiled model.
+        rest_qpos: the body's rest pose [nq] (`Body.rest_qpos`).
+        where: the clip, for messages.
+
+    Raises:
+        ClipError: naming the joint, the frame and the likely fix.
+    """
+    kinds = {int(mujoco.mjtJoint.mjJNT_FREE): 3, int(mujoco.mjtJoint.mjJNT_BALL): 0}
+    for j in range(model.njnt):
+        offset = kinds.get(int(model.jnt_type[j]))
+        if offset is None:
+            continue
+        start = int(model.jnt_qposadr[j]) + offset
+        quat = qpos[:, start : start + 4]
+        norm = np.linalg.norm(quat, axis=1)
+        bad = np.abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE
+        name = model.joint(j).name or f"#{j}"
+        if bad.any():
+            frame = int(np.argmax(bad))
+            raise ClipError(
+                f"{where}: the quaternion of joint {name!r} (qpos[{start}:{start + 4}]) has norm "
+                f"{norm[frame]:.4g} at frame {frame} ({int(bad.sum())} frames off); quaternions "
+                "must be unit length, in MuJoCo's w, x, y, z order. Normalise them"
+            )
+        if offset == 3 and j == 0:
+            _check_root_upright(quat, _rotate_up(rest_qpos[start : start + 4]), name, where)
+
+
+def _check_root_upright(quat: np.ndarray, rest_up: float, name: str, where: str) -> None:
+    """Refuse root quaternions [T, 4] that turn the body over, naming the likely cause.
+
+    Read in the wrong order, the quaternion of an upright body turning by a yaw angle
+    becomes a half turn that tilts its up axis by that yaw; so a clip of a body that turns
+    round shows it upside down in many frames, while the reordered quaternions keep it
+    upright in every one. (Of a body that barely turns, the misread is a half turn about a
+    near-vertical axis, which no check can tell from a real one.)
+    """
+    sign = 1.0 if rest_up >= 0 else -1.0
+    over = np.mean(sign * _rotate_up(quat) < 0)
+    upright_if_xyzw = np.all(sign * _rotate_up(quat[:, [3, 0, 1, 2]]) > 0)
+    if upright_if_xyzw and over > 0.1:
+        cause = (
+            "the quaternions look like x, y, z, w (scipy's order), which keeps it upright in "
+            "every frame; MuJoCo's order is w, x, y, z, so move the last component first"
+        )
+    elif over > 0.5:
+        cause = "check the quaternion order (MuJoCo: w, x, y, z) and the up axis of the source data (z up)"
+    else:
+        return
+    raise ClipError(
+        f"{where}: the root joint {name!r} turns the body upside down (against its rest pose) "
+        f"in {100 * over:.0f}% of the frames; {cause}"
+    )
 
 
 def load_clips(

@@ -7,11 +7,14 @@ are evaluated; both evaluate them at the final state of a control step.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import mujoco
 
 from neuromimic.bodies.base import Body
+
+log = logging.getLogger(__name__)
 
 #: Prefix of the names of the sensors `compile_model` adds (avoids clashes with the MJCF).
 SENSOR_PREFIX = "neuromimic/"
@@ -71,7 +74,54 @@ def compile_model(body: Body) -> mujoco.MjModel:
                 objtype=mujoco.mjtObj.mjOBJ_ACTUATOR,
                 objname=name,
             )
-    return spec.compile()
+    model = spec.compile()
+    warn_low_friction(model, body.key)
+    return model
+
+
+def low_friction(model: mujoco.MjModel) -> list[str]:
+    """The friction coefficients of a model that MuJoCo raises to its minimum (``mjMINMU``,
+    1e-5) in every contact, each as ``"geom 'name': sliding 0"``.
+
+    Checked: the sliding friction of every geom that can collide, its torsional friction
+    where ``condim >= 4``, its rolling friction where ``condim == 6``, and the friction of
+    explicit contact pairs.
+    """
+    found = []
+    kinds = ("sliding", "torsional", "rolling")
+    for i in range(model.ngeom):
+        if not (model.geom_contype[i] or model.geom_conaffinity[i]):
+            continue
+        used = {1: 0, 3: 1, 4: 2, 6: 3}.get(int(model.geom_condim[i]), 1)
+        for k in range(used):
+            value = float(model.geom_friction[i, k])
+            if value < mujoco.mjMINMU:
+                found.append(f"geom {model.geom(i).name or i!r}: {kinds[k]} {value:g}")
+    for i in range(model.npair):
+        used = {1: 0, 3: 2, 4: 3, 6: 5}.get(int(model.pair_dim[i]), 2)
+        low = [float(v) for v in model.pair_friction[i, :used] if v < mujoco.mjMINMU]
+        if low:
+            found.append(f"contact pair {model.pair(i).name or i!r}: friction {low}")
+    return found
+
+
+_warned_friction: set[str] = set()
+
+
+def warn_low_friction(model: mujoco.MjModel, body: str) -> None:
+    """Log, once per body, the friction coefficients MuJoCo will silently raise
+    (`low_friction`): a frictionless contact in the model is not frictionless in the
+    simulation."""
+    found = low_friction(model)
+    if found and body not in _warned_friction:
+        _warned_friction.add(body)
+        log.warning(
+            "body %r: %d friction coefficient(s) below MuJoCo's minimum %g, which MuJoCo raises "
+            "to %g in every contact: %s%s. Set them to at least %g in the model (or condim 1 "
+            "for a frictionless contact)",
+            body, len(found), mujoco.mjMINMU, mujoco.mjMINMU, "; ".join(found[:5]),
+            f" and {len(found) - 5} more" if len(found) > 5 else "", mujoco.mjMINMU,
+        )
 
 
 def sensor_layout(model: mujoco.MjModel, body: Body) -> SensorLayout:

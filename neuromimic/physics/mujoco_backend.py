@@ -41,6 +41,7 @@ from mujoco import rollout as mj_rollout
 
 from neuromimic.bodies.base import Body
 from neuromimic.bodies.compat import require_backend_compatibility
+from neuromimic.physics import mujoco_warnings
 from neuromimic.physics.base import PhysicsView, reset_to_rest_pose
 from neuromimic.physics.model import compile_model, sensor_layout
 
@@ -134,6 +135,7 @@ class MujocoBackend:
             raise ValueError(f"the 'mujoco' backend runs on the CPU; got device={device!r}")
         if num_envs < 1 or substeps < 1:
             raise ValueError(f"num_envs and substeps must be >= 1; got {num_envs}, {substeps}")
+        mujoco_warnings.install()
         self.body = body
         self.model = compile_model(body)
         require_backend_compatibility(self.model, "mujoco", body_key=body.key)
