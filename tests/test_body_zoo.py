@@ -186,8 +186,15 @@ def test_installed_versions_are_the_pinned_set():
 
 @pytest.mark.slow
 def test_short_cpu_training_lowers_tracking_error_on_the_human_arm(tmp_path, tiny_fit):
-    # One elbow flexion out and back (0.8 rad), trained on and scored on a held-out copy:
-    # 60 PPO iterations of 32 MyoArm bodies (about 2.5 minutes on 2 cores).
+    """One elbow flexion out and back (0.8 rad), trained on and scored on a held-out copy:
+    60 PPO iterations of 32 MyoArm bodies (about 2.5 minutes on 2 cores).
+
+    A smoke test of MyoArm training, not of how well it learns (issue 17): trained over
+    untrained held-out error, measured with ``--seed_everything S --model.seed S`` for
+    seeds 0-9 (untrained 81.0 mm each time): 0.915, 0.853, 0.897, 0.960, 0.886, 0.932,
+    0.918, 0.918, 0.871, 0.905. The test runs seed 0 and asserts < 0.98, which every seed
+    met; the 0.85 asserted before held for none but seed 1.
+    """
     from neuromimic.data.joint_reach import joint_reach_qpos
 
     qpos = joint_reach_qpos("myoarm", {"elbow_flexion_r": 0.8}, 50.0)
@@ -201,7 +208,7 @@ def test_short_cpu_training_lowers_tracking_error_on_the_human_arm(tmp_path, tin
         "--trainer.callbacks.every_n_train_steps", "960", "--trainer.check_val_every_n_epoch", "60", max_steps=960,
     )
     untrained, trained = _val_errors(last.parents[1])
-    assert trained < 0.85 * untrained, (untrained, trained)
+    assert trained < 0.98 * untrained, (untrained, trained)
 
 
 def _val_errors(run_dir):
