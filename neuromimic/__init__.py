@@ -8,3 +8,11 @@ def load_controller(path, map_location="cpu"):
     from neuromimic.models.export import load_controller as load
 
     return load(path, map_location=map_location)
+
+
+def load_action_map(path, map_location="cpu"):
+    """How the actions of a trained controller become simulator controls, as a plain
+    `torch.nn.Module` (see `neuromimic.models.export.load_action_map`)."""
+    from neuromimic.models.export import load_action_map as load
+
+    return load(path, map_location=map_location)

@@ -17,19 +17,17 @@ from mujoco import rollout as mj_rollout
 
 from neuromimic.bodies import get_body
 from neuromimic.envs import EnvConfig, make_env
-from neuromimic.envs.imitation import Actuation
 from neuromimic.proprioception import AfferentConfig
-from neuromimic.tasks import ImitationTask
+from neuromimic.tasks import REWARDS, BodyInfo
+from neuromimic.tasks.rewards import default_rewards
 
 
-def default_task(body: str) -> ImitationTask:
-    """The default reward terms, less those body ``body`` cannot compute
-    (`ImitationTask.unusable_terms`: ``muscle_force_l2`` on a body without muscles)."""
-    task = ImitationTask()
-    actuation = Actuation.of(get_body(body).load_model(), body)
-    for name in task.unusable_terms(actuation.muscles, actuation.free_root):
-        del task.weights[name]
-    return task
+def default_rewards_for(body: str) -> dict[str, dict[str, float]]:
+    """The default reward terms (`neuromimic.tasks.rewards.default_rewards`), less those
+    body ``body`` cannot compute (``muscle_force_l2`` on a body without muscles)."""
+    spec = get_body(body)
+    info = BodyInfo.of(spec.load_model(), spec.key, len(spec.end_effector_sites))
+    return {name: config for name, config in default_rewards().items() if not REWARDS[name].missing(info)}
 
 
 def bench_env(
@@ -69,7 +67,7 @@ def bench_env(
         clips=clips,
         num_envs=num_envs,
         substeps=substeps,
-        task=default_task(body),
+        rewards=default_rewards_for(body),
         proprioception=proprioception,
         afferents=AfferentConfig(dt_ms=afferent_dt_ms),
     )
@@ -246,7 +244,7 @@ def bench_train(
 
     from neuromimic.training import PPOModule
 
-    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, task=default_task(body))
+    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, rewards=default_rewards_for(body))
     module = PPOModule(env=config)
     updates = module.updates_per_iteration
     starts: list[float] = []

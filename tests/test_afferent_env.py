@@ -7,7 +7,7 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from neuromimic.envs import EnvConfig, make_env
-from neuromimic.envs.imitation import controller_spec
+from neuromimic.envs import controller_spec
 from neuromimic.models import load_controller
 from neuromimic.proprioception import AfferentConfig
 
@@ -60,17 +60,17 @@ def test_masked_reset_resettles_only_the_reset_envs():
         td["action"] = torch.rand(env.action_spec.shape, generator=torch.Generator().manual_seed(0))
         td = env.step(td)["next"]
     rates = env.afferent_rates.clone()
-    state = {name: value.clone() for name, value in env._afferent_state.items()}
+    state = {name: value.clone() for name, value in env.sensor._state.items()}
     mask = torch.tensor([True, False, True, False])
     td = env.maybe_reset(td.set("done", mask[:, None]))
     assert torch.equal(env.afferent_rates[~mask], rates[~mask])
-    for name, value in env._afferent_state.items():
+    for name, value in env.sensor._state.items():
         assert torch.equal(value[~mask], state[name][~mask])
     # Reset envs restart from afferents settled at the new pose with the muscles off (only
     # passive force loads the tendon organs).
     assert not torch.equal(env.afferent_rates[mask], rates[mask])
-    _, force = env._muscle_afferent_inputs(env.backend.view)
-    assert torch.equal(env.afferent_rates[mask, 2], env.afferents.tendon_organ.drive(force)[mask])
+    _, force = env.sensor._read(env.backend.view)
+    assert torch.equal(env.afferent_rates[mask, 2], env.sensor.afferents.tendon_organ.drive(force)[mask])
 
 
 def test_gamma_static_action_raises_secondary_rates():
@@ -80,7 +80,7 @@ def test_gamma_static_action_raises_secondary_rates():
     td = env.reset()
     start_qpos = env.backend.view.qpos[0].clone()
     env.backend.reset(torch.tensor([False, True]), start_qpos.expand(2, -1), torch.zeros_like(env.backend.view.qvel), torch.zeros_like(env.backend.view.act))
-    env._reset_afferents(torch.ones(2, dtype=torch.bool))
+    env.sensor.reset(torch.ones(2, dtype=torch.bool), env.backend.view)
     nu = env.backend.model.nu
     action = torch.full((2, 3 * nu), 0.3)
     action[0, nu : 2 * nu] = 0.0  # no gamma-static

@@ -14,8 +14,7 @@ from torchrl.envs.utils import check_env_specs
 from neuromimic.bodies import get_body, known_bodies
 from neuromimic.bodies.validate import check_body, check_model, coupled_pose
 from neuromimic.data.clips import ReferenceClip
-from neuromimic.envs.imitation import EnvConfig, make_env
-from neuromimic.tasks import ImitationTask
+from neuromimic.envs import EnvConfig, make_env
 
 ZOO = ("fruitfly", "mouse_forelimb", "myoarm", "myolegs", "rodent")
 
@@ -143,11 +142,13 @@ def _rest_env(key, directory, backend="mujoco", device=None):
     rest = coupled_pose(model, body.rest_qpos(model))[0]
     fps = 1.0 / (SUBSTEPS[key] * model.opt.timestep)
     ReferenceClip.from_qpos(key, np.tile(rest, (12, 1)), fps, name="rest", split="train").save(directory / "rest.h5")
-    weights = {"joint_pos_error_exp": 1.0, "site_pos_error_exp": 1.0, "ctrl_l2": -0.01}
+    rewards = {"joint_pos_error_exp": {"weight": 1.0}, "site_pos_error_exp": {"weight": 1.0}, "ctrl_l2": {"weight": -0.01}}
     if model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
-        weights["root_pos_error_exp"] = 1.0
-    task = ImitationTask(weights=weights, termination_distance=1.0)
-    config = EnvConfig(body=key, backend=backend, clips=str(directory), num_envs=2, substeps=SUBSTEPS[key], future_frames=(1, 2), task=task)
+        rewards["root_pos_error_exp"] = {"weight": 1.0}
+    config = EnvConfig(
+        body=key, backend=backend, clips=str(directory), num_envs=2, substeps=SUBSTEPS[key], future_frames=(1, 2),
+        rewards=rewards, terminations={"site_pos_error": {"distance": 1.0}},
+    )
     return make_env(config, split=None, device=device)
 
 

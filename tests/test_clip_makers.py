@@ -136,14 +136,15 @@ def test_fruitfly_pose_raises_both_front_legs_above_the_floor():
 
 
 def test_fly_tracking_errors_are_logged_in_mm_from_its_centimetres(tmp_path):
-    from neuromimic.envs.imitation import EnvConfig, make_env
-    from neuromimic.tasks import ImitationTask
+    from neuromimic.envs import EnvConfig, make_env
 
     qpos = joint_reach_qpos("fruitfly", {"coxa_T1_left": 0.8}, 500.0)[:40]
     ReferenceClip.from_qpos("fruitfly", qpos, 500.0, name="pose", split="train").save(tmp_path / "pose.h5")
     sigma = 0.05  # cm
-    task = ImitationTask(weights={"site_pos_error_exp": 1.0}, site_pos_sigma=sigma, termination_distance=10.0)
-    env = make_env(EnvConfig(body="fruitfly", clips=str(tmp_path), num_envs=2, substeps=20, task=task), split=None)
+    env = make_env(EnvConfig(
+        body="fruitfly", clips=str(tmp_path), num_envs=2, substeps=20,
+        rewards={"site_pos_error_exp": {"weight": 1.0, "sigma": sigma}}, terminations={"site_pos_error": {"distance": 10.0}},
+    ), split=None)
     td = env.reset()
     for _ in range(5):
         td["action"] = torch.ones(2, env.action_spec.shape[-1])
@@ -155,10 +156,10 @@ def test_fly_tracking_errors_are_logged_in_mm_from_its_centimetres(tmp_path):
 
 
 def test_bench_task_drops_muscle_costs_on_bodies_without_muscles():
-    from neuromimic.bench import default_task
+    from neuromimic.bench import default_rewards_for
 
-    assert "muscle_force_l2" in default_task("mouse_forelimb").weights
-    assert "muscle_force_l2" not in default_task("fruitfly").weights
+    assert "muscle_force_l2" in default_rewards_for("mouse_forelimb")
+    assert "muscle_force_l2" not in default_rewards_for("fruitfly")
 
 
 @pytest.mark.slow

@@ -252,8 +252,8 @@ def test_clip_bank_rejects_mixed_clips(bundled):
 
 def test_sample_ranges(bundled):
     clips = [bundled[0], _short(bundled[1], 30), _short(bundled[2], 5)]
-    bank = ClipBank(clips, seed=3)
-    clip, start = bank.sample(20_000, min_frames_left=10)
+    bank = ClipBank(clips, seed=3, min_frames_left=10)
+    clip, start = bank.sample(20_000)
     assert clip.dtype == start.dtype == torch.long and clip.shape == start.shape == (20_000,)
     assert set(clip.tolist()) == {0, 1, 2}
     for c, last in enumerate([91, 20, 0]):  # length - min_frames_left, floored at 0
@@ -261,6 +261,17 @@ def test_sample_ranges(bundled):
         assert starts.min() == 0 and starts.max() == last
     clip, start = bank.sample(100, random_start=False)
     assert (start == 0).all()
+
+
+def test_random_starts_only_on_valid_frames(bundled):
+    clips = [bundled[0], _short(bundled[1], 30)]
+    valid = [np.arange(bundled[0].num_frames) % 3 == 0, np.zeros(30, dtype=bool)]
+    bank = ClipBank(clips, seed=3, valid_starts=valid)
+    clip, start = bank.sample(5_000)
+    assert set(clip.tolist()) == {0}  # clip 1 has no valid start
+    assert set(start.tolist()) == set(range(0, bundled[0].num_frames - 10 + 1, 3))
+    with pytest.raises(ClipError, match="no frame of the 2 clips .* can start an episode"):
+        ClipBank(clips, valid_starts=[np.zeros(bundled[0].num_frames, dtype=bool), np.zeros(30, dtype=bool)])
 
 
 def test_same_seed_same_samples_and_resume(bundled):

@@ -19,7 +19,7 @@ from torchrl.modules import set_recurrent_mode
 
 from neuromimic import load_controller
 from neuromimic.envs import EnvConfig, make_env
-from neuromimic.envs.imitation import controller_spec
+from neuromimic.envs import controller_spec
 from neuromimic.models import (
     Controller,
     ControllerLoadError,

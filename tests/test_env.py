@@ -1,14 +1,11 @@
 """Tier 2: `ImitationEnv` on CPU physics: specs, seeding, masked reset, done flags, bad input."""
 
-import math
-
 import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
 from neuromimic.bodies import UnknownBodyError
-from neuromimic.envs import EnvConfig, ImitationEnv, make_env
-from neuromimic.tasks import ImitationTask
+from neuromimic.envs import EnvConfig, make_env
 
 BACKENDS = ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)]
 
@@ -68,7 +65,7 @@ def test_masked_reset_leaves_other_envs_bitwise_unchanged(env):
 
 
 def test_clip_end_is_truncated_and_stray_wrist_terminated():
-    config = EnvConfig(num_envs=2, task=ImitationTask(termination_distance=math.inf))
+    config = EnvConfig(num_envs=2, terminations={})
     env = make_env(config, split="val", evaluation=True)
     td = env.reset()
     length = int(env.clips.length[0])
@@ -79,7 +76,7 @@ def test_clip_end_is_truncated_and_stray_wrist_terminated():
             assert not td["done"].any()
     assert td["truncated"].all() and not td["terminated"].any()
 
-    strict = make_env(EnvConfig(num_envs=2, task=ImitationTask(termination_distance=1e-5)), seed=0)
+    strict = make_env(EnvConfig(num_envs=2, terminations={"site_pos_error": {"distance": 1e-5}}), seed=0)
     td = strict.reset()
     terminated = torch.zeros(2, dtype=torch.bool)
     for _ in range(8):  # random starts leave at least 10 frames, so no clip ends here
@@ -134,16 +131,17 @@ def test_clips_of_another_body_are_refused():
 
     from neuromimic.bodies import get_body
     from neuromimic.data import ClipBank, ClipError, load_clips
+    from neuromimic.envs.imitation import _check_clips
     from neuromimic.physics import make_backend
 
     clips = [dataclasses.replace(clip, body="rat") for clip in load_clips("bundled:mouse_forelimb_reach", split="val")]
     backend = make_backend("mujoco", get_body("mouse_forelimb"), num_envs=2, substeps=2)
     with pytest.raises(ClipError, match="recorded for body 'rat' but the env simulates 'mouse_forelimb'"):
-        ImitationEnv(backend, ClipBank(clips), ImitationTask())
+        _check_clips(backend, ClipBank(clips))
 
 
 def test_reset_outputs_from_the_table_match_a_live_evaluation(env):
-    assert env._reset_table is not None
+    assert env._starts.table is not None
     td = env.reset()
     observation, _, metrics = env._split(env._evaluate(env.backend.view, env.clip_index, env.frame)[0])
     torch.testing.assert_close(td["observation"], observation, rtol=1e-6, atol=1e-6)
@@ -153,7 +151,7 @@ def test_reset_outputs_from_the_table_match_a_live_evaluation(env):
 def test_rollouts_with_and_without_the_reset_table_agree():
     with_table = make_env(EnvConfig(num_envs=4), seed=0)
     live = make_env(EnvConfig(num_envs=4), seed=0)
-    live._reset_table = None  # every reset evaluates its outputs
+    live._starts.table = None  # every reset evaluates its outputs
     first, second = _rollout(with_table, seed=5, steps=40), _rollout(live, seed=5, steps=40)
     assert first["next", "done"].any(), "no episode restarted: the test compares nothing"
     torch.testing.assert_close(first["next", "observation"], second["next", "observation"], rtol=1e-5, atol=1e-5)
@@ -165,7 +163,7 @@ def test_resets_after_a_model_change_show_the_changed_body():
 
     env = make_env(EnvConfig(num_envs=4), seed=0)
     force = env.observation_slices()["muscle_force"]
-    assert env._reset_table[:, force].abs().max() > 0, "no passive force at reset: the test shows nothing"
+    assert env._starts.table[:, force].abs().max() > 0, "no passive force at reset: the test shows nothing"
     td = env.reset()
     muscles = [env.backend.model.actuator(i).name for i in range(env.backend.model.nu)]
     with weaken_muscles(env, {name: 0.0 for name in muscles}):
@@ -175,6 +173,6 @@ def test_resets_after_a_model_change_show_the_changed_body():
         assert torch.equal(out["observation"][0, force], torch.zeros(force.stop - force.start))
         # A full reset tabulates the changed body again.
         out = env.reset()
-        assert env._reset_table_version == env.backend.model_version
-        assert env._reset_table[:, force].abs().max() == 0
+        assert env._starts.model_version == env.backend.model_version
+        assert env._starts.table[:, force].abs().max() == 0
         assert torch.equal(out["observation"][:, force], torch.zeros(4, force.stop - force.start))

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from neuromimic import load_controller
-from neuromimic.envs import EnvConfig
-from neuromimic.envs.imitation import controller_spec
+from neuromimic.envs import EnvConfig, controller_spec
 from neuromimic.models.export import controller_metadata
 
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy"

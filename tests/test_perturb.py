@@ -9,7 +9,7 @@ import torch
 
 from neuromimic.analysis import perturb
 from neuromimic.envs import EnvConfig, make_env
-from neuromimic.envs.imitation import controller_spec
+from neuromimic.envs import controller_spec
 from neuromimic.models import Controller, GRUCore, MLPCore, RateRNNCore
 
 SPEC = controller_spec(EnvConfig())

@@ -11,7 +11,7 @@ import torch
 
 from neuromimic.analysis.record import Recording, record
 from neuromimic.envs import EnvConfig
-from neuromimic.envs.imitation import controller_spec
+from neuromimic.envs import controller_spec
 from neuromimic.models import Controller, RateRNNCore
 from neuromimic.physics.model import compile_model
 from neuromimic.bodies import get_body

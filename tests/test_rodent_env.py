@@ -13,19 +13,18 @@ if importlib.util.find_spec("dm_control") is None:
 
 from torchrl.envs.utils import check_env_specs
 
-from neuromimic.envs.imitation import EnvConfig, make_env
-from neuromimic.tasks import ImitationTask
+from neuromimic.envs import EnvConfig, make_env
 
 RAT23 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rat23" / "rat23_1000_frames.nwb"
 if not RAT23.is_file():
     RAT23 = Path("/work/shared/data/rat23/rat23_1000_frames.nwb")
 
-WEIGHTS = {
-    "joint_pos_error_exp": 1.0,
-    "site_pos_error_exp": 1.0,
-    "root_pos_error_exp": 1.0,
-    "root_rot_error_exp": 1.0,
-    "ctrl_l2": -0.01,
+REWARDS = {
+    "joint_pos_error_exp": {"weight": 1.0, "sigma": 0.1},
+    "site_pos_error_exp": {"weight": 1.0, "sigma": 0.01},
+    "root_pos_error_exp": {"weight": 1.0, "sigma": 0.02},
+    "root_rot_error_exp": {"weight": 1.0, "sigma": 0.3},
+    "ctrl_l2": {"weight": -0.01},
 }
 
 
@@ -50,8 +49,8 @@ def rat23_clips(tmp_path_factory):
 
 
 def _config(clips, **overrides) -> EnvConfig:
-    task = ImitationTask(weights=WEIGHTS, site_pos_sigma=0.01, termination_distance=0.03)
-    return EnvConfig(body="rodent", clips=str(clips), num_envs=4, substeps=10, future_frames=(1, 2), task=task, **overrides)
+    settings = {"rewards": REWARDS, "terminations": {"site_pos_error": {"distance": 0.03}}} | overrides
+    return EnvConfig(body="rodent", clips=str(clips), num_envs=4, substeps=10, future_frames=(1, 2), **settings)
 
 
 def test_rat_env_specs_and_servo_controls(rat23_clips):
@@ -60,7 +59,11 @@ def test_rat_env_specs_and_servo_controls(rat23_clips):
     env = make_env(_config(clips))
     check_env_specs(env)
     assert env.action_layout[0][0] == "ctrl" and env.action_spec.shape == (4, 38)
-    assert [name for name, _, _ in env.observation_layout][:3] == ["qpos", "qvel", "actuator_activation"]
+    names = [name for name, _, _ in env.observation_layout]
+    assert names[:7] == ["root_height", "gravity_b", "root_lin_vel_b", "root_ang_vel_b", "joint_pos", "joint_vel", "actuator_activation"]
+    assert names[7:11] == ["ref_root_pos_h_t+1", "ref_root_rot_b_t+1", "ref_joint_pos_minus_joint_pos_t+1", "ref_site_minus_site_h_t+1"]
+    world = make_env(_config(clips, frame="world"))
+    assert [name for name, _, _ in world.observation_layout][:3] == ["qpos", "qvel", "actuator_activation"]
     env.reset()
     # Actions 0..1 span each servo's ctrlrange (-1..1 for every rat actuator).
     action = torch.zeros(4, 38)
@@ -93,14 +96,45 @@ def test_rat_root_is_tracked_apart_from_the_joints(rat23_clips):
 
 def test_rat_config_errors_name_the_fix(rat23_clips):
     clips, _ = rat23_clips
-    task = ImitationTask(weights={**WEIGHTS, "muscle_force_l2": -0.1})
-    with pytest.raises(ValueError, match=r"no muscles.*remove \['muscle_force_l2'\] from model.env.task.weights"):
-        make_env(EnvConfig(body="rodent", clips=str(clips), num_envs=2, substeps=10, task=task))
+    with pytest.raises(ValueError, match=r"model.env.rewards names 'muscle_force_l2', which needs muscles; body 'rodent' has none"):
+        make_env(_config(clips, rewards={**REWARDS, "muscle_force_l2": {"weight": -0.1}}))
     with pytest.raises(ValueError, match="needs muscles.*use proprioception: joints"):
         make_env(_config(clips, proprioception="afferents"))
-    mouse = ImitationTask(weights={"joint_pos_error_exp": 1.0, "root_pos_error_exp": 1.0})
-    with pytest.raises(ValueError, match=r"has no free root joint; remove \[.root_pos_error_exp.\]"):
-        make_env(EnvConfig(task=mouse, num_envs=2))
+    with pytest.raises(ValueError, match=r"'root_pos_error_exp', which needs free_root; body 'mouse_forelimb' has none"):
+        make_env(EnvConfig(rewards={"joint_pos_error_exp": {"weight": 1.0}, "root_pos_error_exp": {"weight": 1.0}}, num_envs=2))
+    with pytest.raises(ValueError, match=r"'reference_relative' needs servos; body 'mouse_forelimb' has none"):
+        make_env(EnvConfig(action={"name": "reference_relative"}, num_envs=2))
+
+
+def test_reference_relative_actions_hold_the_servos_on_the_next_reference_frame(rat23_clips):
+    import mujoco
+
+    clips, _ = rat23_clips
+    env = make_env(_config(clips, action={"name": "reference_relative", "scale": 0.5}), evaluation=True, split="val")
+    assert env.action_layout[0][0] == "ctrl_offset" and env.controller_spec.action_term == {"name": "reference_relative", "scale": 0.5}
+    td = env.reset()
+    target = env.clips.qpos[env.clip_index, env.frame + 1]
+    env.step(td.set("action", torch.full(env.action_spec.shape, 0.5)))
+    # At action 0.5 each servo's equilibrium length is the reference's at the next frame.
+    model = env.backend.model
+    data = mujoco.MjData(model)
+    data.qpos[:] = target[0].numpy()
+    mujoco.mj_forward(model, data)
+    ctrl = env.backend.view.ctrl[0].numpy()
+    gain, bias = model.actuator_gainprm[:, 0], model.actuator_biasprm[:, :2]
+    inside = (ctrl > model.actuator_ctrlrange[:, 0]) & (ctrl < model.actuator_ctrlrange[:, 1])
+    assert inside.sum() > 30
+    equilibrium = -(bias[:, 0] + gain * ctrl) / bias[:, 1]
+    assert abs(equilibrium - data.actuator_length)[inside].max() < 1e-9
+    # Actions 0 and 1 move each control by half of scale x its range either way (then clip).
+    env.step(td.set("action", torch.ones(env.action_spec.shape)))
+    span = model.actuator_ctrlrange[:, 1] - model.actuator_ctrlrange[:, 0]
+    shifted = env.clips.qpos[env.clip_index, env.frame]
+    data.qpos[:] = shifted[0].numpy()
+    mujoco.mj_forward(model, data)
+    base = -(bias[:, 0] + bias[:, 1] * data.actuator_length) / gain
+    expected = torch.as_tensor(base + 0.25 * span).clamp(torch.as_tensor(model.actuator_ctrlrange[:, 0]), torch.as_tensor(model.actuator_ctrlrange[:, 1]))
+    torch.testing.assert_close(env.backend.view.ctrl[0], expected, rtol=0, atol=1e-9)
 
 
 def test_rodent_config_trains_on_fitted_clips(rat23_clips, tiny_fit):

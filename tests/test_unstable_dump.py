@@ -67,7 +67,7 @@ def test_unstable_body_is_dumped_and_replays(tmp_path, tiny_fit, caplog):
         tiny_fit(
             "mlp", "--trainer.callbacks+=neuromimic.training.callbacks.UnstableBodyDump",
             "--trainer.callbacks.max_dumps=2", "--trainer.callbacks+=probes.PushBody",
-            "--trainer.callbacks.step=2", "--model.env.task.termination_distance", "1.0", max_steps=4,
+            "--trainer.callbacks.step=2", "--model.env.terminations", '{"site_pos_error": {"distance": 1.0}}', max_steps=4,
         )
     dumps = sorted((tmp_path / "lightning_logs" / "version_0" / "unstable_bodies").glob("*.npz"))
     assert len(dumps) == 2 and all(d.with_suffix(".mjb").is_file() for d in dumps)

@@ -35,7 +35,7 @@ EXTENSORS = ("Triceps_Lateral", "Triceps_Long")
 RUNS = {
     "with_effort_cost": [],
     "without_effort_cost": [
-        "--model.env.task.weights", '{"joint_pos_error_exp": 1.0, "joint_vel_error_exp": 0.1, "site_pos_error_exp": 1.0}',
+        "--model.env.rewards", '{"joint_pos_error_exp": {"weight": 1.0, "sigma": 0.1}, "joint_vel_error_exp": {"weight": 0.1, "sigma": 2.0}, "site_pos_error_exp": {"weight": 1.0, "sigma": 0.001}}',
     ],
 }
 

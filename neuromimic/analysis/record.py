@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env
+from neuromimic.envs import EnvConfig, ImitationEnv, make_env
 from neuromimic.files import replaced_atomically
 from neuromimic.models import Controller, squash
 from neuromimic.models.export import ControllerLoadError
@@ -365,5 +365,6 @@ def _attributes(env: ImitationEnv, controller: Controller, model: mujoco.MjModel
         "observation_layout": [list(block) for block in env.observation_layout],
         "action_layout": [list(block) for block in env.action_layout],
         "controller": controller.config(),
-        "task": dataclasses.asdict(env.task),
+        "terms": env.terms.describe(),
+        "action_term": dict(env.action_term),
     }

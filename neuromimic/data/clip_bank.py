@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from neuromimic.data.clips import ClipError, ReferenceClip
-from neuromimic.tasks.terms import ReferenceFrame
+from neuromimic.tasks.base import ReferenceFrame
 
 
 class ClipBank:
@@ -52,6 +52,8 @@ class ClipBank:
         device: torch.device | str = "cpu",
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
+        valid_starts: Sequence[np.ndarray] | None = None,
+        min_frames_left: int = 10,
     ) -> None:
         if not clips:
             raise ClipError("ClipBank needs at least one clip")
@@ -98,6 +100,30 @@ class ClipBank:
         self.length = torch.tensor(lengths, dtype=torch.long, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self._set_start_frames(clips, valid_starts, min_frames_left)
+
+    def _set_start_frames(self, clips: Sequence[ReferenceClip], valid_starts: Sequence[np.ndarray] | None, min_frames_left: int) -> None:
+        """The frames random starts draw from: valid ones leaving ``min_frames_left``."""
+        frames = []
+        for c, clip in enumerate(clips):
+            last = max(clip.num_frames - min_frames_left, 0)
+            allowed = np.ones(clip.num_frames, dtype=bool) if valid_starts is None else np.asarray(valid_starts[c], dtype=bool)
+            frames.append(np.flatnonzero(allowed[: last + 1]))
+        counts = [len(f) for f in frames]
+        if max(counts) == 0:
+            raise ClipError(
+                f"no frame of the {len(clips)} clips ({', '.join(self.names[:3])}...) can start an episode: every "
+                "one puts the body into the floor or into itself (see neuromimic.data.contacts). Regenerate the "
+                "clips: neuromimic keypoints fit and the clip makers now clear the floor"
+            )
+        width = max(counts)
+        padded = np.zeros((len(frames), width), dtype=np.int64)
+        for c, f in enumerate(frames):
+            padded[c, : len(f)] = f
+        #: Start frames of each clip [C, K] (padded), their number [C] and the clips that have any.
+        self.start_frames = torch.as_tensor(padded, device=self.device)
+        self.start_count = torch.tensor(counts, dtype=torch.long, device=self.device)
+        self.startable_clips = torch.as_tensor(np.flatnonzero(counts), dtype=torch.long, device=self.device)
 
     def gather(self, clip_index: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """Frames ``frame`` [B, F] of clips ``clip_index`` [B], packed like `frames`, in one index.
@@ -119,31 +145,28 @@ class ClipBank:
             site_pos_w=packed[..., nq + nv :].unflatten(-1, (len(self.site_names), 3)),
         )
 
-    def sample(
-        self, n: int, random_start: bool = True, min_frames_left: int = 10
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int, random_start: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw clips uniformly and start frames, on the device, without host sync.
 
         Args:
             n: number of draws.
-            random_start: draw the start frame uniformly in
-                ``[0, length - min_frames_left]`` (``[0, 0]`` for clips shorter than
-                ``min_frames_left``); otherwise start at frame 0.
-            min_frames_left: frames a random start leaves before the clip's end.
+            random_start: draw the start frame uniformly among the clip's valid starts
+                (``valid_starts`` that leave ``min_frames_left``; only clips that have
+                one are drawn); otherwise draw any clip and start at frame 0.
 
         Returns:
             ``(clip_index [n], start_frame [n])``, both int64 on the bank's device.
         """
-        clip = torch.randint(
-            self.num_clips, (n,), generator=self.generator, device=self.device
-        )
         if not random_start:
+            clip = torch.randint(self.num_clips, (n,), generator=self.generator, device=self.device)
             return clip, torch.zeros(n, dtype=torch.long, device=self.device)
-        last = (self.length[clip] - min_frames_left).clamp(min=0)
+        pick = torch.randint(self.startable_clips.shape[0], (n,), generator=self.generator, device=self.device)
+        clip = self.startable_clips[pick]
+        count = self.start_count[clip]
         u = torch.rand(n, generator=self.generator, device=self.device, dtype=torch.float32)
-        # u < 1, but float rounding of u * (last + 1) can reach last + 1: clamp.
-        start = torch.minimum((u * (last + 1)).long(), last)
-        return clip, start
+        # u < 1, but float rounding of u * count can reach count: clamp.
+        k = torch.minimum((u * count).long(), count - 1)
+        return clip, self.start_frames[clip, k]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The sampler's state (its generator's), so sampling resumes exactly."""

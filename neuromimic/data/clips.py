@@ -43,6 +43,7 @@ import mujoco
 import numpy as np
 
 from neuromimic.bodies import UnknownBodyError, get_body
+from neuromimic.data.contacts import lift_out_of_floor
 from neuromimic.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,11 @@ class ReferenceClip:
     ) -> ReferenceClip:
         """Build a clip from joint angles by replaying them through the body's kinematics.
 
+        A free-root body standing on a floor is first lifted, frame by frame, by as much
+        as it penetrates the floor (`neuromimic.data.contacts.lift_out_of_floor`; the
+        largest lift and the frames lifted are kept in ``meta``), so that no episode
+        starts inside the floor.
+
         ``qvel`` is the central finite difference of ``qpos`` (one-sided at both ends,
         through `mujoco.mj_differentiatePos`, so it is also right for ball and free
         joints); ``xpos``, ``xquat`` and ``site_pos_w`` come from `mujoco.mj_kinematics`
@@ -155,6 +161,10 @@ class ReferenceClip:
                 f"[T >= 2, {model.nq}]"
             )
         check_quaternions(qpos, model, spec.rest_qpos(model), f"clip {name!r}")
+        qpos, lift = lift_out_of_floor(model, qpos)
+        meta = dict(meta or {})
+        if lift.any():
+            meta |= {"floor_lift_max_mm": round(float(lift.max()) * 1e3 * spec.length_unit_m, 3), "floor_lifted_frames": int((lift > 0).sum())}
         num_frames = qpos.shape[0]
         site_ids = [model.site(site).id for site in spec.end_effector_sites]
         qvel = np.empty((num_frames, model.nv))
@@ -182,7 +192,7 @@ class ReferenceClip:
             site_pos_w=site_pos_w,
             name=name,
             split=split,
-            meta=dict(meta or {}),
+            meta=meta,
         )
 
     def save(self, path: str | os.PathLike) -> Path:

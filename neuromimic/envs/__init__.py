@@ -1,5 +1,6 @@
-"""TorchRL environments: `ImitationEnv` and the `make_env` factory."""
+"""TorchRL environments built from declared terms: `ImitationEnv`, `EnvConfig` and `make_env`."""
 
-from neuromimic.envs.imitation import EnvConfig, ImitationEnv, make_env
+from neuromimic.envs.config import EnvConfig, controller_spec, make_env
+from neuromimic.envs.imitation import ImitationEnv
 
-__all__ = ["EnvConfig", "ImitationEnv", "make_env"]
+__all__ = ["EnvConfig", "ImitationEnv", "controller_spec", "make_env"]

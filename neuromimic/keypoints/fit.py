@@ -813,6 +813,7 @@ def fit_to_clips(
 
     fps_out = float(fps_out or fps)
     qpos = resample_qpos(fit.clip_qpos(), fps, fps_out, fit.info["free_qposadr"])
+    qpos, cleared = _clear_floor_with_unobserved_joints(body, qpos, fit.bodies)
     report = fit.report()
     info = {
         "source": "neuromimic.keypoints.fit",
@@ -826,6 +827,7 @@ def fit_to_clips(
         # HDF5 attributes hold no None: NaN there means "no valid keypoint".
         "mean_residual_mm": _nan_if_none(report["mean_residual_mm"]),
         "p95_residual_mm": _nan_if_none(report["p95_residual_mm"]),
+        **cleared,
         **(meta or {}),
     }
     if segment_seconds is None:
@@ -851,6 +853,26 @@ def fit_to_clips(
         )
         for i in range(count)
     ]
+
+
+def _clear_floor_with_unobserved_joints(body: str, qpos: np.ndarray, keypoint_bodies: Sequence[str]) -> tuple[np.ndarray, dict]:
+    """``qpos`` [T, nq] of the unscaled body with the joints that move no keypoint (a
+    rat's tail) posed to clear the floor (`neuromimic.data.contacts.clear_floor`), and
+    what was done, for the clips' meta."""
+    from neuromimic.bodies import get_body
+    from neuromimic.data.contacts import clear_floor, unobserved_dofs
+
+    model = get_body(body).load_model()
+    dofs = unobserved_dofs(model, [model.body(name).id for name in keypoint_bodies])
+    cleared, depth_left = clear_floor(model, qpos, dofs)
+    names = sorted({model.joint(model.dof_jntid[d]).name for d in np.flatnonzero(dofs)})
+    changed = np.abs(cleared - qpos).max(axis=1) > 0
+    log.info("floor: joints without keypoints (%d) moved in %d of %d frames to clear the floor", len(names), changed.sum(), len(qpos))
+    return cleared, {
+        "floor_cleared_by_joints": _json(names),
+        "floor_cleared_frames": int(changed.sum()),
+        "floor_depth_left_max_mm": round(float(depth_left.max(initial=0.0)) * 1e3 * get_body(body).length_unit_m, 3),
+    }
 
 
 def _json(value: Any) -> str:

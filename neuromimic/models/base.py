@@ -22,7 +22,7 @@ State and noise conventions:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -56,6 +56,8 @@ class ControllerSpec:
             order (`neuromimic.envs.observation_layout`).
         action_layout: ``(name, size, units)`` of each block of the action
             (`neuromimic.envs.action_layout`: alpha drive, then any fusimotor drive).
+        action_term: how actions become controls, ``{"name": ..., **params}``
+            (`neuromimic.tasks.actions.ACTIONS`; `neuromimic.load_action_map` rebuilds it).
     """
 
     observation_size: int
@@ -63,6 +65,20 @@ class ControllerSpec:
     control_dt: float
     observation_layout: tuple[tuple[str, int, str], ...] = ()
     action_layout: tuple[tuple[str, int, str], ...] = ()
+    action_term: dict = field(default_factory=lambda: {"name": "absolute"})
+
+    @classmethod
+    def of(cls, observation_layout, action_layout, action_term: dict, control_dt: float) -> ControllerSpec:
+        """The spec of an env with these layouts (``(name, size, units)`` blocks), action
+        term (``{"name": ..., **params}``) and control step (s)."""
+        return cls(
+            observation_size=sum(size for _, size, _ in observation_layout),
+            action_size=sum(size for _, size, _ in action_layout),
+            control_dt=control_dt,
+            observation_layout=tuple(observation_layout),
+            action_layout=tuple(action_layout),
+            action_term=dict(action_term),
+        )
 
     def __post_init__(self) -> None:
         for field_name, size_name in (("observation_layout", "observation_size"), ("action_layout", "action_size")):
@@ -94,6 +110,11 @@ class ControllerSpec:
                 f"({_blocks(self.observation_layout)}) but this env of body {body!r} makes "
                 f"{env.observation_size} values ({_blocks(env.observation_layout)})"
             )
+        if self.action_term != env.action_term:
+            return (
+                f"the controller was trained with action term {self.action_term} but this env of "
+                f"body {body!r} uses {env.action_term}"
+            )
         if abs(self.control_dt - env.control_dt) > 1e-9:
             return (
                 f"the controller was trained at a {1e3 * self.control_dt:g} ms control step but this "
@@ -113,6 +134,7 @@ class ControllerSpec:
             "control_dt": self.control_dt,
             "observation_layout": [list(block) for block in self.observation_layout],
             "action_layout": [list(block) for block in self.action_layout],
+            "action_term": dict(self.action_term),
         }
 
     @classmethod
@@ -127,6 +149,7 @@ class ControllerSpec:
             action_layout=tuple(
                 (str(name), int(size), str(units)) for name, size, units in data.get("action_layout", ())
             ),
+            action_term=dict(data.get("action_term") or {"name": "absolute"}),
         )
 
 

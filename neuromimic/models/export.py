@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load, save
+from torch import nn
 
 from neuromimic.errors import InputError
 from neuromimic.models.base import ControllerSpec, Core, CoreFactory
@@ -160,6 +161,30 @@ def load_controller(path: str | Path, map_location: str | torch.device = "cpu") 
     except RuntimeError as error:
         raise ControllerLoadError(f"{source}: the weights do not fit the described controller: {error}") from None
     return controller.to(map_location).eval()
+
+
+def load_action_map(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The mapping from a trained controller's actions to its body's controls, as the env
+    that trained it applied it (`neuromimic.tasks.actions.ActionMap`).
+
+    ``ctrl = action_map(squash(loc), reference_qpos)``, with ``reference_qpos`` [B, nq]
+    the reference pose of the frame the control step ends on (used by
+    ``reference_relative`` actions; ``None`` for ``absolute`` ones).
+
+    Args:
+        path: an export directory or a checkpoint, as for `load_controller`.
+        map_location: device of the returned module.
+    """
+    from neuromimic.bodies import get_body
+    from neuromimic.tasks.actions import action_term
+
+    controller = load_controller(path)
+    body = controller_metadata(path).get("body")
+    if body is None:
+        raise ControllerLoadError(f"{path} does not say which body it drives (no 'body' metadata); re-export it")
+    term, params = action_term(controller.spec.action_term)
+    model = get_body(body).load_model()
+    return term.make(model, **params).to(map_location)
 
 
 def controller_metadata(path: str | Path) -> dict:

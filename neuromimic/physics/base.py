@@ -95,6 +95,10 @@ class Backend(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Release threads or buffers; the backend cannot step afterwards."""
+        ...
+
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A host copy of the whole simulator state (everything `restore` needs for a
         continuation bitwise equal to an uninterrupted run), as named tensors."""

@@ -203,6 +203,9 @@ class MjxBackend:
         self._mx = self._put_model()
         self.model_version += 1
 
+    def close(self) -> None:
+        """Nothing to release (JAX frees the buffers with the backend)."""
+
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the whole simulator state on the host: every leaf of the batched
         `mjx.Data` (in tree order) and the `unstable` flags; `restore` loads it back."""

@@ -1,6 +1,21 @@
-"""Tasks (observation-free reward and termination logic) and their reward terms."""
+"""The terms imitation envs are built from: observations, rewards, terminations and actions,
+each a small pure torch function declared once with its name, units and needs."""
 
-from neuromimic.tasks.imitation import ImitationTask
-from neuromimic.tasks.terms import TERMS, ReferenceFrame, TrackingErrors, tracking_errors
+from neuromimic.tasks.actions import ACTIONS, ActionMap
+from neuromimic.tasks.base import BodyInfo, ReferenceFrame, StepState, Term
+from neuromimic.tasks.observations import OBSERVATIONS, default_observations
+from neuromimic.tasks.rewards import REWARDS
+from neuromimic.tasks.terminations import TERMINATIONS
 
-__all__ = ["TERMS", "ImitationTask", "ReferenceFrame", "TrackingErrors", "tracking_errors"]
+__all__ = [
+    "ACTIONS",
+    "OBSERVATIONS",
+    "REWARDS",
+    "TERMINATIONS",
+    "ActionMap",
+    "BodyInfo",
+    "ReferenceFrame",
+    "StepState",
+    "Term",
+    "default_observations",
+]

@@ -38,7 +38,7 @@ from torchrl.modules import (
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from neuromimic.envs.imitation import EnvConfig, ImitationEnv, controller_spec, make_env
+from neuromimic.envs import EnvConfig, ImitationEnv, controller_spec, make_env
 from neuromimic.errors import ConfigError, check_config
 from neuromimic.models import Controller, ControllerModule, ControllerSpec, squash
 from neuromimic.models.cores import mlp
@@ -368,6 +368,7 @@ class PPOModule(L.LightningModule):
         metrics["train/episode_return"] = torch.stack(returns).sum() / num_finished.clamp_min(1)
         metrics["train/episodes_finished"] = num_finished.float()
         metrics["train/terminated_fraction"] = rollout["next", "terminated"].float().mean()
+        metrics["train/reset_fraction"] = done.float().mean()  # episodes started per body and step
         metrics["train/unstable_total"] = self.train_env.unstable_count.float()
         metrics |= self._mujoco_warning_metrics()
         metrics["perf/env_steps_per_s"] = torch.tensor(rollout.numel() * self.trainer.world_size / seconds)
@@ -406,11 +407,15 @@ class PPOModule(L.LightningModule):
     # ------------------------------------------------------------------------ validation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Track every held-out clip once with the deterministic controller.
+        """Track every held-out clip once with the deterministic controller, to its end
+        (no termination).
 
         Returns:
-            mean ``site_pos_error_mm`` (tracked sites: the mouse wrist) and ``joint_pos_error_deg`` over every frame
-            of every held-out clip.
+            ``site_pos_error_mm`` and ``joint_pos_error_deg``: means over every frame of
+            every held-out clip (tracked sites: the mouse wrist, the rat's paws and snout);
+            ``tracked_fraction``: the fraction of the held-out frames that come before the
+            first frame of their clip whose tracked-site error exceeds the training
+            config's ``site_pos_error`` termination distance (1 without that term).
         """
         env = self.val_env
         td = env.reset()
@@ -426,10 +431,18 @@ class PPOModule(L.LightningModule):
                 site_error.append(td["metrics", "site_pos_error_mm"])
                 joint_error.append(td["metrics", "joint_pos_error_deg"])
                 valid.append(alive)
-        valid = torch.stack(valid).float()
+        valid = torch.stack(valid).float()  # [T, B]
+        site_error = torch.stack(site_error)
+        distance = (self.env_config.terminations.get("site_pos_error") or {}).get("distance")
+        if distance is None:
+            tracked = valid
+        else:
+            lost = (site_error > distance * 1e3 * env.body.length_unit_m) & (valid > 0)
+            tracked = valid * (lost.cumsum(0) == 0)
         return {
-            "site_pos_error_mm": float((torch.stack(site_error) * valid).sum() / valid.sum()),
+            "site_pos_error_mm": float((site_error * valid).sum() / valid.sum()),
             "joint_pos_error_deg": float((torch.stack(joint_error) * valid).sum() / valid.sum()),
+            "tracked_fraction": float(tracked.sum() / valid.sum()),
         }
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
@@ -437,6 +450,7 @@ class PPOModule(L.LightningModule):
         errors = self.evaluate()
         self.log("val/site_pos_error_mm", errors["site_pos_error_mm"], prog_bar=True, batch_size=1)
         self.log("val/joint_pos_error_deg", errors["joint_pos_error_deg"], batch_size=1)
+        self.log("val/tracked_fraction", errors["tracked_fraction"], batch_size=1)
         if not math.isnan(self.initial_val_error_mm.item()):
             self.log("val/site_pos_error_mm_untrained", self.initial_val_error_mm.item(), batch_size=1)
 
@@ -445,6 +459,7 @@ class PPOModule(L.LightningModule):
         errors = self.evaluate()
         self.log("test/site_pos_error_mm", errors["site_pos_error_mm"], batch_size=1)
         self.log("test/joint_pos_error_deg", errors["joint_pos_error_deg"], batch_size=1)
+        self.log("test/tracked_fraction", errors["tracked_fraction"], batch_size=1)
 
     def predict_step(self, batch: int, batch_idx: int) -> dict[str, float]:
         """``neuromimic predict``: the held-out tracking errors, returned instead of logged."""
@@ -457,10 +472,10 @@ class PPOModule(L.LightningModule):
         return self.val_dataloader()
 
     def on_train_end(self) -> None:
+        errors = self.evaluate()
         log.info(
-            "held-out tracked-site error: untrained %.3f mm -> trained %.3f mm",
-            self.initial_val_error_mm.item(),
-            self.evaluate()["site_pos_error_mm"],
+            "held-out tracked-site error: untrained %.3f mm -> trained %.3f mm (%.1f%% of held-out frames tracked)",
+            self.initial_val_error_mm.item(), errors["site_pos_error_mm"], 100 * errors["tracked_fraction"],
         )
 
     # ------------------------------------------------------------------ checkpoint extras
@@ -577,7 +592,15 @@ class PPOModule(L.LightningModule):
                 self.trainer.ckpt_path, changes,
             )
             return
-        self._set_rollout_state(rank["rollout"])
+        try:
+            self._set_rollout_state(rank["rollout"])
+        except (KeyError, ValueError) as error:
+            log.warning(
+                "resuming %s: the episodes in flight cannot be carried over (%s), so they restart "
+                "and the run is not bitwise equal to an uninterrupted one", self.trainer.ckpt_path, error,
+            )
+            self._carry, self._minibatches = None, []
+            return
         elsewhere = [k for k in ("device", "torch", "mujoco", "machine") if saved.get(k) != current[k]]
         if elsewhere:
             changes = ", ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in elsewhere)
