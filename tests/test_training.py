@@ -191,3 +191,13 @@ def test_nan_physics_never_reaches_the_loss_or_the_weights(tmp_path):
     saved = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
     for key, value in saved["state_dict"].items():
         assert torch.isfinite(value).all(), key
+
+
+def test_the_learning_rate_follows_the_desired_kl(tmp_path, tiny_fit):
+    # Every update moves the policy far less than a KL of 1, so the rate grows by 1.5 per
+    # optimiser step until the top of its range (2 steps per PPO iteration here).
+    last = tiny_fit("mlp", "--model.ppo.desired_kl", "1.0", "--model.ppo.learning_rate_range", "[1e-5, 1e-3]", max_steps=4)
+    rates = _scalars(last.parents[1])["loss/learning_rate"]
+    assert rates == pytest.approx([3e-4 * 1.5**2, 1e-3])
+    saved = load_checkpoint_file(last)
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # resumes with it
