@@ -144,3 +144,37 @@ def test_rodent_config_trains_on_fitted_clips(rat23_clips, tiny_fit):
         "--trainer.callbacks.every_n_train_steps", "2", max_steps=2,
     )
     assert last.is_file()
+
+
+def test_an_exported_controller_brings_its_action_mapping(rat23_clips, tmp_path):
+    import neuromimic
+    from neuromimic.models import Controller, export_controller
+
+    clips, _ = rat23_clips
+    config = _config(clips, action={"name": "reference_relative", "scale": 0.3})
+    env = make_env(config)
+    directory = export_controller(Controller(env.controller_spec), tmp_path / "export", {"body": "rodent", "env": config.to_dict()})
+    assert neuromimic.load_controller(directory).spec.action_term == {"name": "reference_relative", "scale": 0.3}
+    action_map = neuromimic.load_action_map(directory)
+    generator = torch.Generator().manual_seed(0)
+    action = torch.rand(4, 38, generator=generator, dtype=torch.float64)
+    reference = env.clips.qpos[0, :4]
+    torch.testing.assert_close(action_map(action, reference), env.action_map(action, reference), rtol=0, atol=1e-12)
+
+
+def test_servos_start_holding_the_start_pose(rat23_clips):
+    import mujoco
+
+    clips, _ = rat23_clips
+    env = make_env(_config(clips), evaluation=True, split="val")
+    env.reset()
+    model = env.backend.model
+    data = mujoco.MjData(model)
+    data.qpos[:] = env.backend.view.qpos[0].numpy()
+    mujoco.mj_forward(model, data)
+    act = env.backend.view.act[0].numpy()  # the servos' filtered controls
+    gain, bias = model.actuator_gainprm[:, 0], model.actuator_biasprm[:, :2]
+    inside = (act > model.actuator_ctrlrange[:, 0]) & (act < model.actuator_ctrlrange[:, 1])
+    assert inside.sum() > 30
+    equilibrium = -(bias[:, 0] + gain * act) / bias[:, 1]
+    assert abs(equilibrium - data.actuator_length)[inside].max() < 1e-9

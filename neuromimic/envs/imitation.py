@@ -25,7 +25,7 @@ from neuromimic.models.base import ControllerSpec, layout_slices
 from neuromimic.physics.base import Backend, PhysicsView, reset_to_rest_pose
 from neuromimic.proprioception import AfferentConfig
 from neuromimic.proprioception.sensor import AfferentSensor
-from neuromimic.tasks.actions import ActionMap
+from neuromimic.tasks.actions import ActionMap, holding_activation
 from neuromimic.tasks.base import ReferenceFrame, StepState
 
 
@@ -77,6 +77,9 @@ class ImitationEnv(EnvBase):
         self.observation_layout = terms.layout
         model, num_envs, device = backend.model, backend.num_envs, self.device
         self.sensor = AfferentSensor(afferents, model, num_envs, fusimotor_action, device, backend.view.qpos.dtype) if afferents else None
+        hold = holding_activation(model)
+        #: Activations holding a pose [B, nq] -> [B, na] (filtered servos), or None (zero).
+        self._holding = None if hold is None else hold.to(device=device, dtype=backend.view.qpos.dtype)
         self._control_dt = backend.substeps * model.opt.timestep
         self._frame_offsets = torch.tensor((0, *self.future_frames), device=device)
         self._last_padded_frame = clips.frames.shape[1] - 1
@@ -215,9 +218,14 @@ class ImitationEnv(EnvBase):
     # --------------------------------------------------------------------------- resets
     def _place(self, mask: torch.Tensor) -> None:
         """Put the bodies where ``mask`` [B] is True on their reference at their current
-        clip and frame, still and with muscles off; settle their afferents there."""
+        clip and frame, moving as it does, muscles off and servos holding that pose
+        (`holding_activation`); settle their afferents there."""
         ref = self.reference()
-        self.backend.reset(mask, ref.qpos, ref.qvel, torch.zeros_like(self.backend.view.act))
+        if self._holding is None:
+            act = torch.zeros_like(self.backend.view.act)
+        else:
+            act = self._holding(torch.full_like(self.backend.view.act, 0.5), ref.qpos)
+        self.backend.reset(mask, ref.qpos, ref.qvel, act)
         if self.sensor is not None:
             self.sensor.reset(mask, self.backend.view)
 

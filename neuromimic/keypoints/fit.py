@@ -62,9 +62,9 @@ from neuromimic.keypoints.kinematics import (
     HINGE,
     SLIDE,
     TorchKinematics,
-    quat_mul,
     rotvec_quat,
 )
+from neuromimic.tasks.rotations import quat_multiply as quat_mul
 
 log = logging.getLogger(__name__)
 

@@ -37,21 +37,6 @@ FREE, BALL, SLIDE, HINGE = (
 
 
 # ----------------------------------------------------------------- quaternion helpers
-def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product ``a * b`` of quaternions [..., 4] (wxyz)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        (
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ),
-        dim=-1,
-    )
-
-
 def quat_to_mat(q: torch.Tensor) -> torch.Tensor:
     """Rotation matrices [..., 3, 3] of unit quaternions [..., 4] (wxyz)."""
     w, x, y, z = q.unbind(-1)

@@ -175,6 +175,21 @@ def _reference_relative(model: mujoco.MjModel, scale: float = 0.5) -> ActionMap:
     return ActionMap(_t(low), _t(high), _t(offset), _t(pose_gain), _t(scale * (high - low)), True)
 
 
+def holding_activation(model: mujoco.MjModel) -> ActionMap | None:
+    """For a body of position servos whose activation is their filtered control (MuJoCo's
+    ``filter`` dynamics, as the rat's), the activations that hold a pose: ``map(0.5 x ones,
+    qpos)``. An episode starting on a reference pose starts with them, so that its servos
+    hold that pose instead of pulling towards mid-range for their first time constants.
+    None for other bodies (muscles start inactive).
+    """
+    filtered = (int(mujoco.mjtDyn.mjDYN_FILTER), int(mujoco.mjtDyn.mjDYN_FILTEREXACT))
+    if model.nu == 0 or model.na != model.nu or any(int(d) not in filtered for d in model.actuator_dyntype):
+        return None
+    if position_servo_problems(model):
+        return None
+    return _reference_relative(model, scale=1.0)
+
+
 #: Every action term by name.
 ACTIONS: dict[str, ActionTerm] = {
     "absolute": ActionTerm("absolute", "ctrl", "0..1 across each actuator's ctrlrange", (), _absolute),
