@@ -131,13 +131,12 @@ def test_clips_of_another_body_are_refused():
 
     from neuromimic.bodies import get_body
     from neuromimic.data import ClipBank, ClipError, load_clips
-    from neuromimic.envs.imitation import _check_clips
     from neuromimic.physics import make_backend
 
     clips = [dataclasses.replace(clip, body="rat") for clip in load_clips("bundled:mouse_forelimb_reach", split="val")]
     backend = make_backend("mujoco", get_body("mouse_forelimb"), num_envs=2, substeps=2)
     with pytest.raises(ClipError, match="recorded for body 'rat' but the env simulates 'mouse_forelimb'"):
-        _check_clips(backend, ClipBank(clips))
+        ClipBank(clips).check_fits(backend.body, backend.model, backend.substeps)
 
 
 def test_reset_outputs_from_the_table_match_a_live_evaluation(env):

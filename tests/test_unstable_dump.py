@@ -17,7 +17,6 @@ from neuromimic.bodies import get_body
 from neuromimic.physics import mujoco_warnings
 from neuromimic.physics.model import low_friction, warn_low_friction
 from neuromimic.physics.mujoco_backend import MujocoBackend
-from neuromimic.physics.replay import replay
 
 
 def test_mujoco_warnings_from_the_rollout_threads_are_counted_and_logged(caplog):

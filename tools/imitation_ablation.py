@@ -48,7 +48,7 @@ def run(config: str, clips: str | None, max_steps: int, name: str, flags: list[s
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         return {"variant": name, "failed": result.stderr[-3000:]}
-    run_dir = sorted((directory / "lightning_logs").glob("version_*"))[-1]
+    run_dir = max((directory / "lightning_logs").glob("version_*"))
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     speeds = [e.value for e in events.Scalars("perf/env_steps_per_s")]

@@ -19,7 +19,6 @@ backend nothing.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import uuid
 from collections.abc import Callable

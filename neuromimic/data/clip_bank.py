@@ -8,12 +8,18 @@ at resets; both stay on the device, with no host synchronisation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from neuromimic.data.clips import ClipError, ReferenceClip
 from neuromimic.tasks.base import ReferenceFrame
+
+if TYPE_CHECKING:
+    import mujoco
+
+    from neuromimic.bodies import Body
 
 
 class ClipBank:
@@ -124,6 +130,35 @@ class ClipBank:
         self.start_frames = torch.as_tensor(padded, device=self.device)
         self.start_count = torch.tensor(counts, dtype=torch.long, device=self.device)
         self.startable_clips = torch.as_tensor(np.flatnonzero(counts), dtype=torch.long, device=self.device)
+
+    def check_fits(self, body: Body, model: mujoco.MjModel, substeps: int) -> None:
+        """Refuse clips made for another body, frame rate, site list or model size.
+
+        Args:
+            body: the simulated body.
+            model: its compiled model.
+            substeps: physics steps per control step (one clip frame).
+
+        Raises:
+            ClipError: naming what differs and the fix.
+        """
+        if self.body != body.key:
+            raise ClipError(f"the clips were recorded for body {self.body!r} but the env simulates {body.key!r}; load clips made for {body.key!r}")
+        timestep = model.opt.timestep
+        if abs(substeps * timestep - 1.0 / self.fps) > 1e-9:
+            raise ClipError(
+                f"clips are at {self.fps:g} Hz but the control step is {substeps} x "
+                f"{timestep:g} s = {substeps * timestep:g} s; set env.substeps to "
+                f"{1.0 / (self.fps * timestep):g} or resample the clips to "
+                f"{1.0 / (substeps * timestep):g} Hz"
+            )
+        if tuple(self.site_names) != tuple(body.end_effector_sites):
+            raise ClipError(f"clips track sites {list(self.site_names)} but body {body.key!r} tracks {list(body.end_effector_sites)}; regenerate the clips for this body")
+        if self.qpos.shape[-1] != model.nq or self.qvel.shape[-1] != model.nv:
+            raise ClipError(
+                f"clips have nq={self.qpos.shape[-1]}, nv={self.qvel.shape[-1]} but body "
+                f"{body.key!r} has nq={model.nq}, nv={model.nv}; regenerate the clips"
+            )
 
     def gather(self, clip_index: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """Frames ``frame`` [B, F] of clips ``clip_index`` [B], packed like `frames`, in one index.

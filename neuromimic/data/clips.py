@@ -391,7 +391,7 @@ QUATERNION_NORM_TOLERANCE = 1e-3
 def _rotate_up(quat: np.ndarray) -> np.ndarray:
     """World z of each rotated z axis: for unit quaternions [..., 4] (wxyz), the (2, 2)
     entry of their rotation matrix, [...]."""
-    w, x, y, z = np.moveaxis(quat, -1, 0)
+    x, y = quat[..., 1], quat[..., 2]
     return 1.0 - 2.0 * (x * x + y * y)
 
 

@@ -18,7 +18,6 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from neuromimic.data.clip_bank import ClipBank
-from neuromimic.data.clips import ClipError
 from neuromimic.envs.reset_table import ResetTable
 from neuromimic.envs.terms import TermSet
 from neuromimic.models.base import ControllerSpec, layout_slices
@@ -69,7 +68,7 @@ class ImitationEnv(EnvBase):
         reset_table_mb: float = 256.0,
     ) -> None:
         super().__init__(device=backend.device, batch_size=torch.Size([backend.num_envs]))
-        _check_clips(backend, clips)
+        clips.check_fits(backend.body, backend.model, backend.substeps)
         self.backend, self.clips, self.terms, self.body = backend, clips, terms, terms.body
         self.action_map, self.action_layout, self.action_term = action_map, action_layout, dict(action_term)
         self.future_frames = terms.future_frames
@@ -398,25 +397,3 @@ class ImitationEnv(EnvBase):
             self.clips.generator.manual_seed(seed)
             if self.sensor is not None:
                 self.sensor.generator.manual_seed(seed)
-
-
-def _check_clips(backend: Backend, clips: ClipBank) -> None:
-    """Refuse clips made for another body, frame rate, site list or model size."""
-    model, body = backend.model, backend.body
-    if clips.body != body.key:
-        raise ClipError(f"the clips were recorded for body {clips.body!r} but the env simulates {body.key!r}; load clips made for {body.key!r}")
-    timestep = model.opt.timestep
-    if abs(backend.substeps * timestep - 1.0 / clips.fps) > 1e-9:
-        raise ClipError(
-            f"clips are at {clips.fps:g} Hz but the control step is {backend.substeps} x "
-            f"{timestep:g} s = {backend.substeps * timestep:g} s; set env.substeps to "
-            f"{1.0 / (clips.fps * timestep):g} or resample the clips to "
-            f"{1.0 / (backend.substeps * timestep):g} Hz"
-        )
-    if tuple(clips.site_names) != tuple(body.end_effector_sites):
-        raise ClipError(f"clips track sites {list(clips.site_names)} but body {body.key!r} tracks {list(body.end_effector_sites)}; regenerate the clips for this body")
-    if clips.qpos.shape[-1] != model.nq or clips.qvel.shape[-1] != model.nv:
-        raise ClipError(
-            f"clips have nq={clips.qpos.shape[-1]}, nv={clips.qvel.shape[-1]} but body "
-            f"{body.key!r} has nq={model.nq}, nv={model.nv}; regenerate the clips"
-        )
