@@ -77,7 +77,7 @@ class ImitationEnv(EnvBase):
         model, num_envs, device = backend.model, backend.num_envs, self.device
         self.sensor = AfferentSensor(afferents, model, num_envs, fusimotor_action, device, backend.view.qpos.dtype) if afferents else None
         hold = holding_activation(model)
-        #: Activations holding a pose [B, nq] -> [B, na] (filtered servos), or None (zero).
+        #: Its `hold` gives the activations [B, na] that hold poses [B, nq] (filtered servos); None: zero.
         self._holding = None if hold is None else hold.to(device=device, dtype=backend.view.qpos.dtype)
         self._control_dt = backend.substeps * model.opt.timestep
         self._frame_offsets = torch.tensor((0, *self.future_frames), device=device)
@@ -220,10 +220,7 @@ class ImitationEnv(EnvBase):
         clip and frame, moving as it does, muscles off and servos holding that pose
         (`holding_activation`); settle their afferents there."""
         ref = self.reference()
-        if self._holding is None:
-            act = torch.zeros_like(self.backend.view.act)
-        else:
-            act = self._holding(torch.full_like(self.backend.view.act, 0.5), ref.qpos)
+        act = torch.zeros_like(self.backend.view.act) if self._holding is None else self._holding.hold(ref.qpos)
         self.backend.reset(mask, ref.qpos, ref.qvel, act)
         if self.sensor is not None:
             self.sensor.reset(mask, self.backend.view)

@@ -66,6 +66,12 @@ class ActionMap(nn.Module):
             ctrl = ctrl + reference_qpos @ self.pose_gain.T
         return torch.minimum(torch.maximum(ctrl, self.low), self.high)
 
+    def hold(self, reference_qpos: torch.Tensor) -> torch.Tensor:
+        """Controls [B, nu] at action 0.5 for reference poses [B, nq]: for reference-relative
+        servos, the controls that hold that pose."""
+        ctrl = self.offset + reference_qpos @ self.pose_gain.T
+        return torch.minimum(torch.maximum(ctrl, self.low), self.high)
+
 
 @dataclass(frozen=True)
 class ActionTerm:
@@ -177,8 +183,8 @@ def _reference_relative(model: mujoco.MjModel, scale: float = 0.5) -> ActionMap:
 
 def holding_activation(model: mujoco.MjModel) -> ActionMap | None:
     """For a body of position servos whose activation is their filtered control (MuJoCo's
-    ``filter`` dynamics, as the rat's), the activations that hold a pose: ``map(0.5 x ones,
-    qpos)``. An episode starting on a reference pose starts with them, so that its servos
+    ``filter`` dynamics, as the rat's), the map whose `ActionMap.hold` gives the activations
+    that hold a pose. An episode starting on a reference pose starts with them, so that its servos
     hold that pose instead of pulling towards mid-range for their first time constants.
     None for other bodies (muscles start inactive).
     """
