@@ -13,7 +13,6 @@ import time
 import mujoco
 import numpy as np
 import torch
-from mujoco import rollout as mj_rollout
 
 from neuromimic.bodies import get_body
 from neuromimic.envs import EnvConfig, make_env
@@ -44,12 +43,13 @@ def bench_env(
 ) -> dict:
     """Control steps per second of `ImitationEnv` against the bare simulator, in one run.
 
-    The bare simulator is a single ``mujoco.rollout`` call for the ``mujoco`` backend, and
-    for ``mjx`` a jitted, vmapped ``lax.scan`` of ``mjx.step`` over all control steps (the
-    published JAX pipelines' inner loop). Both run the body's own model (without the
-    sensors the env adds and reads once per control step), the same uniformly random
-    muscle excitations [steps, B, nu] held for ``substeps`` physics steps, from the same
-    initial states. The env's figure includes
+    The bare simulator is the backend's own (`Backend.bare_seconds`): a single
+    ``mujoco.rollout`` call for ``mujoco``, a jitted, vmapped ``lax.scan`` of ``mjx.step``
+    over all control steps for ``mjx`` (the published JAX pipelines' inner loop), a CUDA
+    graph of the substeps launched once per control step for ``warp``. Each runs the
+    body's own model (without the sensors the env adds and reads once per control step),
+    the same uniformly random muscle excitations [steps, B, nu] held for ``substeps``
+    physics steps, from the env's state after its warm-up. The env's figure includes
     observation, reward, termination, automatic partial resets and the TensorDict.
     Everything is timed as training collects (`ImitationEnv.stepping`: torch on one thread
     on the CPU) unless ``torch_threads`` sets torch's thread count instead.
@@ -82,7 +82,6 @@ def bench_env(
     for i in range(min(10, steps)):  # warm-up (thread pool, first-call costs)
         td["action"] = actions[i]
         _, td = env.step_and_maybe_reset(td)
-    initial_state = env.backend.state[:, -1].copy() if backend == "mujoco" else None
 
     def env_steps() -> None:
         nonlocal td
@@ -90,22 +89,17 @@ def bench_env(
             td["action"] = actions[i]
             _, td = env.step_and_maybe_reset(td)
 
+    controls = actions[..., : env.body.nu]
+
     def backend_steps() -> None:
         for i in range(steps):
-            env.backend.step(actions[i])
+            env.backend.step(controls[i])
 
     with env.stepping() if torch_threads is None else _torch_threads(torch_threads):
         env_seconds = _seconds(env_steps, env.device)
         backend_seconds = _seconds(backend_steps, env.device)
-        raw_seconds = None
-        if backend == "mjx":
-            raw_seconds = _raw_mjx_seconds(env.backend, actions, substeps)
-        if backend == "mujoco":
-            host_actions = actions.cpu().numpy()
-            raw_seconds = _raw_rollout_seconds(env.backend, initial_state, host_actions, substeps)
-            closed_loop_seconds = _raw_rollout_seconds(
-                env.backend, initial_state, host_actions, substeps, per_control_step=True
-            )
+        raw_seconds = env.backend.bare_seconds(controls)
+        closed_loop_seconds = env.backend.bare_seconds(controls, per_control_step=True)
 
     result = {
         "benchmark": "env",
@@ -124,17 +118,15 @@ def bench_env(
         "cpu_count": os.cpu_count(),
         "torch_threads_while_stepping": torch_threads or (1 if env.device.type == "cpu" else torch.get_num_threads()),
         "mujoco": mujoco.__version__,
+        **env.backend.describe(),
         # Building the env: clips, backend, and the table of reset outputs.
         "env_build_s": build_seconds,
     }
-    if raw_seconds is not None:
-        result["raw_steps_per_s"] = steps * num_envs / raw_seconds
-        result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
-        result["backend_ratio"] = result["backend_steps_per_s"] / result["raw_steps_per_s"]
-    if backend == "mujoco":
-        # The bare rollout called once per control step: the most any closed-loop env can do.
-        result["raw_per_control_step_steps_per_s"] = steps * num_envs / closed_loop_seconds
-        result["threads"] = env.backend.nthread
+    result["raw_steps_per_s"] = steps * num_envs / raw_seconds
+    # The bare simulator called once per control step: the most any closed-loop env can do.
+    result["raw_per_control_step_steps_per_s"] = steps * num_envs / closed_loop_seconds
+    result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
+    result["backend_ratio"] = result["backend_steps_per_s"] / result["raw_steps_per_s"]
     if env.device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(env.device)
         result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(env.device) / 1e9
@@ -159,66 +151,6 @@ def _seconds(run, device: torch.device) -> float:
     run()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def _raw_rollout_seconds(
-    backend, initial_state: np.ndarray, actions: np.ndarray, substeps: int, per_control_step: bool = False
-) -> float:
-    """Seconds of a bare ``mujoco.rollout`` over all steps, with the body's own model, the
-    backend's thread count and full physics start states [B, nstate].
-
-    Args:
-        per_control_step: one rollout call per control step, each starting from the last
-            one's final state (what any closed-loop controller needs); otherwise one call
-            for the whole open-loop sequence.
-    """
-    model = backend.body.load_model()
-    datas = [mujoco.MjData(model) for _ in range(backend.nthread)]
-    control = np.repeat(actions.transpose(1, 0, 2), substeps, axis=1).astype(np.float64)
-    models = [model] * initial_state.shape[0]
-    with mj_rollout.Rollout(nthread=backend.nthread if backend.nthread > 1 else 0) as runner:
-        runner.rollout(models, datas, initial_state, control[:, :2])  # warm-up
-        if not per_control_step:
-            start = time.perf_counter()
-            runner.rollout(models, datas, initial_state, control)
-            return time.perf_counter() - start
-        state = initial_state.copy()
-        states = np.zeros((state.shape[0], substeps, state.shape[1]))
-        start = time.perf_counter()
-        for i in range(actions.shape[0]):
-            chunk = np.ascontiguousarray(control[:, i * substeps : (i + 1) * substeps])
-            runner.rollout(models, datas, state, chunk, nstep=substeps, state=states)
-            state[:] = states[:, -1]
-        return time.perf_counter() - start
-
-
-def _raw_mjx_seconds(backend, actions: torch.Tensor, substeps: int) -> float:
-    """Seconds of one jitted ``lax.scan`` over all control steps of a vmapped ``mjx.step``
-    (``substeps`` per control step) of the body's own model, from the backend's current
-    positions, velocities and activations, compile excluded."""
-    from mujoco import mjx
-
-    from neuromimic.physics.bridge import import_jax, torch_to_jax
-
-    jax = import_jax()
-    model = mjx.put_model(backend.body.load_model(), device=backend._jax_device, impl=backend.impl)
-    controls = torch_to_jax(actions.to(device=backend.device, dtype=backend.dtype).contiguous())
-
-    def control_step(data, ctrl):
-        data = data.replace(ctrl=ctrl)
-        data, _ = jax.lax.scan(lambda d, _: (mjx.step(model, d), None), data, None, length=substeps)
-        return data, None
-
-    @jax.jit
-    def run(data, controls):
-        return jax.lax.scan(jax.vmap(control_step), data, controls)[0].qpos
-
-    d = backend.data
-    start_state = jax.vmap(lambda q, v, a: mjx.make_data(model).replace(qpos=q, qvel=v, act=a))(d.qpos, d.qvel, d.act)
-    run(start_state, controls).block_until_ready()  # compile
-    start = time.perf_counter()
-    run(start_state, controls).block_until_ready()
     return time.perf_counter() - start
 
 

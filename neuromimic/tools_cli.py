@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("key", help="body key (neuromimic bodies list)")
     check.add_argument(
         "--backend", default="mujoco", choices=["mujoco", "mjx", "warp"],
-        help="backend whose support is checked; warp is MuJoCo Warp (the mjx backend with impl=warp)",
+        help="backend whose support is checked (warp: MuJoCo Warp)",
     )
     check.add_argument("--seconds", type=float, default=2.0, help="simulated seconds of each stability run")
     return parser

@@ -36,7 +36,7 @@ def test_bodies_list(capsys):
     mouse = next(row for row in rows if row["key"] == "mouse_forelimb")
     assert mouse == {
         "key": "mouse_forelimb", "dof": 4, "actuators": 9, "muscles": 9,
-        "source": f"neuromimic {neuromimic_version()}", "backends": ["mujoco", "mjx"],
+        "source": f"neuromimic {neuromimic_version()}", "backends": ["mujoco", "mjx", "warp"],
     }
 
 

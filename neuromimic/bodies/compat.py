@@ -26,7 +26,7 @@ import mujoco
 from neuromimic.errors import InputError
 
 #: Backend names `check_backend_compatibility` knows (the keys of the backend registry).
-BACKENDS: tuple[str, ...] = ("mujoco", "mjx")
+BACKENDS: tuple[str, ...] = ("mujoco", "mjx", "warp")
 
 _G = mujoco.mjtGeom
 
@@ -280,18 +280,16 @@ def _mjx_problems(model: mujoco.MjModel) -> list[Incompatibility]:
     return problems
 
 
-def check_backend_compatibility(
-    model: mujoco.MjModel, backend: str, impl: str = "jax"
-) -> list[Incompatibility]:
+def check_backend_compatibility(model: mujoco.MjModel, backend: str) -> list[Incompatibility]:
     """The features of ``model`` that ``backend`` cannot simulate (empty if none).
 
     ``"mujoco"`` (native MuJoCo) simulates every feature a model can compile with, so
-    its list is always empty. ``"mjx"`` with ``impl="jax"`` is checked for: flex objects,
+    its list is always empty. ``"mjx"`` (MJX's JAX implementation) is checked for: flex objects,
     integrator and solver options and enable flags, collision geom type pairs without a
     collision function (e.g. ellipsoid with box), margins on mesh/height-field pairs,
     actuator dynamics/gain/bias/transmission types, equality and wrap types, sensor types,
     touch sensors in a model with no collision pair (MJX's sensor code fails to trace
-    them), and contact sensors with matching semantics MJX lacks. ``impl="warp"``
+    them), and contact sensors with matching semantics MJX lacks. ``"warp"``
     (MuJoCo Warp) is checked against the installed ``mujoco_warp``'s own tables of
     supported actuator, equality, geom, sensor and wrap types, integrators, cones, solvers
     and option flags (naming each element), then by its ``put_model`` on the CPU, which
@@ -300,7 +298,6 @@ def check_backend_compatibility(
     Args:
         model: a compiled model (a body's ``load_model()`` or a backend's ``model``).
         backend: a name in `BACKENDS`.
-        impl: the MJX implementation (``"jax"`` or ``"warp"``); ignored for ``"mujoco"``.
 
     Returns:
         One `Incompatibility` per problem (unsupported collision pairs grouped by type pair).
@@ -312,10 +309,8 @@ def check_backend_compatibility(
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     if backend == "mujoco":
         return []
-    if impl == "warp":
+    if backend == "warp":
         return _warp_problems(model)
-    if impl != "jax":
-        raise ValueError(f"unknown MJX impl {impl!r}; known: jax, warp")
     return _mjx_problems(model)
 
 
@@ -333,7 +328,7 @@ def _warp_problems(model: mujoco.MjModel) -> list[Incompatibility]:
     problems: list[Incompatibility] = []
 
     def add(feature: str, element: str) -> None:
-        problems.append(Incompatibility(feature, element, ("mujoco",), "mjx (impl=warp)"))
+        problems.append(Incompatibility(feature, element, ("mujoco",), "warp"))
 
     _O = mujoco.mjtObj
     for values, supported, enum, objtype, what in (
@@ -377,20 +372,19 @@ def _warp_problems(model: mujoco.MjModel) -> list[Incompatibility]:
 
 
 def require_backend_compatibility(
-    model: mujoco.MjModel, backend: str, impl: str = "jax", body_key: str | None = None
+    model: mujoco.MjModel, backend: str, body_key: str | None = None
 ) -> None:
     """Raise if ``backend`` cannot simulate ``model``; call it before building the simulator.
 
     Args:
         model: a compiled model.
         backend: a name in `BACKENDS`.
-        impl: the MJX implementation (``"jax"`` or ``"warp"``); ignored for ``"mujoco"``.
         body_key: the body's registry key, for the message.
 
     Raises:
         BackendCompatibilityError: listing every `Incompatibility`, one per line.
     """
-    problems = check_backend_compatibility(model, backend, impl)
+    problems = check_backend_compatibility(model, backend)
     if problems:
         what = f"body {body_key!r}" if body_key else "this model"
         lines = "\n".join(f"  - {p}" for p in problems)

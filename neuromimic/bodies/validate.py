@@ -57,9 +57,8 @@ class Tolerances:
     jump_fraction: float = 0.02
 
 
-#: What ``neuromimic bodies check --backend`` checks: the backends, and MuJoCo Warp (the
-#: ``mjx`` backend with ``impl="warp"``).
-CHECK_BACKENDS = (*BACKENDS, "warp")
+#: What ``neuromimic bodies check --backend`` checks: every physics backend.
+CHECK_BACKENDS = BACKENDS
 
 
 def check_body(key: str, backend: str = "mujoco", **options) -> dict:
@@ -85,7 +84,7 @@ def check_model(
         body: the body description (counts, side suffixes, max_qvel, known issues).
         model: the compiled model to check.
         backend: the backend whose compatibility is checked: ``"mujoco"``, ``"mjx"`` or
-            ``"warp"`` (MJX with ``impl="warp"``: MuJoCo Warp).
+            ``"warp"`` (MuJoCo Warp).
         seconds: simulated duration of each stability run (s).
         grid: points per joint range in the moment-arm sweep.
         seed: seed of the random controls.
@@ -328,8 +327,5 @@ def _stability(body: Body, model: mujoco.MjModel, rest: np.ndarray, seconds: flo
 
 # ------------------------------------------------------------------------------ backend
 def _backend(model: mujoco.MjModel, backend: str) -> dict:
-    if backend == "warp":
-        problems = check_backend_compatibility(model, "mjx", impl="warp")
-    else:
-        problems = check_backend_compatibility(model, backend)
+    problems = check_backend_compatibility(model, backend)
     return {"passed": not problems, "unsupported": [dataclasses.asdict(p) for p in problems]}

@@ -28,6 +28,7 @@ The copies that remain (listed in `COPIES`):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +36,8 @@ import numpy as np
 import torch
 
 from neuromimic.bodies.base import Body
-from neuromimic.bodies.compat import require_backend_compatibility
-from neuromimic.physics.base import PhysicsView, reset_to_rest_pose
+from neuromimic.physics.base import Backend, PhysicsView, reset_to_rest_pose
 from neuromimic.physics.bridge import import_jax, jax_to_torch, torch_to_jax
-from neuromimic.physics.model import compile_model, sensor_layout
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +74,13 @@ def _jax_device(device: torch.device | str | None) -> tuple[Any, torch.device]:
     return jax_device, torch.device("cuda", jax_device.id)
 
 
-class MjxBackend:
+class MjxBackend(Backend):
     """B copies of a body in MJX; state lives in JAX buffers that torch views through DLPack.
 
     Args:
         body: the body to simulate; compiled with `neuromimic.physics.model.compile_model`.
         num_envs: B, the number of bodies.
         substeps: physics steps per control step (the control is held during them).
-        impl: MJX implementation passed to ``mjx.put_model``: ``"jax"`` (CPU or GPU) or
-            ``"warp"`` (NVIDIA GPU, needs MuJoCo Warp).
         device: torch device whose JAX counterpart runs the physics; default JAX's default
             device.
         max_qvel: joint speed (rad/s, or the model's length unit per s) above which a body
@@ -103,34 +100,23 @@ class MjxBackend:
         copies: the copies that remain (see the module docstring).
     """
 
-    copies: tuple[str, ...] = COPIES
+    name = "mjx"
+    copies = COPIES
 
     def __init__(
         self,
         body: Body,
         num_envs: int,
         substeps: int = 2,
-        impl: str = "jax",
         device: torch.device | str | None = None,
         max_qvel: float | None = None,
     ) -> None:
-        if num_envs < 1 or substeps < 1:
-            raise ValueError(f"num_envs and substeps must be >= 1; got {num_envs}, {substeps}")
         mjx = _import_mjx()
         jax = import_jax()
         jnp = jax.numpy
-        self.body = body
-        self.model = compile_model(body)
-        require_backend_compatibility(self.model, "mjx", impl=impl, body_key=body.key)
-        self.num_envs = num_envs
-        self.substeps = substeps
-        self.impl = impl
-        self.max_qvel = body.max_qvel if max_qvel is None else max_qvel
-        self.layout = sensor_layout(self.model, body)
+        super().__init__(body, num_envs, substeps, max_qvel)
         self._jax_device, self.device = _jax_device(device)
-        self._put_model = lambda: mjx.put_model(self.model, device=self._jax_device, impl=impl)
-        self._mx = self._put_model()
-        self.model_version = 0
+        self._mx = mjx.put_model(self.model, device=self._jax_device)
         self._step_fn = jax.jit(self._build_step(mjx, jax, jnp))
         self._reset_fn = jax.jit(self._build_reset(mjx, jax, jnp))
 
@@ -149,8 +135,7 @@ class MjxBackend:
 
         reset_to_rest_pose(self, self.dtype)
         log.debug(
-            "MjxBackend: %d bodies, %d substeps, impl=%s on %s",
-            num_envs, substeps, impl, self._jax_device,
+            "MjxBackend: %d bodies, %d substeps on %s", num_envs, substeps, self._jax_device,
         )
 
     # ---------------------------------------------------------------- compiled functions
@@ -197,14 +182,10 @@ class MjxBackend:
         return reset
 
     # ---------------------------------------------------------------------------- API
-    def model_changed(self) -> None:
-        """Call after changing `model` in place (muscle strength, masses...): puts it on the
-        device again; the compiled step takes it as an argument, so nothing recompiles."""
-        self._mx = self._put_model()
-        self.model_version += 1
-
-    def close(self) -> None:
-        """Nothing to release (JAX frees the buffers with the backend)."""
+    def _load_model(self) -> None:
+        """Put `model` on the device again; the compiled step takes it as an argument, so
+        nothing recompiles."""
+        self._mx = _import_mjx().put_model(self.model, device=self._jax_device)
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the whole simulator state on the host: every leaf of the batched
@@ -216,7 +197,7 @@ class MjxBackend:
         return snapshot
 
     def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
-        """Load a `snapshot` of a backend of the same body, size and ``impl``.
+        """Load a `snapshot` of a backend of the same body and size.
 
         Raises:
             ValueError: if the number or shape of the saved leaves differs.
@@ -228,7 +209,7 @@ class MjxBackend:
             if value is None or tuple(value.shape) != tuple(leaf.shape):
                 raise ValueError(
                     f"snapshot leaf {i} has shape {None if value is None else tuple(value.shape)}; "
-                    f"this backend's is {tuple(leaf.shape)} (another body, B or impl)"
+                    f"this backend's is {tuple(leaf.shape)} (another body or B)"
                 )
         restored = [
             jax.device_put(value.numpy().astype(leaf.dtype), self._jax_device)
@@ -295,3 +276,32 @@ class MjxBackend:
             self._to_jax(act),
         )
         self._refresh_view()
+
+    def bare_seconds(self, ctrl: torch.Tensor, per_control_step: bool = False) -> float:
+        """`Backend.bare_seconds`: a jitted, vmapped ``mjx.step`` of the body's own model,
+        ``substeps`` per control step in a ``lax.scan``; over all control steps in one
+        more ``lax.scan`` (one call), or one call per control step."""
+        mjx, jax = _import_mjx(), import_jax()
+        model = mjx.put_model(self.body.load_model(), device=self._jax_device)
+        controls = self._to_jax(ctrl)
+
+        def control_step(data: Any, ctrl: Any) -> tuple[Any, None]:
+            data = data.replace(ctrl=ctrl)
+            data, _ = jax.lax.scan(lambda d, _: (mjx.step(model, d), None), data, None, length=self.substeps)
+            return data, None
+
+        one_step = jax.jit(jax.vmap(control_step))
+        all_steps = jax.jit(lambda data, controls: jax.lax.scan(jax.vmap(control_step), data, controls)[0])
+        d = self.data
+        data = jax.vmap(lambda q, v, a: mjx.make_data(model).replace(qpos=q, qvel=v, act=a))(d.qpos, d.qvel, d.act)
+        if per_control_step:
+            jax.block_until_ready(one_step(data, controls[0]))  # compile
+            start = time.perf_counter()
+            for i in range(controls.shape[0]):
+                data = one_step(data, controls[i])[0]
+            jax.block_until_ready(data)
+            return time.perf_counter() - start
+        jax.block_until_ready(all_steps(data, controls))  # compile
+        start = time.perf_counter()
+        jax.block_until_ready(all_steps(data, controls))
+        return time.perf_counter() - start

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 
 import mujoco
 import numpy as np
@@ -40,10 +41,8 @@ import torch
 from mujoco import rollout as mj_rollout
 
 from neuromimic.bodies.base import Body
-from neuromimic.bodies.compat import require_backend_compatibility
 from neuromimic.physics import mujoco_warnings
-from neuromimic.physics.base import PhysicsView, reset_to_rest_pose
-from neuromimic.physics.model import compile_model, sensor_layout
+from neuromimic.physics.base import Backend, PhysicsView, reset_to_rest_pose
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def state_offsets(model: mujoco.MjModel) -> dict[str, slice]:
     return {name: offsets[name] for name in ("time", "qpos", "qvel", "act")}
 
 
-class MujocoBackend:
+class MujocoBackend(Backend):
     """B copies of a body in native MuJoCo (CPU, float64), stepped by a persistent thread pool.
 
     Args:
@@ -120,7 +119,8 @@ class MujocoBackend:
         unstable: [B] bool, the flags `PhysicsView.unstable` aliases.
     """
 
-    copies: tuple[str, ...] = COPIES
+    name = "mujoco"
+    copies = COPIES
 
     def __init__(
         self,
@@ -133,21 +133,13 @@ class MujocoBackend:
     ) -> None:
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError(f"the 'mujoco' backend runs on the CPU; got device={device!r}")
-        if num_envs < 1 or substeps < 1:
-            raise ValueError(f"num_envs and substeps must be >= 1; got {num_envs}, {substeps}")
         mujoco_warnings.install()
-        self.body = body
-        self.model = compile_model(body)
-        require_backend_compatibility(self.model, "mujoco", body_key=body.key)
-        self.num_envs = num_envs
-        self.substeps = substeps
+        super().__init__(body, num_envs, substeps, max_qvel)
         self.device = torch.device("cpu")
-        self.max_qvel = body.max_qvel if max_qvel is None else max_qvel
         if nthread is None:
             processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             nthread = (os.cpu_count() or 1) // max(1, processes)
         self.nthread = max(1, min(nthread, num_envs))
-        self.layout = sensor_layout(self.model, body)
         self.offsets = state_offsets(self.model)
 
         model = self.model
@@ -165,8 +157,7 @@ class MujocoBackend:
         # substeps they describe the state one substep back. One step of an explicit-Euler
         # copy of the model from the final state evaluates them at that state (one forward
         # pass, against RK4's four per substep); the state it integrates is discarded.
-        self.model_version = 0
-        self._copy_model()
+        self._load_model()
         self._final_state = np.zeros((num_envs, nstate))
         self._final_control = np.zeros((num_envs, 1, self.control.shape[-1]))
         self._discarded_state = np.zeros((num_envs, 1, nstate))
@@ -187,13 +178,7 @@ class MujocoBackend:
             "MujocoBackend: %d bodies, %d threads, %d substeps", num_envs, self.nthread, substeps
         )
 
-    def model_changed(self) -> None:
-        """Call after changing `model` in place (muscle strength, masses...): rebuilds the
-        copies of it that the physics rollout and the sensor pass run."""
-        self._copy_model()
-        self.model_version += 1
-
-    def _copy_model(self) -> None:
+    def _load_model(self) -> None:
         """Make the copies of `model` that the physics rollout and the sensor pass run."""
         # The physics substeps need no sensors: the sensor pass evaluates them once, at the
         # final state.
@@ -352,3 +337,35 @@ class MujocoBackend:
             state=self._discarded_state[:n],
             sensordata=out,
         )
+
+    def bare_seconds(self, ctrl: torch.Tensor, per_control_step: bool = False) -> float:
+        """`Backend.bare_seconds`: ``mujoco.rollout`` of the body's own model with this
+        backend's thread count, from full physics states holding the current positions,
+        velocities and activations; one call over all steps unless ``per_control_step``."""
+        model = self.body.load_model()
+        start_state = np.repeat(self._reset_state[None], self.num_envs, axis=0)
+        view = self.view
+        for name in ("qpos", "qvel", "act"):
+            start_state[:, self.offsets[name]] = getattr(view, name).numpy()
+        datas = [mujoco.MjData(model) for _ in range(self.nthread)]
+        steps = ctrl.shape[0]
+        control = np.repeat(ctrl.cpu().numpy().transpose(1, 0, 2), self.substeps, axis=1).astype(np.float64)
+        models = [model] * self.num_envs
+        with mj_rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0) as runner:
+            runner.rollout(models, datas, start_state, control[:, :2])  # warm-up
+            if not per_control_step:
+                start = time.perf_counter()
+                runner.rollout(models, datas, start_state, control)
+                return time.perf_counter() - start
+            state = start_state.copy()
+            states = np.zeros((self.num_envs, self.substeps, state.shape[1]))
+            start = time.perf_counter()
+            for i in range(steps):
+                chunk = np.ascontiguousarray(control[:, i * self.substeps : (i + 1) * self.substeps])
+                runner.rollout(models, datas, state, chunk, nstep=self.substeps, state=states)
+                state[:] = states[:, -1]
+            return time.perf_counter() - start
+
+    def describe(self) -> dict:
+        """`Backend.describe`, with the rollout's thread count."""
+        return {**super().describe(), "threads": self.nthread}
