@@ -33,6 +33,20 @@ def mjx_backend(body):
     return make_backend("mjx", body, num_envs=B, substeps=2)
 
 
+@pytest.fixture(scope="module")
+def warp_backend(body):
+    pytest.importorskip("mujoco_warp")
+    return make_backend("warp", body, num_envs=B, substeps=2, device="cpu")
+
+
+#: Every backend, the accelerator ones marked slow (their first step compiles).
+ALL_BACKENDS = ["mujoco", pytest.param("mjx", marks=pytest.mark.slow), pytest.param("warp", marks=pytest.mark.slow)]
+
+
+def backend_named(name, native, request):
+    return native if name == "mujoco" else request.getfixturevalue(f"{name}_backend")
+
+
 def random_state(model, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A non-trivial state inside the joint ranges: qpos, qvel, act, each [B, ...] float64."""
     g = torch.Generator().manual_seed(seed)
@@ -99,9 +113,9 @@ def test_native_satisfies_protocol_and_views_alias_rollout_buffers(native):
     assert any("initial_state" in copy for copy in native.copies)
 
 
-@pytest.mark.parametrize("name", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_masked_reset_leaves_other_rows_bitwise_equal(name, native, request):
-    backend = native if name == "mujoco" else request.getfixturevalue("mjx_backend")
+    backend = backend_named(name, native, request)
     qpos, qvel, act = random_state(backend.model, seed=1)
     backend.reset(torch.ones(B, dtype=torch.bool), qpos, qvel, act)
     backend.step(torch.rand(B, backend.model.nu))
@@ -119,13 +133,13 @@ def test_masked_reset_leaves_other_rows_bitwise_equal(name, native, request):
     assert not torch.equal(after["site_pos_w"][1], before["site_pos_w"][1])  # sensors refreshed
 
 
-@pytest.mark.parametrize("name", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_nan_state_flags_only_its_row(name, native, request):
-    backend = native if name == "mujoco" else request.getfixturevalue("mjx_backend")
+    backend = backend_named(name, native, request)
     qpos, qvel, act = random_state(backend.model, seed=3)
     backend.reset(torch.ones(B, dtype=torch.bool), qpos, qvel, act)
     backend.step(torch.rand(B, backend.model.nu))
-    if name == "mujoco":
+    if name != "mjx":
         backend.view.qpos[2, 0] = float("nan")  # the view aliases the simulator state
     else:  # JAX buffers are immutable: a reset writes the NaN
         qpos_nan = qpos.clone()
@@ -138,9 +152,9 @@ def test_nan_state_flags_only_its_row(name, native, request):
     assert not backend.view.unstable.any()
 
 
-@pytest.mark.parametrize("name", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_step_is_deterministic(name, native, request):
-    backend = native if name == "mujoco" else request.getfixturevalue("mjx_backend")
+    backend = backend_named(name, native, request)
     qpos, qvel, act = random_state(backend.model, seed=4)
     ctrl = torch.rand(B, backend.model.nu, generator=torch.Generator().manual_seed(4))
     results = []
@@ -181,13 +195,13 @@ def test_mjx_views_alias_jax_buffers(mjx_backend):
     assert any("ctrl" in copy for copy in mjx_backend.copies)
 
 
-@pytest.mark.parametrize("name", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_sensors_describe_the_reported_state(name, native, request):
     """After a step, every sensor (sites, muscle length, velocity, force) is MuJoCo's own
     evaluation at the state the view reports."""
     import mujoco
 
-    backend = native if name == "mujoco" else request.getfixturevalue("mjx_backend")
+    backend = backend_named(name, native, request)
     model = backend.model
     qpos, qvel, act = random_state(model, seed=11)
     backend.reset(torch.ones(B, dtype=torch.bool), qpos, qvel, act)
@@ -213,14 +227,16 @@ def test_sensors_describe_the_reported_state(name, native, request):
 
 
 @pytest.mark.slow
-def test_mjx_agrees_with_native_after_one_control_step(native, mjx_backend):
+@pytest.mark.parametrize("name", ["mjx", "warp"])
+def test_accelerated_backend_agrees_with_native_after_one_control_step(name, native, request):
+    other = request.getfixturevalue(f"{name}_backend")
     qpos, qvel, act = random_state(native.model, seed=5)
     ctrl = torch.rand(B, native.model.nu, generator=torch.Generator().manual_seed(5))
     everyone = torch.ones(B, dtype=torch.bool)
-    for backend in (native, mjx_backend):
+    for backend in (native, other):
         backend.reset(everyone, qpos, qvel, act)
         backend.step(ctrl)
-    a, b = native.view, mjx_backend.view
+    a, b = native.view, other.view
     diff = {
         name: (getattr(a, name) - getattr(b, name).double()).abs().max().item()
         for name in FIELDS[:-1]
@@ -232,6 +248,54 @@ def test_mjx_agrees_with_native_after_one_control_step(native, mjx_backend):
     assert diff["actuator_length"] < 1e-6 and diff["actuator_velocity"] < 1e-5, diff
     assert diff["actuator_force"] < 1e-4, diff  # newtons; peak forces are 0.6-0.8 N
     assert not a.unstable.any() and not b.unstable.any()
+
+
+@pytest.mark.slow
+def test_warp_views_alias_warp_arrays(warp_backend):
+    """Every view is made once from Warp's arrays and stays theirs: the same tensors, at the
+    same addresses, after steps and resets."""
+    backend, data = warp_backend, warp_backend.wp_data
+    assert isinstance(backend, Backend)
+    view = backend.view
+    backend.step(torch.rand(B, backend.model.nu))
+    backend.reset(torch.arange(B) == 0, *random_state(backend.model, seed=6))
+    assert backend.view is view
+    for name in ("qpos", "qvel", "act", "ctrl", "time"):
+        assert getattr(view, name).data_ptr() == getattr(data, name).ptr, name
+    item = view.site_pos_w.element_size()
+    assert view.site_pos_w.data_ptr() == data.sensordata.ptr + backend.layout.site_pos_w.start * item
+    assert view.actuator_force.data_ptr() == data.sensordata.ptr + backend.layout.actuator_force.start * item
+    assert backend.external_force.data_ptr() == backend._xfrc_in.ptr
+    assert backend.external_force.shape == (B, backend.model.nbody, 6)
+    assert any("ctrl" in copy for copy in backend.copies)
+
+
+@pytest.mark.slow
+def test_warp_scheduled_reset_then_step_equals_reset_then_step(warp_backend):
+    backend = warp_backend
+    qpos, qvel, act = random_state(backend.model, seed=7)
+    qpos2, qvel2, act2 = random_state(backend.model, seed=8)
+    ctrl = torch.rand(B, backend.model.nu, generator=torch.Generator().manual_seed(7))
+    mask = torch.tensor([False, True, False, True])
+    results = []
+    for reset in (backend.reset, backend.schedule_reset):
+        backend.reset(torch.ones(B, dtype=torch.bool), qpos, qvel, act)
+        backend.step(ctrl)
+        reset(mask, qpos2, qvel2, act2)
+        backend.step(ctrl)
+        results.append(snapshot(backend))
+    assert_rows_bitwise_equal(results[0], results[1], slice(None))
+
+
+@pytest.mark.slow
+def test_warp_flags_a_world_whose_contacts_overflow(body):
+    """A world with more contacts than the buffers hold is flagged unstable, not silently
+    simulated without them."""
+    pytest.importorskip("mujoco_warp")
+    backend = make_backend("warp", get_body("rodent"), num_envs=2, substeps=1, device="cpu", nconmax=1, njmax=4)
+    backend.step(torch.zeros(2, backend.model.nu))
+    assert backend.overflow.ne(0).all()
+    assert backend.view.unstable.all()
 
 
 def test_native_forelimb_is_stable_for_ten_seconds(body):

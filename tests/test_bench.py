@@ -49,11 +49,13 @@ def test_bench_train_prints_one_json_object(capsys):
 
 
 @pytest.mark.slow
-def test_bench_env_mjx_has_a_raw_jax_baseline():
+@pytest.mark.parametrize("backend", ["mjx", "warp"])
+def test_bench_env_accelerated_backends_have_a_bare_baseline(backend):
     from neuromimic.bench import bench_env
 
-    result = bench_env(backend="mjx", num_envs=2, steps=4)
+    result = bench_env(backend=backend, num_envs=2, steps=4)
     assert result["raw_steps_per_s"] > 0 and result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
+    assert result["raw_per_control_step_steps_per_s"] > 0 and result["backend"] == backend
 
 
 def test_env_step_budget_tool_prints_the_budget(capsys, monkeypatch):

@@ -41,7 +41,7 @@ def _one_error(caplog, monkeypatch, where: Path, argv: list[str]) -> str:
     [
         (["--model.env.substeps", "0"], "model.env.substeps is 0; it must be an integer >= 1"),
         (["--model.env.num_envs", "-4"], "model.env.num_envs is -4; it must be an integer >= 1"),
-        (["--model.env.backend", "mjxx"], "model.env.backend is 'mjxx'; it must be one of ['mujoco', 'mjx'] (did you mean 'mjx'?)"),
+        (["--model.env.backend", "mjxx"], "model.env.backend is 'mjxx'; it must be one of ['mujoco', 'mjx', 'warp'] (did you mean 'mjx'?)"),
         (["--model.env.future_frames", "[0, 2]"], "model.env.future_frames is [0, 2]; it must be a non-empty list of positive"),
         (["--model.env.rewards", '{"joint_pos_eror_exp": {"weight": 1.0}}'], "model.env.rewards names 'joint_pos_eror_exp'; it must be one of"),
         (["--model.env.rewards", '{"site_pos_error_exp": {"weight": 1.0, "sigma": 0}}'], "model.env.rewards.site_pos_error_exp.sigma is 0.0; it must be a number > 0"),

@@ -7,7 +7,7 @@ from torchrl.envs.utils import check_env_specs
 from neuromimic.bodies import UnknownBodyError
 from neuromimic.envs import EnvConfig, make_env
 
-BACKENDS = ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)]
+BACKENDS = ["mujoco", pytest.param("mjx", marks=pytest.mark.slow), pytest.param("warp", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

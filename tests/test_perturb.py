@@ -213,8 +213,9 @@ def test_sensory_delay_shifts_the_input_by_whole_steps():
 
 
 @pytest.mark.slow
-def test_body_perturbations_on_mjx_change_and_undo():
-    env = make_env(EnvConfig(backend="mjx", num_envs=2), split="val", evaluation=True)
+@pytest.mark.parametrize("backend", ["mjx", "warp"])
+def test_body_perturbations_on_accelerated_backends_change_and_undo(backend):
+    env = make_env(EnvConfig(backend=backend, num_envs=2), split="val", evaluation=True)
     before = _physics(env, steps=8)
     with perturb.weaken_muscles(env, {"Biceps_Long": 0.3}), perturb.force_pulse(env, "radius", [0, 0, -0.1], 0.0, 0.05):
         inside = _physics(env, steps=8)

@@ -65,7 +65,9 @@ class RunningNorm(nn.Module):
 
 def squash(loc: torch.Tensor) -> torch.Tensor:
     """Pre-squash action means [..., nu] -> excitations in 0..1: the squashed Gaussian mean,
-    which is also TorchRL's deterministic sample of ``TanhNormal(low=0, high=1)``."""
+    which is also the deterministic sample of the training distribution
+    (`neuromimic.training.distributions.UnitIntervalTanhNormal`, which keeps it ~5e-7 inside
+    the bounds)."""
     return 0.5 * (torch.tanh(loc) + 1.0)
 
 
@@ -74,8 +76,8 @@ class Controller(nn.Module):
 
     The readout gives the mean of a Gaussian over pre-squash actions; a learned,
     state-independent log standard deviation gives its spread. Actions are squashed into
-    the muscles' 0..1 range (by TorchRL's ``TanhNormal(low=0, high=1)`` in training, by
-    `squash` in `forward`).
+    the muscles' 0..1 range (by `neuromimic.training.distributions.UnitIntervalTanhNormal`
+    in training, by `squash` in `forward`).
 
     Args:
         spec: what the controller is built for (sizes, control step, observation layout).

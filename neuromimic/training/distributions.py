@@ -70,9 +70,12 @@ class UnitIntervalTanhNormal(Distribution):
 
     def _log_prob_of_preimage(self, x: torch.Tensor) -> torch.Tensor:
         """log density [..., batch] of the action ``squash(x)``, from its pre-image ``x``."""
+        # Gaussian term first, then the Jacobian: TanhNormal's order, so that autograd
+        # sums the gradients in the same order and they are bitwise equal too.
+        log_prob = self._sum_event(self.base.log_prob(x))
         # log |d tanh(x)/dx| = log(1 - tanh(x)^2), in the form that is exact for large |x|.
         log_det = 2.0 * (_LOG_TWO - x - softplus(-2.0 * x)) + _LOG_HALF
-        return self._sum_event(self.base.log_prob(x)) - self._sum_event(log_det)
+        return log_prob - self._sum_event(log_det)
 
     # ----------------------------------------------------------------------- sampling
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:

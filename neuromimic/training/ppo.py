@@ -31,7 +31,6 @@ from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import (
     ProbabilisticActor,
-    TanhNormal,
     ValueOperator,
     set_recurrent_mode,
 )
@@ -44,6 +43,7 @@ from neuromimic.models import Controller, ControllerModule, ControllerSpec, squa
 from neuromimic.models.cores import mlp
 from neuromimic.physics import mujoco_warnings
 from neuromimic.training.checkpoint_io import CheckpointError
+from neuromimic.training.distributions import UnitIntervalTanhNormal
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,8 @@ class PPOModule(L.LightningModule):
         self.actor = ProbabilisticActor(
             self.controller_module,
             in_keys=["loc", "scale"],
-            distribution_class=TanhNormal,
-            distribution_kwargs={"low": 0.0, "high": 1.0},
+            # TorchRL's TanhNormal(low=0, high=1), without its host read at every step.
+            distribution_class=UnitIntervalTanhNormal,
             return_log_prob=True,
         )
         self.critic = ValueOperator(_Critic(self.controller.obs_norm, self.value_net), in_keys=["observation"])
