@@ -108,6 +108,27 @@ def test_every_body_passes_the_mujoco_warp_check(key):
     assert check_model(body, body.load_model(), "warp", seconds=0.01)["checks"]["backend"] == {"passed": True, "unsupported": []}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ZOO)
+def test_every_body_runs_on_the_warp_backend_as_on_native_mujoco(key):
+    """Each zoo body steps on MuJoCo Warp (its CPU kernels here) and, after one control step
+    from its rest pose with the same random controls, is where native MuJoCo puts it."""
+    pytest.importorskip("mujoco_warp")
+    import torch
+
+    from neuromimic.physics import make_backend
+
+    body = get_body(key)
+    warp = make_backend("warp", body, num_envs=2, substeps=2, device="cpu")
+    native = make_backend("mujoco", body, num_envs=2, substeps=2)
+    ctrl = torch.rand(2, native.model.nu, generator=torch.Generator().manual_seed(0))
+    warp.step(ctrl)
+    native.step(ctrl)
+    assert not warp.view.unstable.any() and not native.view.unstable.any()
+    torch.testing.assert_close(warp.view.qpos.double(), native.view.qpos, rtol=0, atol=1e-4)
+    torch.testing.assert_close(warp.view.act.double(), native.view.act, rtol=0, atol=1e-4)
+
+
 def test_warp_check_names_what_mujoco_warp_cannot_simulate():
     # MuJoCo Warp 3.17 simulates nearly everything MuJoCo does; contact override is one
     # of the option flags it does not (read from mujoco_warp's own tables).

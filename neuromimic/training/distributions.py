@@ -9,6 +9,7 @@ is the same distribution, built from the policy's tensors and Python floats only
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch.distributions import Distribution, Normal, constraints
@@ -32,7 +33,11 @@ class UnitIntervalTanhNormal(Distribution):
     host read of a tensor and no host-to-device copy, so a CUDA policy step never waits.
 
     Argument validation is off (``validate_args=False``), as TorchRL sets it globally:
-    checking ``scale > 0`` would read the device.
+    checking ``scale > 0`` would read the device. Not a ``TransformedDistribution`` with
+    torch's ``TanhTransform``: that one does not clamp, so a saturated sample rounds to
+    exactly 0 or 1 and its ``log_prob`` is infinite. Where the clamp acts (|x| > ~7.3 in
+    float32) ``rsample``'s pathwise gradient is 0 (TanhNormal's is ~2e-6); the PPO loss
+    never differentiates through the squash.
 
     Args:
         loc: [..., nu] mean of the pre-squash Gaussian (unitless, tanh's argument).
@@ -42,7 +47,7 @@ class UnitIntervalTanhNormal(Distribution):
     (for a 0-d ``loc`` both are empty and nothing is summed), as for ``TanhNormal``.
     """
 
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.interval(0.0, 1.0)
     has_rsample = True
 
@@ -78,17 +83,17 @@ class UnitIntervalTanhNormal(Distribution):
         return log_prob - self._sum_event(log_det)
 
     # ----------------------------------------------------------------------- sampling
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Reparameterised actions [*sample_shape, ..., nu] in (0, 1)."""
         return self._squash(self.base.rsample(sample_shape))
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Actions [*sample_shape, ..., nu] in (0, 1), without gradient."""
         with torch.no_grad():
             return self._squash(self.base.sample(sample_shape))
 
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()
+        self, sample_shape: torch.Size | tuple[int, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised actions and their log density, scored from the drawn pre-image
         (exact where the squash saturates; TorchRL's PPO loss uses it for its entropy)."""
@@ -96,7 +101,7 @@ class UnitIntervalTanhNormal(Distribution):
         return self._squash(x), self._log_prob_of_preimage(x)
 
     def sample_and_log_prob(
-        self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()
+        self, sample_shape: torch.Size | tuple[int, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As `rsample_and_log_prob`, with the actions detached (the score keeps its
         gradient with respect to ``loc`` and ``scale``)."""
