@@ -1,10 +1,32 @@
 """MuJoCo XLA (MJX): B bodies as one batched `mjx.Data`, stepped by one jitted JAX call.
 
 Per control step one compiled function sets the controls, runs ``substeps`` physics
-steps in a ``jax.lax.scan`` and computes the `unstable` flag, all on the device. A masked
-reset is a second compiled function: it builds the new rows, runs ``mjx.forward`` on them
-(so their sensors are fresh) and selects ``jnp.where(mask, new, old)`` leaf by leaf over
-the data pytree, so unmasked rows are bitwise unchanged.
+steps in a ``jax.lax.scan`` and computes the `unstable` flag, all on the device.
+
+Flat calls: the compiled functions take and return a few flat arrays only, never the
+`mjx.Model` / `mjx.Data` objects. Handed those objects, every call of a jitted function
+walks their static fields in Python and crc32-hashes every static numpy array (meshes,
+textures) to find its compiled program: 0.8 ms of host time per call for the mouse,
+3.3 ms for MyoArm, 5.9 ms for the fly, on the reference CPU. Here the model and the
+batched data are split once (`jax.tree_util.tree_flatten`) into their array leaves and
+their static structure; the structure is closed over by the compiled functions, and the
+leaves travel packed into one 1-D buffer per dtype (`_Packing`), except the leaves the
+views show (qpos, qvel, act, ctrl, sensordata, time), which stay arrays of their own so
+that torch can alias them. A call thus passes about 15 arrays and returns about 10
+(``tools/mjx_host_overhead.py`` measures the host time per call of both forms). The
+model's numeric leaves are arguments, not constants: `Backend.model_changed` recompiles
+nothing (unless it changed a static field, such as a geom type, which recompiles).
+
+Resets. `MjxBackend.reset` is a second compiled function: it starts the masked rows from
+a fresh single-body `mjx.Data` (made once, outside the compiled code, by
+``mjx.make_data``) holding the given qpos, qvel and act, runs ``mjx.forward`` on them (so
+their sensors are fresh) and selects ``jnp.where(mask, new, old)`` leaf by leaf, so
+unmasked rows are bitwise unchanged. `MjxBackend.schedule_reset` instead keeps the mask
+and the states on the device and folds them into the next step's single call: the rows
+start from the fresh data, then take the substeps. No host reads the mask and no call is
+made for it. The result is bitwise that of `reset` then `step` (``mjx.step`` begins with
+the forward pass that `reset` runs, and `reset` changes no input of it). Reading
+`MjxBackend.view` (or `MjxBackend.data`) while a reset is pending applies it at once.
 
 Torch and JAX exchange buffers through `neuromimic.physics.bridge` (DLPack, zero copy).
 JAX arrays are immutable, so every call produces new buffers and `MjxBackend.view` is
@@ -23,13 +45,18 @@ The copies that remain (listed in `COPIES`):
 1. ``ctrl``: cast to the simulation dtype (float32) if it is not already, and made
    contiguous if it is strided; a float32 contiguous tensor is shared without a copy.
 2. ``reset``: qpos, qvel and act are cast to float32 when given in another dtype.
+3. ``schedule_reset``: mask, qpos, qvel and act are copied into buffers the backend owns
+   (the caller may write into its tensors before the step that applies them).
+4. ``packing``: inside the compiled step the data leaves are gathered into their packed
+   buffers (one device-side copy of the state per call, fused by XLA with the step).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +72,12 @@ log = logging.getLogger(__name__)
 COPIES: tuple[str, ...] = (
     "ctrl: [B, nu] cast to float32 / made contiguous when it is not already (per step)",
     "reset: qpos, qvel, act cast to float32 when given in another dtype (per reset)",
+    "schedule_reset: mask, qpos, qvel, act copied into buffers the backend owns (per scheduled reset)",
+    "packing: the data leaves gathered into their packed buffers on the device (per call, inside the compiled step)",
 )
+
+#: The `mjx.Data` leaves the views alias; they stay arrays of their own (in this order).
+VIEW_LEAVES: tuple[str, ...] = ("qpos", "qvel", "act", "ctrl", "sensordata", "time")
 
 
 def _import_mjx() -> Any:
@@ -74,6 +106,59 @@ def _jax_device(device: torch.device | str | None) -> tuple[Any, torch.device]:
     return jax_device, torch.device("cuda", jax_device.id)
 
 
+class _Packing:
+    """The leaves of a pytree as a few arrays: the leaves named in ``apart`` as they are,
+    then all other leaves raveled and concatenated into one 1-D buffer per dtype.
+
+    `pack` and `unpack` work on numpy arrays (on the host) and on JAX arrays (inside a
+    compiled function) alike; they only reshape, slice and concatenate, so values are
+    bitwise preserved.
+
+    Args:
+        leaves: the leaves (anything with ``shape`` and ``dtype``), in tree order.
+        apart: indices of the leaves kept as arrays of their own, in the order wanted.
+    """
+
+    def __init__(self, leaves: Sequence[Any], apart: Sequence[int] = ()) -> None:
+        self.apart = tuple(apart)
+        self.shapes = tuple(tuple(leaf.shape) for leaf in leaves)
+        self.dtypes = tuple(np.dtype(leaf.dtype) for leaf in leaves)
+        groups: dict[np.dtype, list[int]] = {}
+        for i, dtype in enumerate(self.dtypes):
+            if i not in self.apart:
+                groups.setdefault(dtype, []).append(i)
+        self.groups = tuple(tuple(group) for group in groups.values())
+        #: leaf index -> (position in the packed tuple, start, stop) of a packed leaf.
+        self.slots: dict[int, tuple[int, int, int]] = {}
+        for g, group in enumerate(self.groups):
+            offset = 0
+            for i in group:
+                size = int(np.prod(self.shapes[i], dtype=np.int64))
+                self.slots[i] = (len(self.apart) + g, offset, offset + size)
+                offset += size
+
+    def __len__(self) -> int:
+        return len(self.apart) + len(self.groups)
+
+    def pack(self, leaves: Sequence[Any], concatenate: Callable) -> tuple:
+        """The packed tuple of ``leaves``; ``concatenate`` is ``np.concatenate`` or ``jnp.concatenate``."""
+        buffers = tuple(concatenate([leaves[i].reshape(-1) for i in group]) for group in self.groups)
+        return tuple(leaves[i] for i in self.apart) + buffers
+
+    def unpack(self, packed: Sequence[Any]) -> list:
+        """The leaves, in tree order, of a packed tuple."""
+        leaves: list[Any] = [None] * len(self.shapes)
+        for k, i in enumerate(self.apart):
+            leaves[i] = packed[k]
+        for i, (position, start, stop) in self.slots.items():
+            leaves[i] = packed[position][start:stop].reshape(self.shapes[i])
+        return leaves
+
+
+def _host(array: Any) -> np.ndarray:
+    return np.asarray(array)
+
+
 class MjxBackend(Backend):
     """B copies of a body in MJX; state lives in JAX buffers that torch views through DLPack.
 
@@ -91,7 +176,9 @@ class MjxBackend(Backend):
         num_envs: B.
         device: the torch device of the views.
         substeps: physics steps per control step.
-        data: the batched `mjx.Data` (leaves [B, ...]); replaced by every call.
+        data: the batched `mjx.Data` (leaves [B, ...]), assembled on access from the flat
+            state (its qpos, qvel, act, ctrl, sensordata and time are the buffers the views
+            alias); replaced by every call.
         external_force: [B, nbody, 6] torch tensor on `device`: force (N) then torque (N m)
             on each body's centre of mass, world frame, during the next step (MuJoCo's
             ``xfrc_applied``); zero unless a perturbation sets it.
@@ -111,26 +198,20 @@ class MjxBackend(Backend):
         device: torch.device | str | None = None,
         max_qvel: float | None = None,
     ) -> None:
-        mjx = _import_mjx()
         jax = import_jax()
-        jnp = jax.numpy
         super().__init__(body, num_envs, substeps, max_qvel)
         self._jax_device, self.device = _jax_device(device)
-        self._mx = mjx.put_model(self.model, device=self._jax_device)
-        self._step_fn = jax.jit(self._build_step(mjx, jax, jnp))
-        self._reset_fn = jax.jit(self._build_reset(mjx, jax, jnp))
+        self._pending: tuple[torch.Tensor, ...] | None = None
+        self._load_model()  # the flat model, the template data and the compiled functions
 
-        # Committed to the device from the start, so the compiled functions see the same
-        # input placement on every call and compile once.
-        single = mjx.make_data(self._mx)
-        self.data = jax.device_put(
-            jax.tree_util.tree_map(
-                lambda leaf: jnp.broadcast_to(leaf, (num_envs, *leaf.shape)), single
-            ),
-            self._jax_device,
-        )
-        self._unstable = jax.device_put(jnp.zeros(num_envs, dtype=bool), self._jax_device)
-        self.dtype = jax_to_torch(self.data.qpos).dtype
+        # The batched state: the template in every row, committed to the device from the
+        # start, so the compiled functions see the same input placement on every call and
+        # compile once.
+        template = self._template_packing.unpack([_host(b) for b in self._template])
+        batched = [np.broadcast_to(leaf, (num_envs, *leaf.shape)) for leaf in template]
+        self._state = self._put(self._data_packing.pack(batched, np.concatenate))
+        self._unstable = jax.device_put(np.zeros(num_envs, dtype=bool), self._jax_device)
+        self.dtype = jax_to_torch(self._state[0]).dtype
         self.external_force = torch.zeros(num_envs, self.model.nbody, 6, dtype=self.dtype, device=self.device)
 
         reset_to_rest_pose(self, self.dtype)
@@ -138,14 +219,67 @@ class MjxBackend(Backend):
             "MjxBackend: %d bodies, %d substeps on %s", num_envs, substeps, self._jax_device,
         )
 
+    def _put(self, arrays: Sequence[Any]) -> tuple:
+        jax = import_jax()
+        return tuple(jax.device_put(np.ascontiguousarray(a), self._jax_device) for a in arrays)
+
     # ---------------------------------------------------------------- compiled functions
-    def _build_step(self, mjx: Any, jax: Any, jnp: Any) -> Callable:
-        """``(mx, data, ctrl [B, nu], xfrc [B, nbody, 6]) -> (data, unstable)``; the model is
-        an argument (not a constant of the compiled function) so `model_changed` needs no
-        recompilation."""
+    def _load_model(self) -> None:
+        """Put `model` on the device again, as flat buffers, and make the fresh single-body
+        data a reset starts from. The compiled functions take both as arguments, so nothing
+        recompiles, unless a static field of the model changed (then they are rebuilt)."""
+        mjx, jax = _import_mjx(), import_jax()
+        mx = mjx.put_model(self.model, device=self._jax_device)
+        model_leaves, model_def = jax.tree_util.tree_flatten(mx)
+        template_leaves, template_def = jax.tree_util.tree_flatten(mjx.make_data(mx))
+        if getattr(self, "_model_def", None) != model_def or self._template_def != template_def:
+            if hasattr(self, "_model_def"):
+                log.info("MjxBackend: a static field of the model changed; recompiling")
+            self._model_def, self._template_def = model_def, template_def
+            self._model_packing = _Packing(model_leaves)
+            self._template_packing = _Packing(template_leaves)
+            paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(mjx.make_data(mx))[0]]
+            self._data_packing = _Packing(
+                [np.empty((self.num_envs, *leaf.shape), leaf.dtype) for leaf in template_leaves],
+                apart=[paths.index(f".{name}") for name in VIEW_LEAVES],
+            )
+            self._build_functions(mjx, jax)
+        self._model = self._put(self._model_packing.pack([_host(x) for x in model_leaves], np.concatenate))
+        self._template = self._put(self._template_packing.pack([_host(x) for x in template_leaves], np.concatenate))
+
+    def _build_functions(self, mjx: Any, jax: Any) -> None:
+        """Compile (lazily, at their first call) the step, the step with a folded reset and
+        the reset; each takes and returns tuples of arrays only."""
+        jnp = jax.numpy
+        model_def, data_def, template_def = self._model_def, self._template_def, self._template_def
+        model_packing, data_packing, template_packing = self._model_packing, self._data_packing, self._template_packing
         substeps, max_qvel = self.substeps, self.max_qvel
         ctrl_dt = substeps * self.model.opt.timestep
         half_dt = 0.5 * self.model.opt.timestep
+
+        def model_of(flat: tuple) -> Any:
+            return jax.tree_util.tree_unflatten(model_def, model_packing.unpack(flat))
+
+        def data_of(state: tuple) -> Any:
+            return jax.tree_util.tree_unflatten(data_def, data_packing.unpack(state))
+
+        def template_of(flat: tuple) -> Any:
+            return jax.tree_util.tree_unflatten(template_def, template_packing.unpack(flat))
+
+        def state_of(data: Any) -> tuple:
+            leaves, treedef = jax.tree_util.tree_flatten(data)
+            if treedef != data_def:
+                raise RuntimeError("MJX changed the static structure of its data during a step")
+            return data_packing.pack(leaves, jnp.concatenate)
+
+        def select(mask: Any, new: Any, old: Any) -> Any:
+            """``new`` where ``mask`` [B], else ``old``, leaf by leaf (``new`` broadcasts)."""
+
+            def leaf(old_leaf: Any, new_leaf: Any) -> Any:
+                row_mask = mask.reshape(mask.shape + (1,) * (old_leaf.ndim - 1))
+                return jnp.where(row_mask, new_leaf, old_leaf)
+
+            return jax.tree_util.tree_map(leaf, old, new)
 
         def one_body(mx: Any, d: Any, ctrl: Any, xfrc: Any) -> tuple[Any, Any]:
             time0 = d.time
@@ -160,100 +294,146 @@ class MjxBackend(Backend):
             stalled = jnp.abs(d.time - time0 - ctrl_dt) > half_dt
             return d, ~finite | fast | stalled
 
-        return jax.vmap(one_body, in_axes=(None, 0, 0, 0))
+        batched_step = jax.vmap(one_body, in_axes=(None, 0, 0, 0))
 
-    def _build_reset(self, mjx: Any, jax: Any, jnp: Any) -> Callable:
-        def new_body(mx: Any, qpos: Any, qvel: Any, act: Any) -> Any:
-            fresh = mjx.make_data(mx)
-            fresh = fresh.replace(qpos=qpos, qvel=qvel, act=act)
-            return mjx.forward(mx, fresh)
+        def step(model: tuple, state: tuple, ctrl: Any, xfrc: Any) -> tuple[tuple, Any]:
+            data, unstable = batched_step(model_of(model), data_of(state), ctrl, xfrc)
+            return state_of(data), unstable
+
+        def step_after_reset(
+            model: tuple, state: tuple, ctrl: Any, xfrc: Any, template: tuple, mask: Any, qpos: Any, qvel: Any, act: Any
+        ) -> tuple[tuple, Any]:
+            # The reset rows start from the fresh data; the forward pass `reset` would run
+            # on them is the first thing mjx.step does, so it is not run twice.
+            fresh = template_of(template).replace(qpos=qpos, qvel=qvel, act=act)
+            data = select(mask, fresh, data_of(state))
+            data, unstable = batched_step(model_of(model), data, ctrl, xfrc)
+            return state_of(data), unstable
 
         def reset(
-            mx: Any, data: Any, unstable: Any, mask: Any, qpos: Any, qvel: Any, act: Any
-        ) -> tuple[Any, Any]:
-            new = jax.vmap(new_body, in_axes=(None, 0, 0, 0))(mx, qpos, qvel, act)
+            model: tuple, state: tuple, unstable: Any, template: tuple, mask: Any, qpos: Any, qvel: Any, act: Any
+        ) -> tuple[tuple, Any]:
+            mx, fresh = model_of(model), template_of(template)
 
-            def select(old: Any, fresh: Any) -> Any:
-                row_mask = mask.reshape(mask.shape + (1,) * (old.ndim - 1))
-                return jnp.where(row_mask, fresh, old)
+            def new_body(qpos: Any, qvel: Any, act: Any) -> Any:
+                return mjx.forward(mx, fresh.replace(qpos=qpos, qvel=qvel, act=act))
 
-            return jax.tree_util.tree_map(select, data, new), jnp.where(mask, False, unstable)
+            new = jax.vmap(new_body)(qpos, qvel, act)
+            return state_of(select(mask, new, data_of(state))), jnp.where(mask, False, unstable)
 
-        return reset
+        self._step_fn = jax.jit(step)
+        self._step_after_reset_fn = jax.jit(step_after_reset)
+        self._reset_fn = jax.jit(reset)
+        self._unpack_fn = jax.jit(lambda buffers: [data_packing.unpack((None,) * len(data_packing.apart) + buffers)[i] for i in data_packing.slots])
 
     # ---------------------------------------------------------------------------- API
-    def _load_model(self) -> None:
-        """Put `model` on the device again; the compiled step takes it as an argument, so
-        nothing recompiles."""
-        self._mx = _import_mjx().put_model(self.model, device=self._jax_device)
+    @property
+    def data(self) -> Any:
+        """The batched `mjx.Data` of the current state (applies a pending reset first).
+
+        Its view leaves (qpos, qvel, act, ctrl, sensordata, time) are the buffers the views
+        alias; the other leaves are unpacked into new arrays at each access.
+        """
+        self._apply_pending()
+        jax = import_jax()
+        packing = self._data_packing
+        leaves: list[Any] = [None] * len(packing.shapes)
+        for k, i in enumerate(packing.apart):
+            leaves[i] = self._state[k]
+        for i, leaf in zip(packing.slots, self._unpack_fn(self._state[len(packing.apart) :]), strict=True):
+            leaves[i] = leaf
+        return jax.tree_util.tree_unflatten(self._template_def, leaves)
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the whole simulator state on the host: every leaf of the batched
-        `mjx.Data` (in tree order) and the `unstable` flags; `restore` loads it back."""
-        jax = import_jax()
-        leaves = jax.tree_util.tree_leaves(self.data)
+        `mjx.Data` (in tree order), the `unstable` flags and a pending reset's mask,
+        qpos, qvel and act (``pending.*``, only while one is pending); `restore` loads it
+        back."""
+        leaves = self._data_packing.unpack([_host(x) for x in self._state])
         snapshot = {f"data.{i}": torch.from_numpy(np.array(leaf)) for i, leaf in enumerate(leaves)}
         snapshot["unstable"] = torch.from_numpy(np.array(self._unstable))
+        if self._pending is not None:
+            for name, value in zip(("mask", "qpos", "qvel", "act"), self._pending, strict=True):
+                snapshot[f"pending.{name}"] = value.cpu().clone()
         return snapshot
 
     def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
-        """Load a `snapshot` of a backend of the same body and size.
+        """Load a `snapshot` of a backend of the same body and size (a reset pending when
+        it was taken is pending again).
 
         Raises:
             ValueError: if the number or shape of the saved leaves differs.
         """
         jax = import_jax()
-        leaves, treedef = jax.tree_util.tree_flatten(self.data)
-        saved = [snapshot.get(f"data.{i}") for i in range(len(leaves))]
-        for i, (leaf, value) in enumerate(zip(leaves, saved, strict=True)):
-            if value is None or tuple(value.shape) != tuple(leaf.shape):
+        packing = self._data_packing
+        saved = [snapshot.get(f"data.{i}") for i in range(len(packing.shapes))]
+        if f"data.{len(packing.shapes)}" in snapshot:
+            saved.append(snapshot[f"data.{len(packing.shapes)}"])
+        shapes = [*packing.shapes, *([None] * (len(saved) - len(packing.shapes)))]
+        for i, (shape, value) in enumerate(zip(shapes, saved, strict=True)):
+            if value is None or tuple(value.shape) != shape:
                 raise ValueError(
                     f"snapshot leaf {i} has shape {None if value is None else tuple(value.shape)}; "
-                    f"this backend's is {tuple(leaf.shape)} (another body or B)"
+                    f"this backend's is {shape} (another body or B)"
                 )
-        restored = [
-            jax.device_put(value.numpy().astype(leaf.dtype), self._jax_device)
-            for leaf, value in zip(leaves, saved, strict=True)
-        ]
-        self.data = jax.tree_util.tree_unflatten(treedef, restored)
+        leaves = [value.numpy().astype(dtype) for value, dtype in zip(saved, packing.dtypes, strict=True)]
+        self._state = self._put(packing.pack(leaves, np.concatenate))
         self._unstable = jax.device_put(snapshot["unstable"].numpy(), self._jax_device)
+        self._pending = None
+        if "pending.mask" in snapshot:
+            self._pending = tuple(
+                snapshot[f"pending.{name}"].to(self.device).clone() for name in ("mask", "qpos", "qvel", "act")
+            )
         self._refresh_view()
 
     @property
     def view(self) -> PhysicsView:
-        """Torch tensors aliasing the current JAX buffers (read-only; new after every call)."""
+        """Torch tensors aliasing the current JAX buffers (read-only; new after every call).
+
+        Reading it while a reset is pending (`schedule_reset`) applies that reset at once.
+        """
+        self._apply_pending()
         return self._view
 
     def _refresh_view(self) -> None:
-        d, layout = self.data, self.layout
-        sensors = jax_to_torch(d.sensordata)
+        qpos, qvel, act, ctrl, sensordata, time_ = (jax_to_torch(x) for x in self._state[: len(VIEW_LEAVES)])
+        layout = self.layout
         self._view = PhysicsView(
-            qpos=jax_to_torch(d.qpos),
-            qvel=jax_to_torch(d.qvel),
-            act=jax_to_torch(d.act),
-            ctrl=jax_to_torch(d.ctrl),
-            site_pos_w=sensors[:, layout.site_pos_w].unflatten(1, (layout.num_sites, 3)),
-            actuator_length=sensors[:, layout.actuator_length],
-            actuator_velocity=sensors[:, layout.actuator_velocity],
-            actuator_force=sensors[:, layout.actuator_force],
-            time=jax_to_torch(d.time),
+            qpos=qpos,
+            qvel=qvel,
+            act=act,
+            ctrl=ctrl,
+            site_pos_w=sensordata[:, layout.site_pos_w].unflatten(1, (layout.num_sites, 3)),
+            actuator_length=sensordata[:, layout.actuator_length],
+            actuator_velocity=sensordata[:, layout.actuator_velocity],
+            actuator_force=sensordata[:, layout.actuator_force],
+            time=time_,
             unstable=jax_to_torch(self._unstable),
         )
 
     def _to_jax(self, tensor: torch.Tensor) -> Any:
         return torch_to_jax(tensor.detach().to(device=self.device, dtype=self.dtype).contiguous())
 
+    def _owned(self, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A contiguous copy of ``tensor`` in ``dtype`` on `device` (one copy kernel)."""
+        return torch.empty(tensor.shape, dtype=dtype, device=self.device).copy_(tensor.detach())
+
     def step(self, ctrl: torch.Tensor) -> None:
-        """Advance every body by ``substeps`` physics steps with ``ctrl`` held (one jitted call).
+        """Advance every body by ``substeps`` physics steps with ``ctrl`` held (one jitted
+        call, which applies a pending reset first).
 
         Args:
             ctrl: [B, nu] controls (muscle excitations in 0..1), float, on `device`. A
                 contiguous float32 tensor is shared with JAX, not copied; exporting the new
                 views waits for the step on CPU, so it may be reused once `step` returns.
         """
-        self.data, self._unstable = self._step_fn(
-            self._mx, self.data, self._to_jax(ctrl), self._to_jax(self.external_force)
-        )
+        args = (self._model, self._state, self._to_jax(ctrl), self._to_jax(self.external_force))
+        if self._pending is None:
+            self._state, self._unstable = self._step_fn(*args)
+        else:
+            pending = tuple(torch_to_jax(x) for x in self._pending)
+            self._state, self._unstable = self._step_after_reset_fn(*args, self._template, *pending)
+            self._pending = None
         self._refresh_view()
 
     def reset(
@@ -264,18 +444,93 @@ class MjxBackend(Backend):
         act: torch.Tensor,
     ) -> None:
         """`Backend.reset`, in one jitted call: reset rows get time 0, zero controls and
-        warm start, sensors at the new state (``mjx.forward``), a cleared `unstable` flag."""
-        mask_j = torch_to_jax(mask.detach().to(device=self.device, dtype=torch.bool).contiguous())
-        self.data, self._unstable = self._reset_fn(
-            self._mx,
-            self.data,
+        warm start, sensors at the new state (``mjx.forward``), a cleared `unstable` flag.
+        A pending reset (`schedule_reset`) is applied in the same call, before this one."""
+        mask = mask.detach().to(device=self.device, dtype=torch.bool)
+        qpos, qvel, act = (x.detach().to(device=self.device, dtype=self.dtype) for x in (qpos, qvel, act))
+        if self._pending is not None:
+            mask, qpos, qvel, act = self._merged(mask, qpos, qvel, act)
+        self._pending = None
+        self._state, self._unstable = self._reset_fn(
+            self._model,
+            self._state,
             self._unstable,
-            mask_j,
+            self._template,
+            torch_to_jax(mask.contiguous()),
             self._to_jax(qpos),
             self._to_jax(qvel),
             self._to_jax(act),
         )
         self._refresh_view()
+
+    def schedule_reset(
+        self,
+        mask: torch.Tensor,
+        qpos: torch.Tensor,
+        qvel: torch.Tensor,
+        act: torch.Tensor,
+    ) -> None:
+        """`Backend.schedule_reset`: keep the reset on the device and fold it into the
+        next `step`'s call (bitwise the result of `reset` then `step`); nothing is read
+        on the host and no call is made now. Until then `view` would show the rows before
+        the reset: reading it (or `data`) applies the reset at once instead. A second
+        scheduled reset of a row before the step replaces the first."""
+        if self._pending is None:
+            self._pending = (
+                self._owned(mask, torch.bool),
+                self._owned(qpos, self.dtype),
+                self._owned(qvel, self.dtype),
+                self._owned(act, self.dtype),
+            )
+        else:
+            self._pending = self._merged(mask, qpos, qvel, act)
+
+    def _merged(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The pending reset with the rows of ``mask`` replaced by this one (device ops)."""
+        assert self._pending is not None
+        old_mask, old_qpos, old_qvel, old_act = self._pending
+        mask = mask.detach().to(device=self.device, dtype=torch.bool)
+        rows = mask[:, None]
+        return (
+            old_mask | mask,
+            *(torch.where(rows, new.detach().to(device=self.device, dtype=self.dtype), old) for new, old in ((qpos, old_qpos), (qvel, old_qvel), (act, old_act))),
+        )
+
+    def _apply_pending(self) -> None:
+        """Apply a pending reset now (its own jitted call)."""
+        if self._pending is not None:
+            self.reset(*self._pending)
+
+    def host_seconds_per_call(self, calls: int = 200, stand_in: bool = False) -> dict[str, float]:
+        """`Backend.host_seconds_per_call`: the jitted step call (no reset pending) with
+        the current state, its results dropped, waited for after each call.
+
+        Args:
+            calls: calls timed (after one that compiles).
+            stand_in: time a jitted function with the step's inputs and outputs but no
+                physics (each output a copy of an input), which compiles in a moment even
+                where the step takes minutes to compile (MyoArm, the fly, the rat on a CPU).
+        """
+        jax = import_jax()
+        jnp = jax.numpy
+        function = self._step_fn
+        if stand_in:
+            num_envs = self.num_envs
+
+            def function(model: tuple, state: tuple, ctrl: Any, xfrc: Any) -> tuple[tuple, Any]:
+                return tuple(jnp.array(x, copy=True) for x in state), jnp.zeros(num_envs, dtype=bool)
+
+            function = jax.jit(function)
+        ctrl = jax.device_put(np.zeros((self.num_envs, self.model.nu), np.float32), self._jax_device)
+        xfrc = jax.device_put(np.zeros((self.num_envs, self.model.nbody, 6), np.float32), self._jax_device)
+        return time_calls(function, (self._model, self._state, ctrl, xfrc), calls)
+
+    def describe(self) -> dict[str, Any]:
+        """`Backend.describe`, with the number of arrays one step call passes and returns."""
+        return {
+            **super().describe(),
+            "step_call_arrays": {"in": len(self._model) + len(self._state) + 2, "out": len(self._state) + 1},
+        }
 
     def bare_seconds(self, ctrl: torch.Tensor, per_control_step: bool = False) -> float:
         """`Backend.bare_seconds`: a jitted, vmapped ``mjx.step`` of the body's own model,
@@ -292,8 +547,9 @@ class MjxBackend(Backend):
 
         one_step = jax.jit(jax.vmap(control_step))
         all_steps = jax.jit(lambda data, controls: jax.lax.scan(jax.vmap(control_step), data, controls)[0])
-        d = self.data
-        data = jax.vmap(lambda q, v, a: mjx.make_data(model).replace(qpos=q, qvel=v, act=a))(d.qpos, d.qvel, d.act)
+        self._apply_pending()
+        qpos, qvel, act = self._state[:3]
+        data = jax.vmap(lambda q, v, a: mjx.make_data(model).replace(qpos=q, qvel=v, act=a))(qpos, qvel, act)
         if per_control_step:
             jax.block_until_ready(one_step(data, controls[0]))  # compile
             start = time.perf_counter()
@@ -305,3 +561,18 @@ class MjxBackend(Backend):
         start = time.perf_counter()
         jax.block_until_ready(all_steps(data, controls))
         return time.perf_counter() - start
+
+
+def time_calls(function: Callable, args: tuple, calls: int) -> dict[str, float]:
+    """Host seconds a jitted ``function(*args)`` takes to return (min, median, max over
+    ``calls`` calls, after one that compiles); each result is waited for before the next
+    call, so the device never holds the call back and dispatch is what is timed."""
+    jax = import_jax()
+    jax.block_until_ready(function(*args))
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        result = function(*args)
+        seconds.append(time.perf_counter() - start)
+        jax.block_until_ready(result)
+    return {"min": min(seconds), "median": statistics.median(seconds), "max": max(seconds)}
