@@ -33,10 +33,12 @@ from collections.abc import Iterator, Sequence
 import mujoco
 import torch
 
+from neuromimic.envs import ImitationEnv
 from neuromimic.errors import InputError
 from neuromimic.models import Controller
 from neuromimic.models.base import UnitPerturbation
 from neuromimic.models.rate_rnn import RateRNNCore, delay_steps
+from neuromimic.physics import Backend
 
 Units = Sequence[int] | float | str
 
@@ -221,12 +223,13 @@ def scale_time_constants(controller: Controller, factor: float, units: Units | N
             core.log_tau.copy_(saved)
 
 
-def _body_backend(env):
-    """The backend of an env (or the backend itself), which must support changing its model."""
-    backend = getattr(env, "backend", env)
-    if not hasattr(backend, "model_changed"):
-        raise NotImplementedError(f"{type(backend).__name__} cannot change its body model in place")
-    return backend
+def _body_backend(env: ImitationEnv | Backend) -> Backend:
+    """The physics backend of an env (or the backend itself)."""
+    if isinstance(env, ImitationEnv):
+        return env.backend
+    if isinstance(env, Backend):
+        return env
+    raise TypeError(f"body perturbations need an ImitationEnv or a physics Backend; got {type(env).__name__}")
 
 
 def _ids(model: mujoco.MjModel, kind: mujoco.mjtObj, names: Sequence[str]) -> list[int]:
@@ -351,7 +354,7 @@ def force_pulse(
     """
     if len(force) != 3 or len(torque) != 3:
         raise PerturbationError(f"force and torque need 3 components each; got {list(force)} and {list(torque)}")
-    if not hasattr(env, "before_step"):
+    if not isinstance(env, ImitationEnv):
         raise TypeError("force_pulse needs an ImitationEnv (it acts before each of the env's steps)")
     backend = _body_backend(env)
     (index,) = _ids(backend.model, mujoco.mjtObj.mjOBJ_BODY, [body])

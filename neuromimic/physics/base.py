@@ -195,6 +195,18 @@ class Backend(abc.ABC):
         """What a benchmark should record about this backend (JSON-serialisable)."""
         return {"backend": self.name, "device": str(self.device), "substeps": self.substeps}
 
+    def host_seconds_per_call(self, calls: int = 200) -> dict[str, float] | None:
+        """Host seconds one `step`'s simulator call takes to return to Python, where that
+        call is dispatched to a device and returns before the physics is done.
+
+        This is what the call costs the host beyond the physics (argument handling,
+        dispatch); each call is waited for before the next, so the device never holds it
+        back. ``{"min": ..., "median": ..., "max": ...}`` over ``calls`` calls (after one
+        that compiles), or None where the step computes the physics in the call itself
+        (the native backend), so that there is no dispatch to time.
+        """
+        return None
+
 
 def reset_to_rest_pose(backend: Backend, dtype: torch.dtype) -> None:
     """Put every body of ``backend`` in its body's rest pose, still, with muscles off.

@@ -202,6 +202,7 @@ class MjxBackend(Backend):
         super().__init__(body, num_envs, substeps, max_qvel)
         self._jax_device, self.device = _jax_device(device)
         self._pending: tuple[torch.Tensor, ...] | None = None
+        self._model_def: Any = None
         self._load_model()  # the flat model, the template data and the compiled functions
 
         # The batched state: the template in every row, committed to the device from the
@@ -227,22 +228,32 @@ class MjxBackend(Backend):
     def _load_model(self) -> None:
         """Put `model` on the device again, as flat buffers, and make the fresh single-body
         data a reset starts from. The compiled functions take both as arguments, so nothing
-        recompiles, unless a static field of the model changed (then they are rebuilt)."""
+        recompiles, unless a static field of the model changed (then they are rebuilt).
+
+        Raises:
+            ValueError: if the change alters the layout of the simulator's data (its
+                static fields or sizes); build a new backend for such a model.
+        """
         mjx, jax = _import_mjx(), import_jax()
         mx = mjx.put_model(self.model, device=self._jax_device)
         model_leaves, model_def = jax.tree_util.tree_flatten(mx)
-        template_leaves, template_def = jax.tree_util.tree_flatten(mjx.make_data(mx))
-        if getattr(self, "_model_def", None) != model_def or self._template_def != template_def:
-            if hasattr(self, "_model_def"):
+        template_paths, template_def = jax.tree_util.tree_flatten_with_path(mjx.make_data(mx))
+        template_leaves = [leaf for _, leaf in template_paths]
+        first = self._model_def is None
+        if not first and template_def != self._template_def:
+            raise ValueError("the model change altered the layout of MJX's data; build a new backend for this model")
+        if first or model_def != self._model_def:
+            if not first:
                 log.info("MjxBackend: a static field of the model changed; recompiling")
             self._model_def, self._template_def = model_def, template_def
             self._model_packing = _Packing(model_leaves)
-            self._template_packing = _Packing(template_leaves)
-            paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(mjx.make_data(mx))[0]]
-            self._data_packing = _Packing(
-                [np.empty((self.num_envs, *leaf.shape), leaf.dtype) for leaf in template_leaves],
-                apart=[paths.index(f".{name}") for name in VIEW_LEAVES],
-            )
+            if first:
+                self._template_packing = _Packing(template_leaves)
+                names = [jax.tree_util.keystr(path) for path, _ in template_paths]
+                self._data_packing = _Packing(
+                    [np.empty((self.num_envs, *leaf.shape), leaf.dtype) for leaf in template_leaves],
+                    apart=[names.index(f".{name}") for name in VIEW_LEAVES],
+                )
             self._build_functions(mjx, jax)
         self._model = self._put(self._model_packing.pack([_host(x) for x in model_leaves], np.concatenate))
         self._template = self._put(self._template_packing.pack([_host(x) for x in template_leaves], np.concatenate))
@@ -367,10 +378,7 @@ class MjxBackend(Backend):
         jax = import_jax()
         packing = self._data_packing
         saved = [snapshot.get(f"data.{i}") for i in range(len(packing.shapes))]
-        if f"data.{len(packing.shapes)}" in snapshot:
-            saved.append(snapshot[f"data.{len(packing.shapes)}"])
-        shapes = [*packing.shapes, *([None] * (len(saved) - len(packing.shapes)))]
-        for i, (shape, value) in enumerate(zip(shapes, saved, strict=True)):
+        for i, (shape, value) in enumerate(zip(packing.shapes, saved, strict=True)):
             if value is None or tuple(value.shape) != shape:
                 raise ValueError(
                     f"snapshot leaf {i} has shape {None if value is None else tuple(value.shape)}; "
@@ -499,7 +507,8 @@ class MjxBackend(Backend):
     def _apply_pending(self) -> None:
         """Apply a pending reset now (its own jitted call)."""
         if self._pending is not None:
-            self.reset(*self._pending)
+            pending, self._pending = self._pending, None
+            self.reset(*pending)
 
     def host_seconds_per_call(self, calls: int = 200, stand_in: bool = False) -> dict[str, float]:
         """`Backend.host_seconds_per_call`: the jitted step call (no reset pending) with
