@@ -16,6 +16,9 @@ from neuromimic.physics.bridge import buffer_pointer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
+# The Python packages each GPU physics backend needs (skipped where one is missing).
+BACKEND_PACKAGES = {"mjx": ("jax", "mujoco.mjx"), "warp": ("warp", "mujoco_warp")}
+
 
 def test_mjx_views_alias_jax_buffers_on_cuda():
     backend = make_backend("mjx", get_body("mouse_forelimb"), num_envs=8, substeps=2, device="cuda")
@@ -26,8 +29,21 @@ def test_mjx_views_alias_jax_buffers_on_cuda():
     assert view.act.data_ptr() == buffer_pointer(backend.data.act)
 
 
-def test_env_step_does_not_synchronise_with_the_host():
-    env = make_env(EnvConfig(backend="mjx", num_envs=8), device="cuda")
+def test_warp_views_alias_warp_arrays_on_cuda():
+    pytest.importorskip("mujoco_warp")
+    backend = make_backend("warp", get_body("mouse_forelimb"), num_envs=8, substeps=2, device="cuda")
+    view = backend.view
+    backend.step(torch.rand(8, 9, device="cuda"))
+    assert backend.view is view and view.qpos.device.type == "cuda"
+    for name in ("qpos", "qvel", "act", "ctrl", "time"):
+        assert getattr(view, name).data_ptr() == getattr(backend.wp_data, name).ptr, name
+
+
+@pytest.mark.parametrize("backend", ["mjx", "warp"])
+def test_env_step_does_not_synchronise_with_the_host(backend):
+    for package in BACKEND_PACKAGES[backend]:
+        pytest.importorskip(package)
+    env = make_env(EnvConfig(backend=backend, num_envs=8), device="cuda")
     td = env.reset()
     td["action"] = torch.rand(env.action_spec.shape, device="cuda")
     env._step(td)  # compile and warm up outside the check
@@ -45,9 +61,6 @@ def test_env_step_does_not_synchronise_with_the_host():
 # log-probability) and of the env never makes the host wait for the GPU. TorchRL's
 # TanhNormal did, at every step (UnitIntervalTanhNormal replaces it; see
 # tests/test_distributions.py for the CPU half of these checks).
-
-# The Python packages each GPU physics backend needs (skipped where one is missing).
-BACKEND_PACKAGES = {"mjx": ("jax", "mujoco.mjx"), "warp": ("warp", "mujoco_warp")}
 
 
 @contextlib.contextmanager

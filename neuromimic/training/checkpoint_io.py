@@ -72,7 +72,8 @@ def _feed(digest: Any, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         tensor = value.detach().to("cpu").contiguous()
         digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}:".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if tensor.numel():  # an empty tensor has no bytes (and may have stride 0)
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     elif isinstance(value, dict):
         digest.update(f"D{len(value)}:".encode())
         for key in sorted(value, key=repr):
