@@ -8,14 +8,16 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from neuromimic.physics import BACKENDS
+
     parser = argparse.ArgumentParser(prog="neuromimic")
     commands = parser.add_subparsers(dest="command", required=True)
 
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON object")
     bench_kinds = bench.add_subparsers(dest="kind", required=True)
-    env = bench_kinds.add_parser("env", help="env control steps/s against a bare mujoco.rollout")
+    env = bench_kinds.add_parser("env", help="env control steps/s against the backend's bare simulator")
     env.add_argument("--body", default="mouse_forelimb")
-    env.add_argument("--backend", default="mujoco", choices=["mujoco", "mjx"])
+    env.add_argument("--backend", default="mujoco", choices=list(BACKENDS))
     env.add_argument("--num-envs", type=int, default=64)
     env.add_argument("--steps", type=int, default=500)
     env.add_argument("--substeps", type=int, default=2)
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = bench_kinds.add_parser("train", help="end-to-end PPO training: env steps consumed per second")
     train.add_argument("--body", default="mouse_forelimb")
-    train.add_argument("--backend", default="mujoco", choices=["mujoco", "mjx"])
+    train.add_argument("--backend", default="mujoco", choices=list(BACKENDS))
     train.add_argument("--num-envs", type=int, default=64)
     train.add_argument("--iterations", type=int, default=20, help="PPO iterations; the first is not timed")
     train.add_argument("--accelerator", default="auto")
@@ -127,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("key", help="body key (neuromimic bodies list)")
     check.add_argument(
-        "--backend", default="mujoco", choices=["mujoco", "mjx", "warp"],
+        "--backend", default="mujoco", choices=list(BACKENDS),
         help="backend whose support is checked (warp: MuJoCo Warp)",
     )
     check.add_argument("--seconds", type=float, default=2.0, help="simulated seconds of each stability run")

@@ -229,7 +229,7 @@ class WarpBackend(Backend):
         )
         self.nconmax, self.njmax = self._buffer_sizes(nconmax, njmax)
         with wp.ScopedDevice(self._wp_device):
-            self.wp_model = mjw.put_model(self.model)
+            self.wp_model = self._put_model()
             self.wp_data = mjw.make_data(self.model, nworld=num_envs, nconmax=self.nconmax, njmax=self.njmax)
             d = self.wp_data
             nq, nv, na = self.model.nq, self.model.nv, self.model.na
@@ -281,6 +281,14 @@ class WarpBackend(Backend):
             nconmax if nconmax is not None else max(2 * contacts, _default_nconmax(self.model)),
             njmax if njmax is not None else max(2 * rows, _default_njmax(self.model)),
         )
+
+    def _put_model(self, model: mujoco.MjModel | None = None) -> Any:
+        """``mujoco_warp.put_model`` of `model` (or ``model``), with MuJoCo Warp's printed
+        overflow warnings off: they go to stdout from inside kernels, and the `unstable`
+        flags and `overflow` report each world's overflow instead."""
+        wp_model = self._mjw.put_model(self.model if model is None else model)
+        wp_model.opt.warn_overflow = 0
+        return wp_model
 
     # ----------------------------------------------------------------- the graphs
     def _apply_pending_resets(self) -> None:
@@ -371,7 +379,7 @@ class WarpBackend(Backend):
         graphs again (values a kernel was specialised on are read at capture)."""
         wp = self._wp
         with wp.ScopedDevice(self._wp_device):
-            fresh = self._mjw.put_model(self.model)
+            fresh = self._put_model()
         _copy_arrays(wp, fresh, self.wp_model)
         self.wp_model.opt = fresh.opt
         self._graphs.clear()
@@ -423,7 +431,7 @@ class WarpBackend(Backend):
         model = self.body.load_model()
         steps = ctrl.shape[0]
         with wp.ScopedDevice(self._wp_device):
-            m = mjw.put_model(model)
+            m = self._put_model(model)
             d = mjw.make_data(model, nworld=self.num_envs, nconmax=self.nconmax, njmax=self.njmax)
             for name in ("qpos", "qvel", "act"):
                 if getattr(self.view, name).shape[1]:
