@@ -91,6 +91,23 @@ def test_fit_learns_logs_checkpoints_and_resumes(tmp_path):
     assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["global_step"] == 352
 
 
+@pytest.mark.slow
+def test_fit_on_the_warp_backend_learns(tmp_path):
+    """The default config on MuJoCo Warp (its CPU kernels here), 20 PPO iterations.
+
+    Held-out error trained over untrained, for ``--seed_everything S --model.seed S``:
+    0.102, 0.105, 0.097, 0.130, 0.076 for seeds 0-4 (native MuJoCo's seed 0: 0.102); the
+    test runs seed 0 and asserts < 0.5.
+    """
+    pytest.importorskip("mujoco_warp")
+    _fit(tmp_path, "--model.env.backend", "warp", "--trainer.max_steps", "320",
+         "--trainer.check_val_every_n_epoch", "20", base=DEFAULT)
+    scalars = _scalars(tmp_path / "lightning_logs" / "version_0")
+    untrained = scalars["val/site_pos_error_mm_untrained"][-1]
+    trained = scalars["val/site_pos_error_mm"][-1]
+    assert trained < 0.5 * untrained, (untrained, trained)
+
+
 def test_resume_without_a_previous_run_is_an_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         _fit(tmp_path, "--trainer.max_steps", "4", "--ckpt_path", "last")
