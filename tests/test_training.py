@@ -108,6 +108,26 @@ def test_fit_on_the_warp_backend_learns(tmp_path):
     assert trained < 0.5 * untrained, (untrained, trained)
 
 
+def test_runs_go_under_the_default_root_dir(tmp_path, monkeypatch):
+    """``--trainer.default_root_dir`` places the run (events, config, checkpoints), as in
+    Lightning, and ``--ckpt_path last`` finds it there; nothing is written to the working
+    folder."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    root = tmp_path / "runs"
+    flags = [*SMALL, "--model.env.num_envs", "8", "--model.ppo.epochs", "1",
+             "--trainer.check_val_every_n_epoch", "100", "--trainer.default_root_dir", str(root)]
+    main(["fit", *flags, "--trainer.max_steps", "2"])
+    run = root / "lightning_logs" / "version_0"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+    main(["fit", *flags, "--trainer.max_steps", "4", "--ckpt_path", "last"])
+    assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert not (root / "lightning_logs" / "version_1").exists()
+    assert list(cwd.iterdir()) == []
+
+
 def test_resume_without_a_previous_run_is_an_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         _fit(tmp_path, "--trainer.max_steps", "4", "--ckpt_path", "last")
