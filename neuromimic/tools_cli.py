@@ -67,14 +67,40 @@ def _parser() -> argparse.ArgumentParser:
     keypoints = commands.add_parser("keypoints", help="3-D keypoint files")
     keypoints_kinds = keypoints.add_subparsers(dest="kind", required=True)
     kfit = keypoints_kinds.add_parser(
-        "fit", help="fit a body's joint angles to a keypoint file (STAC-style) and write a reference clip"
+        "fit", help="fit a body's joint angles to a keypoint file (STAC-style) and write a reference clip",
+        description="Fit a body's joint angles to a 3-D keypoint file (STAC-style) and write a reference clip.",
+        epilog=_KEYPOINT_FORMATS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kfit.add_argument("--body", default="rodent")
-    kfit.add_argument("--input", required=True, help="keypoint file (nwb, dannce, dlc, sleap, anipose, c3d, csv, npz)")
+    kfit.add_argument("--input", required=True, help="keypoint file (nwb, dannce, dlc, sleap, anipose, c3d, csv, npz; see below)")
     kfit.add_argument("--output", required=True, help="reference clip to write (.h5)")
-    kfit.add_argument("--format", default=None, help="file format (default: from the file name)")
+    kfit.add_argument("--format", default=None, help="file format (default: from the file name and layout)")
     kfit.add_argument("--units", default=None, help="units of the file's numbers: m, cm or mm (where the file does not say)")
     kfit.add_argument("--fps", type=float, default=None, help="frame rate of the file in Hz (where the file does not say)")
+    kfit.add_argument(
+        "--skeleton", default=None,
+        help="file naming the keypoints where the keypoint file has no names: the DANNCE skeleton .mat "
+        "(joint_names) of a DANNCE prediction, the SLEAP project .slp (or skeleton .json/.yaml) of a "
+        "sleap-anipose points3d.h5",
+    )
+    kfit.add_argument(
+        "--keypoint-names", type=_keypoint_names, default=None, metavar="A,B,C",
+        help="comma-separated keypoint names in the file's order: name DANNCE and points3d.h5 keypoints, "
+        "rename those of other formats",
+    )
+    kfit.add_argument(
+        "--individual", default=None,
+        help="animal of a multi-animal file: NWB PoseEstimation name, DeepLabCut individual, "
+        "SLEAP identity, or sleap-anipose track index (0, 1, ...)",
+    )
+    kfit.add_argument(
+        "--confidence-threshold", type=float, default=None,
+        help="mask keypoint samples whose confidence is below this, in the file's own scale (default 0: mask none)",
+    )
+    kfit.add_argument(
+        "--max-gap-frames", "--max-gap", dest="max_gap_frames", type=int, default=None,
+        help="interpolate gaps of at most this many frames (default 5)",
+    )
     kfit.add_argument("--fps-out", type=float, default=None, help="frame rate of the clip in Hz (default: the input's)")
     kfit.add_argument("--mapping", default=None, help="YAML {keypoint: site | body | {body:, offset: [x, y, z]}} (default: the body's keypoint_sites)")
     kfit.add_argument(
@@ -168,7 +194,9 @@ def main(argv: list[str]) -> None:
 
         result = fit_file(
             body=args.body, input=args.input, output=args.output, format=args.format, units=args.units,
-            fps=args.fps, fps_out=args.fps_out, mapping=args.mapping,
+            fps=args.fps, skeleton=args.skeleton, keypoint_names=args.keypoint_names,
+            individual=args.individual, confidence_threshold=args.confidence_threshold,
+            max_gap_frames=args.max_gap_frames, fps_out=args.fps_out, mapping=args.mapping,
             scale=_keypoint_scale(args.scale, args.body), iterations=args.iterations,
             name=args.name, split=args.split, segment_seconds=args.segment_seconds,
             val_fraction=args.val_fraction if args.segment_seconds else 0.0,
@@ -200,6 +228,50 @@ def main(argv: list[str]) -> None:
     else:
         result = _list_bodies()
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+_KEYPOINT_FORMATS_HELP = """\
+what each format needs besides --input and --output (--format overrides the inferred one):
+  format   file                                     needs
+  nwb      .nwb with an ndx-pose PoseEstimation     --units where the series' unit is not m, cm
+                                                    or mm (e.g. "pixels"); --individual with
+                                                    several PoseEstimation groups
+  dannce   .mat with pred [T, 3, K] (p_max used     --skeleton <skeleton>.mat (its joint_names)
+           as confidence)                           or --keypoint-names; --units; --fps
+  sleap    sleap-anipose points3d.h5: tracks        --keypoint-names or --skeleton <project>.slp;
+           [frames, tracks, nodes, 3] or            --units; --fps; --individual <track index>
+           [frames, nodes, 3], no names             with several tracks
+  sleap    .slp with triangulated 3-D instances     --units; --fps; --individual <identity> with
+                                                    several animals
+  dlc      DeepLabCut 3-D .h5 / .csv (x, y, z)      --units; --fps; --individual in multi-animal
+                                                    files
+  anipose  anipose pose-3d .csv                     --units; --fps
+  c3d      .c3d                                     nothing: units, rate and labels are in it
+  csv      plain .csv: frame, <name>_x/_y/_z        --units; --fps
+  npz      .npz: positions, names (, fps)           --units; --fps where it has no fps
+
+2-D files (a SLEAP analysis .h5, DeepLabCut 2-D output, sleap-anipose's reprojections.h5)
+are refused: triangulate first. --keypoint-names also renames the keypoints of files that
+name them. --confidence-threshold applies where the file has confidence (NWB confidence,
+DANNCE p_max, DeepLabCut likelihood, SLEAP point scores, anipose score, csv/npz
+confidence). --max-gap-frames: longer gaps stay missing (the fit skips those samples).
+
+example, a DANNCE prediction:
+  neuromimic keypoints fit --input save_data_AVG0.mat --skeleton rat23.mat --units mm \\
+      --fps 50 --output rat.h5
+"""
+
+
+def _keypoint_names(value: str) -> list[str]:
+    """``--keypoint-names a,b,c``: the names, refusing empty ones."""
+    names = [name.strip() for name in value.split(",")]
+    empty = [i for i, name in enumerate(names) if not name]
+    if empty:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} has an empty name at position {empty[0] + 1}; write the names "
+            "separated by single commas, e.g. --keypoint-names Snout,EarL,EarR"
+        )
+    return names
 
 
 def _keypoint_scale(scale: str | None, body: str) -> float | None:

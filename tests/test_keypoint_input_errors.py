@@ -317,3 +317,111 @@ def test_anipose_fnum_must_be_in_order(tmp_path):
     with pytest.raises(KeypointsError, match=r"pose-3d\.csv': data row 4 \(line 5\) goes back to fnum 2 after 3"):
         read_keypoints(path, units="mm", fps=30)
 
+
+
+# ------------------------------------------ 6. reader options on the command line (issue 20)
+
+
+def _dannce_files(rodent, tmp_path: Path) -> tuple[Path, Path]:
+    """A DANNCE prediction (``pred`` [T, 3, K] in mm, ``p_max`` [T, K]) of the rodent's
+    keypoints and its skeleton .mat (``joint_names``, ``joints_idx``), as DANNCE saves them."""
+    from scipy.io import savemat
+
+    points = _rodent_mm(rodent)
+    names = list(rodent[2].names)
+    pred = tmp_path / "save_data_AVG0.mat"
+    savemat(pred, {"pred": np.transpose(points, (0, 2, 1)), "p_max": np.full(points.shape[:2], 0.3),
+                   "sampleID": np.arange(len(points))})
+    skeleton = tmp_path / "rat23.mat"
+    savemat(skeleton, {"joint_names": np.array(names, dtype=object),
+                       "joints_idx": np.array([[k, k + 1] for k in range(1, len(names))])})
+    return pred, skeleton
+
+
+def test_cli_fits_dannce_with_skeleton(rodent, caplog, capsys, tmp_path):
+    from neuromimic.cli import main
+    from neuromimic.data.clips import ReferenceClip
+
+    pred, skeleton = _dannce_files(rodent, tmp_path)
+    out = tmp_path / "rat.h5"
+    argv = ["keypoints", "fit", "--input", str(pred), "--units", "mm", "--fps", "50", "--scale", "0.9",
+            "--output", str(out)]
+    message = _cli_fails(caplog, argv)
+    assert "save_data_AVG0.mat" in message and "--skeleton rat23.mat or --keypoint-names a,b,c" in message
+    assert not out.exists()
+
+    main([*argv, "--skeleton", str(skeleton), "--confidence-threshold", "0.1", "--max-gap", "2"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 3 and report["output"] == str(out)
+    assert len(report["per_keypoint_mm"]) == 23
+    clip = ReferenceClip.load(out, "rodent")
+    assert clip.num_frames == 3 and clip.fps == 50.0
+
+
+def test_cli_fits_sleap_anipose_points3d(rodent, caplog, capsys, tmp_path):
+    from neuromimic.cli import main
+
+    points = _rodent_mm(rodent)
+    path = tmp_path / "points3d.h5"
+    with h5py.File(path, "w") as f:  # sleap-anipose: [frames, tracks, nodes, 3], no names
+        f["tracks"] = np.stack([points + 1000.0, points], axis=1)
+    argv = ["keypoints", "fit", "--input", str(path), "--units", "mm", "--fps", "50", "--scale", "0.9",
+            "--output", str(tmp_path / "rat.h5")]
+    message = _cli_fails(caplog, argv)
+    assert "points3d.h5' is a sleap-anipose points3d.h5, which holds no node names" in message
+    assert "(--keypoint-names a,b,c on the command line)" in message and "(--skeleton project.slp)" in message
+
+    main([*argv, "--keypoint-names", ",".join(rodent[2].names), "--individual", "1"])
+    assert json.loads(capsys.readouterr().out)["frames"] == 3
+    assert (tmp_path / "rat.h5").exists()
+
+
+def test_cli_passes_every_reader_option(monkeypatch, caplog, tmp_path):
+    from neuromimic.keypoints import readers
+
+    calls = []
+
+    def read_keypoints(path, **kwargs):
+        calls.append(kwargs)
+        raise KeypointsError(f"keypoint file {str(path)!r}: stop here")
+
+    monkeypatch.setattr(readers, "read_keypoints", read_keypoints)
+    argv = ["keypoints", "fit", "--input", str(tmp_path / "kp.h5"), "--output", str(tmp_path / "c.h5")]
+    _cli_fails(caplog, argv)
+    assert calls[-1]["skeleton"] is None and calls[-1]["keypoint_names"] is None
+    assert calls[-1]["individual"] is None
+    assert "confidence_threshold" not in calls[-1] and "max_gap_frames" not in calls[-1]  # the reader's defaults
+    caplog.clear()
+    _cli_fails(caplog, [*argv, "--format", "sleap", "--skeleton", "project.slp", "--keypoint-names", "a, b,c",
+                        "--individual", "1", "--confidence-threshold", "0.25", "--max-gap-frames", "3",
+                        "--units", "cm", "--fps", "100", "--up-axis", "y"])
+    assert calls[-1] == {
+        "format": "sleap", "units": "cm", "fps": 100.0, "up_axis": "y", "skeleton": "project.slp",
+        "keypoint_names": ["a", "b", "c"], "individual": "1", "confidence_threshold": 0.25, "max_gap_frames": 3,
+    }
+
+
+def test_cli_keypoint_names_refuses_empty_names(capsys, tmp_path):
+    from neuromimic.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["keypoints", "fit", "--input", "x.mat", "--output", "c.h5", "--keypoint-names", "a,,b"])
+    assert exit_info.value.code == INPUT_ERROR_EXIT_CODE
+    assert "--keypoint-names: 'a,,b' has an empty name at position 2" in capsys.readouterr().err
+
+
+def test_cli_help_lists_what_each_format_needs(capsys):
+    from neuromimic.cli import main
+    from neuromimic.keypoints import FORMATS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["keypoints", "fit", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    for option in ("--skeleton", "--keypoint-names", "--individual", "--confidence-threshold", "--max-gap-frames"):
+        assert option in text
+    epilog = text[text.index("what each format needs"):]
+    for fmt in FORMATS:
+        assert f" {fmt} " in epilog
+    assert "dannce .mat with pred [T, 3, K]" in epilog and "--skeleton <skeleton>.mat" in epilog
+    assert "sleap-anipose points3d.h5" in epilog and "--keypoint-names or --skeleton <project>.slp" in epilog

@@ -174,6 +174,8 @@ def test_dannce_mat_with_skeleton(tmp_path):
     np.testing.assert_allclose(kp.positions[5, 2], (xyz[4, 2] + xyz[6, 2]) / 2000)
     kp2 = read_keypoints(path, keypoint_names=["a", "b", "c", "d"], units="mm", fps=50)
     assert kp2.names == ("a", "b", "c", "d")
+    with pytest.raises(KeypointsError, match=r"keypoint_names gives 3 keypoint names but `pred` holds 4"):
+        read_keypoints(path, keypoint_names=["a", "b", "c"], units="mm", fps=50)
 
 
 def test_dannce_mat_v73(tmp_path):
@@ -361,6 +363,127 @@ def test_sleap_slp_3d_and_2d(tmp_path):
         read_keypoints(analysis, units="mm", fps=50)
 
 
+# ----------------------------------------------------------------------------- sleap-anipose
+
+
+def _points3d(path: Path, tracks: np.ndarray, frames: tuple[int, int] | None = None) -> Path:
+    """What ``sleap_anipose.triangulate(..., fname=path)`` writes: ``tracks`` (gzip, with
+    its Description attribute) and, for a frame range, ``frames``."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("tracks", data=tracks, chunks=True, compression="gzip", compression_opts=1)
+        f["tracks"].attrs["Description"] = "Shape: (n_frames, n_tracks, n_nodes, 3)."
+        if frames is not None:
+            f.create_dataset("frames", data=frames)
+    return path
+
+
+def _two_rats(num_frames: int = 20) -> np.ndarray:
+    """[T, 2 tracks, 4 nodes, 3] in mm; track 1 is track 0 moved by 500 mm, NaN where a
+    point was not triangulated (as sleap-anipose leaves it)."""
+    xyz = _walk(num_frames)
+    tracks = np.stack([xyz, xyz + 500.0], axis=1)
+    tracks[3, 1, 2] = np.nan
+    return tracks
+
+
+@pytest.mark.parametrize("squeezed", [False, True], ids=["frames_tracks_nodes_3", "frames_nodes_3"])
+def test_sleap_anipose_points3d_names_from_keypoint_names(tmp_path, squeezed):
+    tracks = _two_rats()
+    data = tracks[:, 1] if squeezed else tracks
+    path = _points3d(tmp_path / "points3d.h5", data, frames=(100, 120))
+    assert infer_format(path) == "sleap"
+    pick = {} if squeezed else {"individual": "1"}
+    # Inferred, and chosen with format="sleap" (it used to be refused there).
+    for fmt in (None, "sleap"):
+        kp = read_keypoints(path, fmt, keypoint_names=NAMES, units="mm", fps=50, max_gap_frames=0, **pick)
+        assert kp.format == "sleap" and list(kp.names) == NAMES
+        assert kp.positions.shape == (20, 4, 3) and kp.confidence is None
+        ok = ~np.isnan(tracks[:, 1, :, 0])
+        np.testing.assert_allclose(kp.positions[ok], tracks[:, 1][ok] / 1000)
+        assert not kp.valid[3, 2] and kp.valid.sum() == kp.valid.size - 1
+        assert kp.meta["layout"] == "sleap-anipose points3d.h5" and kp.meta["video_frames"] == "100:120"
+    if not squeezed:
+        kp0 = read_keypoints(path, keypoint_names=NAMES, units="mm", fps=50, individual="0")
+        np.testing.assert_allclose(kp0.positions, tracks[:, 0] / 1000)
+
+
+@pytest.mark.parametrize("suffix", [".slp", ".json", ".yaml"])
+def test_sleap_anipose_points3d_names_from_sleap_skeleton(tmp_path, suffix):
+    sio = pytest.importorskip("sleap_io")
+    if suffix != ".slp" and not hasattr(sio, "save_skeleton"):
+        pytest.skip(f"sleap-io {sio.__version__} reads and writes skeletons from .slp files only")
+    skeleton = sio.Skeleton(list(NAMES), name="rat")
+    skel = tmp_path / f"project{suffix}"
+    if suffix == ".slp":  # a SLEAP project with its skeleton and no labels yet
+        sio.save_slp(sio.Labels(skeletons=[skeleton]), str(skel))
+    else:
+        sio.save_skeleton(skeleton, str(skel))
+    tracks = _two_rats()
+    path = _points3d(tmp_path / "points3d.h5", tracks)
+    kp = read_keypoints(path, skeleton=skel, individual="0", units="mm", fps=50)
+    assert list(kp.names) == NAMES
+    np.testing.assert_allclose(kp.positions, tracks[:, 0] / 1000)
+    # keypoint_names wins over the skeleton.
+    kp = read_keypoints(path, skeleton=skel, keypoint_names=list("abcd"), individual="0", units="mm", fps=50)
+    assert kp.names == ("a", "b", "c", "d")
+    # A skeleton with another number of nodes names both counts.
+    other = sio.Skeleton(["a", "b", "c"], name="three")
+    if suffix == ".slp":
+        sio.save_slp(sio.Labels(skeletons=[other]), str(skel))
+    else:
+        sio.save_skeleton(other, str(skel))
+    with pytest.raises(
+        KeypointsError,
+        match=rf"points3d\.h5': the skeleton in '.*project\{suffix}' gives 3 names but `tracks` "
+        r"\(20, 2, 4, 3\) holds 4 nodes",
+    ):
+        read_keypoints(path, skeleton=skel, individual="0", units="mm", fps=50)
+
+
+def test_sleap_anipose_points3d_errors(tmp_path):
+    path = _points3d(tmp_path / "points3d.h5", _two_rats())
+    with pytest.raises(
+        KeypointsError,
+        match=r"points3d\.h5' is a sleap-anipose points3d\.h5, which holds no node names; pass "
+        r"keypoint_names=\[\.\.\.\] with its 4 node names.*--keypoint-names a,b,c.*--skeleton project\.slp",
+    ):
+        read_keypoints(path, units="mm", fps=50, individual="0")
+    with pytest.raises(
+        KeypointsError,
+        match=r"points3d\.h5': keypoint_names \(--keypoint-names\) gives 3 names but `tracks` "
+        r"\(20, 2, 4, 3\) holds 4 nodes",
+    ):
+        read_keypoints(path, "sleap", keypoint_names=NAMES[:3], units="mm", fps=50, individual="0")
+    with pytest.raises(
+        KeypointsError, match=r"several tracks \(sleap-anipose track indices\) \['0', '1'\].*--individual"
+    ):
+        read_keypoints(path, keypoint_names=NAMES, units="mm", fps=50)
+    with pytest.raises(KeypointsError, match=r"individual='2' is not in the file; it has \['0', '1'\]"):
+        read_keypoints(path, keypoint_names=NAMES, units="mm", fps=50, individual="2")
+    with pytest.raises(KeypointsError, match=r"skeleton '.*rat4\.mat' is a \.mat \(a DANNCE skeleton\)"):
+        read_keypoints(path, skeleton=tmp_path / "rat4.mat", units="mm", fps=50, individual="0")
+    with pytest.raises(KeypointsError, match=r"skeleton '.*absent\.slp' does not exist"):
+        read_keypoints(path, skeleton=tmp_path / "absent.slp", units="mm", fps=50, individual="0")
+    junk = tmp_path / "junk.slp"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(KeypointsError, match=r"skeleton '.*junk\.slp' cannot be read by sleap-io"):
+        read_keypoints(path, skeleton=junk, units="mm", fps=50, individual="0")
+    with pytest.raises(KeypointsError, match=r"points3d\.h5': sleap-anipose points3d\.h5 files do not state their length units; pass units="):
+        read_keypoints(path, keypoint_names=NAMES, fps=50, individual="0")
+    # sleap-anipose's reprojections.h5 has the same layout with x, y only.
+    flat = _points3d(tmp_path / "reprojections.h5", _two_rats()[..., :2])
+    with pytest.raises(KeypointsError, match=r"reprojections\.h5': `tracks` \(20, 2, 4, 2\) holds 2-D.*triangulate"):
+        read_keypoints(flat, keypoint_names=NAMES, units="mm", fps=50)
+    # A `tracks` of another rank is no format at all, and no KeyError.
+    odd = tmp_path / "odd.h5"
+    with h5py.File(odd, "w") as f:
+        f["tracks"] = np.zeros((5, 4))
+    with pytest.raises(KeypointsError, match=r"odd\.h5' is an HDF5 file with neither.*shape \(5, 4\)"):
+        read_keypoints(odd, units="mm", fps=50)
+    with pytest.raises(KeypointsError, match=r"odd\.h5' has a `tracks` dataset of shape \(5, 4\) but no `node_names`"):
+        read_keypoints(odd, "sleap", keypoint_names=NAMES, units="mm", fps=50)
+
+
 # ----------------------------------------------------------------------------- anipose
 
 
@@ -533,7 +656,7 @@ def test_select_unknown_names_lists_available(tmp_path):
 def test_wrong_options_and_unknown_format(tmp_path):
     path = tmp_path / "kp.npz"
     np.savez(path, positions=_walk(), names=np.array(NAMES), fps=np.float64(25.0))
-    with pytest.raises(KeypointsError, match=r"skeleton= names DANNCE keypoints only"):
+    with pytest.raises(KeypointsError, match=r"skeleton= names the keypoints of DANNCE .* only"):
         read_keypoints(path, units="mm", skeleton="x.mat")
     with pytest.raises(KeypointsError, match=r"keypoint_names has 2 names but the file holds 4"):
         read_keypoints(path, units="mm", keypoint_names=["a", "b"])

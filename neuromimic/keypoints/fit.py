@@ -953,6 +953,11 @@ def fit_file(
     val_fraction: float = 0.0,
     drop_missing_keypoints: bool = False,
     up_axis: str = "z",
+    skeleton: str | None = None,
+    keypoint_names: Sequence[str] | None = None,
+    individual: str | None = None,
+    confidence_threshold: float | None = None,
+    max_gap_frames: int | None = None,
 ) -> dict:
     """``neuromimic keypoints fit``: read a keypoint file, fit it, write a clip; returns the report.
 
@@ -976,6 +981,10 @@ def fit_file(
         drop_missing_keypoints: fit without keypoints that have no valid frame instead of
             refusing the file (`FitOptions.drop_missing_keypoints`).
         up_axis: the file's axis that points up (`read_keypoints`).
+        skeleton, keypoint_names, individual: as for `read_keypoints` (names of DANNCE
+            and sleap-anipose keypoints, the animal of a multi-animal file).
+        confidence_threshold, max_gap_frames: as for `read_keypoints`; None keeps its
+            defaults.
 
     Returns:
         The fit's report (valid JSON: no NaN), with the output and clip names.
@@ -990,7 +999,12 @@ def fit_file(
     spec = get_body(body)
     model = spec.load_model()
     keypoint_map = load_mapping(model, spec.keypoint_sites, mapping)
-    kp = read_keypoints(input, format=format, units=units, fps=fps, up_axis=up_axis)
+    thresholds = {"confidence_threshold": confidence_threshold, "max_gap_frames": max_gap_frames}
+    kp = read_keypoints(
+        input, format=format, units=units, fps=fps, up_axis=up_axis, skeleton=skeleton,
+        keypoint_names=keypoint_names, individual=individual,
+        **{key: value for key, value in thresholds.items() if value is not None},
+    )
     check_keypoints_for_body(kp, body, model, keypoint_map, spec.rest_qpos(model), scale)
     options = FitOptions(scale=scale, iterations=iterations, drop_missing_keypoints=drop_missing_keypoints)
     fit = fit_keypoints(model, keypoint_map, kp, options)

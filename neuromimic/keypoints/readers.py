@@ -14,6 +14,11 @@ format            files                        units / frame rate / names
 ``"sleap"``       SLEAP ``.slp`` / analysis    ``units=`` and ``fps=`` required; skeleton
                   ``.h5`` (via sleap-io)       nodes; 3-D only from triangulated instance
                                                groups of a recording session
+``"sleap"``       sleap-anipose                ``units=`` and ``fps=`` required; names from
+                  ``points3d.h5``: ``tracks``  ``keypoint_names=`` or ``skeleton=`` (the
+                  [T, tracks, K, 3] or         SLEAP project ``.slp``, or a skeleton
+                  [T, K, 3]                    ``.json`` / ``.yaml``); ``individual=`` the
+                                               track index; no confidence
 ``"anipose"``     anipose ``.csv``             ``units=`` and ``fps=`` required; columns
                                                ``<name>_x/_y/_z`` (``_score`` as confidence)
 ``"c3d"``         ``.c3d`` (via ``c3d``)       ``POINT:UNITS``, ``POINT:RATE``,
@@ -25,7 +30,9 @@ format            files                        units / frame rate / names
 When ``format`` is not given it is inferred from the extension. ``.h5`` and ``.csv`` are
 shared by several tools, so for those the reader looks at the layout (never at whether a
 reader happens to succeed): an ``.h5`` with a pandas DataFrame group is DeepLabCut, one
-with ``tracks`` and ``node_names`` is a SLEAP analysis file; a ``.csv`` whose first cell is
+with ``tracks`` and ``node_names`` is a SLEAP analysis file, one with a ``tracks`` dataset of
+rank 3 or 4 whose last axis is x, y(, z) and no ``node_names`` is a sleap-anipose
+``points3d.h5`` (read by the ``"sleap"`` reader); a ``.csv`` whose first cell is
 ``scorer`` is DeepLabCut, one with ``<name>_score`` / ``<name>_ncams`` columns is anipose,
 anything else is the plain CSV layout.
 
@@ -154,15 +161,24 @@ def infer_format(path: str | os.PathLike) -> str:
     if ext in (".h5", ".hdf5", ".csv"):
         _check_file(path)
     if ext in (".h5", ".hdf5"):
-        expected = "a DeepLabCut .h5 (pandas DataFrame) or a SLEAP analysis .h5"
+        expected = (
+            "a DeepLabCut .h5 (pandas DataFrame) or a SLEAP analysis .h5 (or a sleap-anipose "
+            "points3d.h5)"
+        )
         with _open_h5(path, expected) as f:
             if _pandas_hdf.find_frame_group(f) is not None:
                 return "dlc"
             if "tracks" in f and "node_names" in f:
                 return "sleap"
+            if _points3d_layout(f):
+                return "sleap"
+            tracks = f.get("tracks")
+            shape = getattr(tracks, "shape", None)
+        found = f" (its `tracks` has shape {shape})" if shape is not None else ""
         raise KeypointsError(
-            f"{where} is an HDF5 file with neither a DeepLabCut DataFrame nor SLEAP "
-            f"`tracks`/`node_names`; pass format= one of {list(FORMATS)}"
+            f"{where} is an HDF5 file with neither a DeepLabCut DataFrame, SLEAP "
+            "`tracks`/`node_names`, nor the sleap-anipose points3d layout (one `tracks` "
+            f"dataset [frames, tracks, nodes, 3]){found}; pass format= one of {list(FORMATS)}"
         )
     if ext == ".csv":
         header = _csv_rows(path, 1)
@@ -201,12 +217,15 @@ def read_keypoints(
         units: length unit of the file's numbers, ``"m"``, ``"cm"`` or ``"mm"``; required
             where the file does not state a length unit, and overrides it where it does.
         fps: frame rate in Hz; required where the file has none, overrides it otherwise.
-        keypoint_names: K names, in the file's keypoint order; they name DANNCE keypoints
-            and rename those of the other formats.
-        skeleton: DANNCE skeleton ``.mat`` (with ``joint_names``) naming the keypoints;
-            DANNCE only.
+        keypoint_names: K names, in the file's keypoint order; they name DANNCE and
+            sleap-anipose ``points3d.h5`` keypoints and rename those of the other formats.
+        skeleton: the file naming the keypoints of a format whose files carry no names:
+            for DANNCE the skeleton ``.mat`` (with ``joint_names``), for a sleap-anipose
+            ``points3d.h5`` the SLEAP project ``.slp`` the 2-D poses were predicted with
+            (or a SLEAP skeleton ``.json`` / ``.yaml``). ``keypoint_names`` wins over it.
         individual: which animal to read from a multi-animal file (DeepLabCut individual,
-            SLEAP identity, NWB ``PoseEstimation`` name); the error lists the choices.
+            SLEAP identity, sleap-anipose track index, NWB ``PoseEstimation`` name); the
+            error lists the choices.
         confidence_threshold: keypoints whose confidence is below it are masked (the
             file's own confidence scale; default 0 masks nothing).
         max_gap_frames: gaps of at most this many frames are linearly interpolated.
@@ -228,10 +247,11 @@ def read_keypoints(
     fmt = infer_format(path) if format is None else str(format).lower()
     if fmt not in FORMATS:
         raise KeypointsError(f"{where}: format {format!r} is unknown; pass one of {list(FORMATS)}")
-    if skeleton is not None and fmt != "dannce":
+    if skeleton is not None and fmt not in ("dannce", "sleap"):
         raise KeypointsError(
-            f"{where}: skeleton= names DANNCE keypoints only; {fmt} files name their "
-            "keypoints themselves (use keypoint_names=[...] to rename them)"
+            f"{where}: skeleton= names the keypoints of DANNCE predictions and sleap-anipose "
+            f"points3d.h5 files only; {fmt} files name their keypoints themselves (use "
+            "keypoint_names=[...], --keypoint-names on the command line, to rename them)"
         )
     if individual is not None and fmt not in ("nwb", "dlc", "sleap"):
         raise KeypointsError(
@@ -245,7 +265,18 @@ def read_keypoints(
         keypoint_names = None  # already used as the names
     elif fmt == "dlc":
         raw = read_dlc_raw(path, individual=individual)
+    elif fmt == "sleap" and is_points3d(path):
+        raw = read_points3d_raw(
+            path, keypoint_names=keypoint_names, skeleton=skeleton, individual=individual
+        )
+        keypoint_names = None  # already used as the names
     elif fmt == "sleap":
+        if skeleton is not None:
+            raise KeypointsError(
+                f"{where}: skeleton= names the keypoints of sleap-anipose points3d.h5 files; "
+                "SLEAP .slp and analysis files name them themselves (use keypoint_names=[...], "
+                "--keypoint-names on the command line, to rename them)"
+            )
         raw = read_sleap_raw(path, individual=individual)
     elif fmt == "anipose":
         raw = read_anipose_raw(path)
@@ -284,6 +315,7 @@ def _finish(
 ) -> Keypoints:
     """Resolve names, units and frame rate, then apply `make_keypoints`' rules."""
     where = _where(path)
+    kind = f"{raw.meta['layout']} files" if "layout" in raw.meta else f"{fmt} files"
     _check_has_z(raw.positions, where)
     num_kp = raw.positions.shape[1]
     names = raw.names
@@ -313,12 +345,18 @@ def _finish(
         found = (
             f"its {raw.units_field} says {raw.units_found!r}, which is not a length unit"
             if raw.units_found is not None
-            else f"{fmt} files do not state their length units"
+            else f"{kind} do not state their length units"
         )
         raise KeypointsError(
             f"{where}: {found}; pass units= the units the 3-D positions are in, one of "
             f"{sorted(UNITS)} (for example read_keypoints(path, units='mm'), the usual "
             "unit of a calibration done in millimetres)"
+        )
+    if raw.confidence is None and confidence_threshold != DEFAULT_CONFIDENCE_THRESHOLD:
+        log.warning(
+            "%s: the file has no confidence values, so confidence_threshold=%g masks nothing",
+            where,
+            confidence_threshold,
         )
     if fps is not None:
         if raw.fps is not None and abs(raw.fps - fps) > 0.01 * fps:
@@ -328,7 +366,7 @@ def _finish(
         rate = float(raw.fps)
     else:
         raise KeypointsError(
-            f"{where}: {fmt} files do not store a frame rate; pass fps= the rate the video "
+            f"{where}: {kind} do not store a frame rate; pass fps= the rate the video "
             "was recorded at in Hz (for example read_keypoints(path, fps=50.0, ...))"
         )
     return make_keypoints(
@@ -375,7 +413,9 @@ def _per_format(fmt: str, doc: str):
 read_nwb = _per_format("nwb", "an NWB file with an ndx-pose PoseEstimation")
 read_dannce = _per_format("dannce", "a DANNCE prediction .mat file")
 read_dlc = _per_format("dlc", "a DeepLabCut 3-D .h5 or .csv file")
-read_sleap = _per_format("sleap", "a SLEAP .slp or analysis .h5 file (3-D instances only)")
+read_sleap = _per_format(
+    "sleap", "a SLEAP .slp (3-D instances only) or a sleap-anipose points3d.h5 file"
+)
 read_anipose = _per_format("anipose", "an anipose 3-D .csv file")
 read_c3d = _per_format("c3d", "a C3D motion-capture file")
 read_csv = _per_format("csv", "a plain keypoint .csv file (see `read_csv_raw`)")
@@ -390,10 +430,16 @@ def _pick_individual(where: str, available: list[str], individual: str | None, w
     one; otherwise an error listing what the file has."""
     if individual is None:
         if len(available) > 1:
-            raise KeypointsError(f"{where} holds several {what} {available}; pick one with individual={hint}")
+            raise KeypointsError(
+                f"{where} holds several {what} {available}; pick one with individual={hint} "
+                "(--individual on the command line)"
+            )
         return available[0]
     if individual not in available:
-        raise KeypointsError(f"{where}: individual={individual!r} is not in the file; it has {available}")
+        raise KeypointsError(
+            f"{where}: individual={individual!r} is not in the file; it has {available} "
+            "(pick one with --individual on the command line)"
+        )
     return individual
 
 
@@ -442,7 +488,7 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
         elif len(found) > 1:
             raise KeypointsError(
                 f"{where} holds {len(found)} PoseEstimation groups {found}; pick one with "
-                "individual=<name or path>"
+                "individual=<name or path> (--individual on the command line)"
             )
         else:
             pe_path = found[0]
@@ -644,12 +690,14 @@ def read_dannce_raw(
         raise KeypointsError(
             f"{where}: DANNCE prediction files carry no keypoint names; pass "
             "skeleton='<skeleton>.mat' (the DANNCE skeleton with `joint_names`) or "
-            f"keypoint_names=[...] with {num_kp} names in the order of `pred`"
+            f"keypoint_names=[...] with {num_kp} names in the order of `pred` (on the command "
+            "line --skeleton rat23.mat or --keypoint-names a,b,c)"
         )
     if len(names) != num_kp:
+        source = "keypoint_names" if keypoint_names is not None else f"skeleton {str(skeleton)!r}"
         raise KeypointsError(
-            f"{where}: {len(names)} keypoint names but `pred` holds {num_kp} keypoints; "
-            "pass the skeleton the predictions were made with"
+            f"{where}: {source} gives {len(names)} keypoint names but `pred` holds {num_kp} "
+            "keypoints; pass the skeleton the predictions were made with"
         )
     conf = None
     if "p_max" in mat:
@@ -864,6 +912,14 @@ def _check_sleap_layout(path: Path) -> None:
     keys = _SLP_KEYS if slp else ("tracks", "node_names")
     with _open_h5(path, expected) as f:
         missing = [k for k in keys if k not in f]
+        tracks = f.get("tracks") if not slp else None
+        shape = getattr(tracks, "shape", None)
+    if shape is not None and missing == ["node_names"]:
+        raise KeypointsError(
+            f"{_where(path)} has a `tracks` dataset of shape {shape} but no `node_names`, so "
+            f"it is neither a SLEAP analysis .h5 nor {_POINTS3D}; export it again with SLEAP "
+            "or sleap-anipose (or pass format= the format it is in)"
+        )
     if missing:
         raise KeypointsError(
             f"{_where(path)} is an HDF5 file without {missing}, so not {expected}; save it "
@@ -921,6 +977,172 @@ def read_sleap_raw(path: Path, *, individual: str | None = None) -> RawKeypoints
         if confidence is not None:
             confidence[t] = scores if scores is not None else np.inf
     return RawKeypoints(positions=positions, names=names, confidence=confidence)
+
+
+#: Suffixes `skeleton=` may have for a sleap-anipose points3d.h5 (read by sleap-io).
+_SLEAP_SKELETON_SUFFIXES = (".slp", ".json", ".yaml", ".yml")
+_POINTS3D = "a sleap-anipose points3d.h5 (one `tracks` dataset [frames, tracks, nodes, 3])"
+
+
+def _points3d_layout(f: h5py.File) -> bool:
+    """Whether an open HDF5 file has the sleap-anipose layout: a numeric ``tracks`` dataset
+    [frames, tracks, nodes, xyz] or [frames, nodes, xyz] (xyz of length 3, or 2 for its 2-D
+    ``reprojections.h5``, refused later) and no SLEAP ``node_names``."""
+    tracks = f.get("tracks")
+    return (
+        isinstance(tracks, h5py.Dataset)
+        and "node_names" not in f
+        and tracks.ndim in (3, 4)
+        and tracks.shape[-1] in (2, 3)
+        and tracks.dtype.kind in "fiu"
+    )
+
+
+def is_points3d(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a sleap-anipose ``points3d.h5`` (see `read_points3d_raw`); False
+    for anything else, including files that are not HDF5 (their reader explains)."""
+    path = Path(path)
+    if path.suffix.lower() == ".slp" or not path.is_file() or not h5py.is_hdf5(path):
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return _points3d_layout(f)
+    except OSError:  # damaged: the SLEAP reader's layout check names the problem
+        return False
+
+
+def _sleap_skeleton_names(skeleton: Path, num_kp: int, where: str) -> list[str]:
+    """Node names of the SLEAP skeleton in ``skeleton`` (a project ``.slp``, or a skeleton
+    ``.json`` / ``.yaml`` as SLEAP exports it); with several skeletons, the only one with
+    ``num_kp`` nodes. ``where`` is the keypoint file, for messages."""
+    named = f"{where}: skeleton {str(skeleton)!r}"
+    fix = (
+        "pass skeleton= the SLEAP project .slp the 2-D poses were predicted with (--skeleton "
+        "project.slp on the command line) or keypoint_names=[...] (--keypoint-names a,b,c)"
+    )
+    suffix = skeleton.suffix.lower()
+    if suffix == ".mat":
+        raise KeypointsError(
+            f"{named} is a .mat (a DANNCE skeleton), but the file is a sleap-anipose "
+            f"points3d.h5; {fix}"
+        )
+    if suffix not in _SLEAP_SKELETON_SUFFIXES:
+        raise KeypointsError(
+            f"{named}: extension {skeleton.suffix!r} is not one of "
+            f"{list(_SLEAP_SKELETON_SUFFIXES)}; {fix}"
+        )
+    if not skeleton.is_file():
+        raise KeypointsError(f"{named} does not exist or is not a file; {fix}")
+    sio = _sleap_io()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if hasattr(sio, "load_skeleton"):
+                loaded = sio.load_skeleton(str(skeleton))
+            elif suffix == ".slp":  # sleap-io before load_skeleton
+                loaded = sio.load_slp(str(skeleton), open_videos=False).skeletons
+            else:
+                raise KeypointsError(
+                    f"{named}: this sleap-io version reads skeletons from .slp files only; "
+                    "pass the SLEAP project .slp or upgrade sleap-io"
+                )
+    except KeypointsError:
+        raise
+    except Exception as e:  # sleap-io raises what its parsers (h5py, json, yaml) raise
+        raise KeypointsError(
+            f"{named} cannot be read by sleap-io ({type(e).__name__}: {' '.join(str(e).split())}); "
+            f"{fix}"
+        ) from e
+    skeletons = loaded if isinstance(loaded, list) else [loaded]
+    if not skeletons:
+        raise KeypointsError(f"{named} holds no skeleton; {fix}")
+    if len(skeletons) > 1:
+        fitting = [sk for sk in skeletons if len(sk.node_names) == num_kp]
+        if len(fitting) != 1:
+            found = {sk.name: len(sk.node_names) for sk in skeletons}
+            raise KeypointsError(
+                f"{named} holds {len(skeletons)} skeletons (nodes each: {found}) and "
+                f"{len(fitting)} of them have the {num_kp} nodes of the points; pass "
+                "keypoint_names=[...] (--keypoint-names a,b,c on the command line) instead"
+            )
+        skeletons = fitting
+    return [str(n) for n in skeletons[0].node_names]
+
+
+def read_points3d_raw(
+    path: Path,
+    *,
+    keypoint_names: Sequence[str] | None = None,
+    skeleton: str | os.PathLike | None = None,
+    individual: str | None = None,
+) -> RawKeypoints:
+    """Read the ``points3d.h5`` of sleap-anipose (``slap-triangulate``).
+
+    Layout (`sleap_anipose.triangulate`, the same from 0.1.0 to 0.1.8): one float dataset
+    ``tracks`` [frames, tracks, nodes, 3] in the calibration board's units, NaN where a
+    point was not triangulated, and, when a frame range was asked, ``frames`` = (start,
+    end) of the videos' frames (kept as ``meta["video_frames"]``). [frames, nodes, 3] (one
+    track, squeezed) is read too. The file has no node names, scores, units or frame rate:
+    names come from ``keypoint_names`` or from the SLEAP project ``.slp`` (or skeleton
+    ``.json`` / ``.yaml``) given as ``skeleton``, in the skeleton's node order;
+    ``individual`` is the track index (``"0"``, ``"1"``...), needed with several tracks.
+
+    Raises:
+        KeypointsError: 2-D points (its ``reprojections.h5``), no names, a wrong number of
+            names, or an unknown track; the message names the file and the fix.
+    """
+    where = _where(path)
+    with _open_h5(path, _POINTS3D) as f:
+        if not _points3d_layout(f):
+            raise KeypointsError(f"{where} does not have the layout of {_POINTS3D}")
+        tracks = f["tracks"]
+        shape = tracks.shape
+        if shape[-1] == 2:
+            raise KeypointsError(
+                f"{where}: `tracks` {shape} holds 2-D (x, y) points (like the "
+                f"reprojections.h5 of sleap-anipose); {_TRIANGULATE}"
+            )
+        num_kp = shape[-2]
+        if keypoint_names is not None:
+            names, source = list(keypoint_names), "keypoint_names (--keypoint-names)"
+        elif skeleton is not None:
+            names = _sleap_skeleton_names(Path(skeleton), num_kp, where)
+            source = f"the skeleton in {str(skeleton)!r}"
+        else:
+            raise KeypointsError(
+                f"{where} is a sleap-anipose points3d.h5, which holds no node names; pass "
+                f"keypoint_names=[...] with its {num_kp} node names in the skeleton's order "
+                "(--keypoint-names a,b,c on the command line) or skeleton= the SLEAP project "
+                ".slp the 2-D poses were predicted with (--skeleton project.slp)"
+            )
+        if len(names) != num_kp:
+            raise KeypointsError(
+                f"{where}: {source} gives {len(names)} names but `tracks` {shape} holds "
+                f"{num_kp} nodes; pass one name per node, in the order of the SLEAP skeleton "
+                "the points were triangulated with"
+            )
+        if tracks.ndim == 3:
+            if individual is not None and str(individual) != "0":
+                raise KeypointsError(
+                    f"{where}: `tracks` {shape} is [frames, nodes, 3], one animal; drop "
+                    f"individual={individual!r} (--individual)"
+                )
+            positions = tracks[()]
+        else:
+            pick = _pick_individual(
+                where,
+                [str(i) for i in range(shape[1])],
+                None if individual is None else str(individual),
+                "tracks (sleap-anipose track indices)",
+                "<track index>",
+            )
+            positions = tracks[:, int(pick)]
+        meta = {"layout": "sleap-anipose points3d.h5"}
+        frames = f.get("frames")
+        if isinstance(frames, h5py.Dataset) and frames.size == 2:
+            start, end = (int(v) for v in np.asarray(frames[()]).ravel())
+            meta["video_frames"] = f"{start}:{end}"
+    return RawKeypoints(positions=np.asarray(positions, dtype=np.float64), names=names, meta=meta)
 
 
 # --------------------------------------------------------------------------- CSV family
