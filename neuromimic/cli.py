@@ -24,11 +24,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neuromimic.errors import INPUT_ERROR_EXIT_CODE, find_input_error
 from neuromimic.training import PPOModule
-from neuromimic.training.checkpoint_io import (
-    AtomicCheckpointIO,
-    CheckpointError,
-    load_checkpoint_file,
-)
+from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
+from neuromimic.training.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger("neuromimic")
 

@@ -32,7 +32,7 @@ from neuromimic.models import (
     export_controller,
     squash,
 )
-from neuromimic.training.checkpoint_io import CheckpointError
+from neuromimic.checkpoint_files import CheckpointError
 
 SPEC = controller_spec(EnvConfig())
 CORES = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuromimic.training.checkpoint_io import load_checkpoint_file
+from neuromimic.checkpoint_files import load_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"

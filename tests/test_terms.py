@@ -8,7 +8,7 @@ import torch
 from neuromimic.envs.terms import TermSet
 from neuromimic.errors import ConfigError
 from neuromimic.models import Controller, ControllerSpec, RunningNorm
-from neuromimic.physics.base import PhysicsView
+from neuromimic.physics_view import PhysicsView
 from neuromimic.tasks import BodyInfo, ReferenceFrame, StepState, rewards, rotations
 
 

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from neuromimic.cli import main
-from neuromimic.training.checkpoint_io import CheckpointError, load_checkpoint_file
+from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"

@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from neuromimic.errors import INPUT_ERROR_EXIT_CODE, InputError
-from neuromimic.training.checkpoint_io import (
+from neuromimic.checkpoint_files import (
     CONTENT_HASH_KEY,
     CheckpointError,
     content_hash,

@@ -144,7 +144,7 @@ def load_controller(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         ControllerLoadError: the files are missing, malformed, or do not match.
-        neuromimic.training.checkpoint_io.CheckpointError: an unreadable checkpoint
+        neuromimic.checkpoint_files.CheckpointError: an unreadable checkpoint
             (pickled code in it is refused, never run).
     """
     path = Path(path)
@@ -197,7 +197,7 @@ def controller_metadata(path: str | Path) -> dict:
             return dict(json.loads(config_path.read_text()).get("metadata") or {})
         except (OSError, json.JSONDecodeError, AttributeError) as error:
             raise ControllerLoadError(f"{config_path}: cannot read its metadata: {error}") from None
-    from neuromimic.training.checkpoint_io import load_checkpoint_file
+    from neuromimic.checkpoint_files import load_checkpoint_file
 
     return dict(load_checkpoint_file(path).get("neuromimic", {}).get("controller", {}).get("metadata") or {})
 
@@ -239,7 +239,7 @@ def _read_export(directory: Path) -> tuple[Controller, dict, str]:
 
 
 def _read_checkpoint(path: Path) -> tuple[Controller, dict, str]:
-    from neuromimic.training.checkpoint_io import load_checkpoint_file
+    from neuromimic.checkpoint_files import load_checkpoint_file
 
     checkpoint = load_checkpoint_file(path)
     document = checkpoint.get("neuromimic", {}).get("controller")

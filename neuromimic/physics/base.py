@@ -1,4 +1,4 @@
-"""The `Backend` base class every physics implementation derives from, and the `PhysicsView`.
+"""The `Backend` base class every physics implementation derives from.
 
 A backend owns the simulator state of B bodies. Torch code never receives a copy of it:
 `Backend.view` hands out tensors that alias the simulator's buffers (see each backend for
@@ -11,49 +11,15 @@ own step evaluates sensors before it integrates).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import mujoco
 import numpy as np
 import torch
 
 from neuromimic.bodies.base import Body
 from neuromimic.bodies.compat import require_backend_compatibility
 from neuromimic.physics.model import compile_model, sensor_layout
-
-
-@dataclass
-class PhysicsView:
-    """Torch tensors that alias one backend's simulator state (float64 on CPU backends).
-
-    Shapes: B bodies, nq joint positions, nv joint velocities, nu actuators (muscles),
-    S tracked sites. Units: SI (m, rad, s, N).
-
-    Attributes:
-        qpos: joint positions [B, nq] in rad.
-        qvel: joint velocities [B, nv] in rad/s.
-        act: muscle activations [B, nu] in 0..1.
-        ctrl: last applied controls [B, nu] in 0..1.
-        site_pos_w: world positions of the tracked sites [B, S, 3] in m.
-        actuator_length: muscle-tendon lengths [B, nu] in m.
-        actuator_velocity: muscle-tendon velocities [B, nu] in m/s.
-        actuator_force: muscle forces [B, nu] in N (negative: muscles pull).
-        time: simulated time [B] in s.
-        unstable: [B] bool, True where the last step produced NaN/Inf, a runaway state,
-            or triggered MuJoCo's automatic reset.
-    """
-
-    qpos: torch.Tensor
-    qvel: torch.Tensor
-    act: torch.Tensor
-    ctrl: torch.Tensor
-    site_pos_w: torch.Tensor
-    actuator_length: torch.Tensor
-    actuator_velocity: torch.Tensor
-    actuator_force: torch.Tensor
-    time: torch.Tensor
-    unstable: torch.Tensor
+from neuromimic.physics_view import PhysicsView
 
 
 class Backend(abc.ABC):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mujoco
 import torch
 
-from neuromimic.physics.base import PhysicsView
+from neuromimic.physics_view import PhysicsView
 from neuromimic.proprioception.afferents import AfferentConfig, Afferents
 
 

@@ -23,7 +23,7 @@ import mujoco
 import numpy as np
 import torch
 
-from neuromimic.physics.base import PhysicsView
+from neuromimic.physics_view import PhysicsView
 from neuromimic.tasks import rotations
 
 #: The body features a term may need (see the module docstring).

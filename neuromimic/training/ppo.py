@@ -42,7 +42,7 @@ from neuromimic.errors import ConfigError, check_config
 from neuromimic.models import Controller, ControllerModule, ControllerSpec, squash
 from neuromimic.models.cores import mlp
 from neuromimic.physics import mujoco_warnings
-from neuromimic.training.checkpoint_io import CheckpointError
+from neuromimic.checkpoint_files import CheckpointError
 from neuromimic.training.distributions import UnitIntervalTanhNormal
 
 log = logging.getLogger(__name__)
