@@ -2,8 +2,10 @@
 
 ``neuromimic fit|validate|test|predict`` is a LightningCLI over `PPOModule` and accepts
 every LightningCLI flag (``--config``, ``--print_config``, ``--trainer.max_steps``,
-``--ckpt_path last``, ``--trainer.strategy ddp``). Other subcommands (``bench``,
-``bodies``, ``clips``, ``export``, ``analyze``, ``keypoints``) are dispatched before LightningCLI sees the arguments.
+``--ckpt_path last``, ``--trainer.strategy ddp``); ``--config`` also takes the name of a
+bundled config (``neuromimic fit --config mouse_forelimb_reach_mlp``, see
+`neuromimic.bundled`). Other subcommands (``bench``, ``bodies``, ``clips``, ``configs``,
+``export``, ``analyze``, ``keypoints``) are dispatched before LightningCLI sees the arguments.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from neuromimic.bundled import resolve_config_args
+from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
 from neuromimic.errors import INPUT_ERROR_EXIT_CODE, find_input_error
 from neuromimic.training import PPOModule
-from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
 from neuromimic.training.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger("neuromimic")
 
-TOOL_COMMANDS = ("bench", "bodies", "clips", "export", "analyze", "keypoints")
+TOOL_COMMANDS = ("bench", "bodies", "clips", "configs", "export", "analyze", "keypoints")
 #: Exit status after SIGTERM (128 + 15, as a shell reports a process ended by SIGTERM): the
 #: run saved ``last.ckpt`` and asks to be requeued (see the README's reliability section);
 #: in a SLURM job it also requeues itself with ``scontrol requeue``, as Lightning does.
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
 
             tools_cli.main(args)
             return
+        args = resolve_config_args(args)  # --config NAME of a bundled config -> its file
         NeuromimicCLI(
             PPOModule,
             trainer_defaults=_trainer_defaults(),

@@ -1,4 +1,4 @@
-"""``neuromimic bench ...``, ``bodies ...``, ``clips ...``, ``export ...``, ``analyze ...`` and ``keypoints ...``: the subcommands beside LightningCLI."""
+"""``neuromimic bench ...``, ``bodies ...``, ``clips ...``, ``configs ...``, ``export ...``, ``analyze ...`` and ``keypoints ...``: the subcommands beside LightningCLI."""
 
 from __future__ import annotations
 
@@ -159,6 +159,16 @@ def _parser() -> argparse.ArgumentParser:
         help="backend whose support is checked (warp: MuJoCo Warp)",
     )
     check.add_argument("--seconds", type=float, default=2.0, help="simulated seconds of each stability run")
+
+    configs = commands.add_parser(
+        "configs", help="the bundled configs: neuromimic fit --config NAME takes them by name"
+    )
+    configs_kinds = configs.add_subparsers(dest="kind", required=True)
+    configs_kinds.add_parser("list", help="name, description, use and installed file of every bundled config")
+    copy = configs_kinds.add_parser("copy", help="copy a bundled config out to edit (then --config <file>)")
+    copy.add_argument("name", help="bundled config name (neuromimic configs list)")
+    copy.add_argument("dest", nargs="?", default=None, help="file to write, or a folder (one that exists, or a path ending in /); default ./NAME.yaml")
+    copy.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
 
 
@@ -217,6 +227,14 @@ def main(argv: list[str]) -> None:
         result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
     elif args.command == "analyze":
         result = _perturb(args.ckpt, args.perturbation, None if args.split == "all" else args.split)
+    elif args.command == "configs":
+        from neuromimic.bundled import config_use, copy_config, list_configs
+
+        if args.kind == "list":
+            result = list_configs()
+        else:
+            written = copy_config(args.name, args.dest, force=args.force)
+            result = {"name": args.name, "written": str(written), "use": config_use(args.name, written)}
     elif args.command == "bodies" and args.kind == "check":
         from neuromimic.bodies.validate import check_body
 

@@ -28,7 +28,7 @@ def test_registry_lists_the_zoo(capsys):
     assert rows["myoarm"]["muscles"] == 63 and rows["myoarm"]["source"].startswith("myo-sim ")
     assert rows["myolegs"]["muscles"] == 80 and rows["myolegs"]["dof"] == 34
     assert rows["fruitfly"]["source"].startswith("dm-control ") and rows["fruitfly"]["actuators"] == 70
-    assert all(row["backends"] == ["mujoco", "mjx"] for row in rows.values())
+    assert all(row["backends"] == ["mujoco", "mjx", "warp"] for row in rows.values())
 
 
 @pytest.mark.parametrize("key", ZOO)

@@ -56,7 +56,7 @@ def test_video_logger_writes_videos_to_tensorboard(tmp_path, tiny_fit):
     except RenderingUnavailable as error:
         pytest.skip(f"no headless OpenGL here: {error}")
     tiny_fit(
-        "mlp", "--trainer.callbacks+=neuromimic.training.callbacks.VideoLogger",
+        "mlp", "--trainer.callbacks+=neuromimic.analysis.video.VideoLogger",
         "--trainer.callbacks.every_n_steps", "4", "--trainer.callbacks.width", "64", "--trainer.callbacks.height", "48",
         max_steps=6,
     )

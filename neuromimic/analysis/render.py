@@ -3,7 +3,7 @@
 `render_frames` draws the simulated body at each recorded pose and, in the same scene, a
 semi-transparent copy at the reference pose; `render_video` writes them as an MP4
 (imageio with its bundled ffmpeg); `gif_bytes` encodes frames as an animated GIF (what
-TensorBoard shows as a video, see `neuromimic.training.callbacks.VideoLogger`).
+TensorBoard shows as a video, see `neuromimic.analysis.video.VideoLogger`).
 
 Rendering needs an OpenGL platform without a display: EGL, or OSMesa with
 ``MUJOCO_GL=osmesa``. The context is created here. `recording_frames` draws the body as

@@ -1,16 +1,16 @@
 """Mouse right forelimb: 4 hinge joints (3 shoulder, 1 elbow), 9 Hill-type muscles.
 
-The MJCF under ``assets/mouse_forelimb.xml`` is authored from the published model's
-numbers (joint axes and ranges, masses, muscle paths and parameters, RK4 at 5 ms).
+The MJCF ``assets/mouse_forelimb.xml`` (the checkout's top level; ``neuromimic/assets/`` in an
+installed wheel) is authored from the published model's numbers (joint axes and ranges,
+masses, muscle paths and parameters, RK4 at 5 ms).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from neuromimic.bodies.base import Body, register_body
+from neuromimic.bundled import asset_path
 
-ASSET = Path(__file__).parent / "assets" / "mouse_forelimb.xml"
+ASSET = asset_path("mouse_forelimb.xml")
 
 #: Joint order in ``qpos``: shoulder elevation, extension, rotation, then elbow.
 JOINTS = ("sh_elv", "sh_extension", "sh_rotation", "elbow")
