@@ -121,7 +121,7 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
     verify_archive(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or unsafe files
+    except Exception as error:  # noqa: BLE001 (torch raises many types for corrupt or unsafe files)
         raise CheckpointError(
             f"cannot read checkpoint {path}: {type(error).__name__}: {error}. The file is "
             "corrupt or contains pickled objects other than tensors (which are never "

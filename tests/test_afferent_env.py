@@ -6,8 +6,7 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from neuromimic.envs import EnvConfig, make_env
-from neuromimic.envs import controller_spec
+from neuromimic.envs import EnvConfig, controller_spec, make_env
 from neuromimic.models import load_controller
 from neuromimic.proprioception import AfferentConfig
 

@@ -216,14 +216,14 @@ def test_sensors_describe_the_reported_state(name, native, request):
         data.act[:] = view.act[row].double().numpy()
         data.ctrl[:] = view.ctrl[row].double().numpy()
         mujoco.mj_forward(model, data)
-        for name, expected in (
+        for quantity, expected in (
             ("site_pos_w", data.site_xpos[site]),
             ("actuator_length", data.actuator_length),
             ("actuator_velocity", data.actuator_velocity),
             ("actuator_force", data.actuator_force),
         ):
-            value = getattr(view, name)[row].double().numpy().reshape(expected.shape)
-            np.testing.assert_allclose(value, expected, atol=tolerance, rtol=1e-6, err_msg=name)
+            value = getattr(view, quantity)[row].double().numpy().reshape(expected.shape)
+            np.testing.assert_allclose(value, expected, atol=tolerance, rtol=1e-6, err_msg=quantity)
 
 
 @pytest.mark.slow

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from neuromimic.bodies import get_body
-from neuromimic.data import SCHEMA_VERSION, ClipBank, ClipError, ReferenceClip, load_clips
-from neuromimic.data import reach
+from neuromimic.data import SCHEMA_VERSION, ClipBank, ClipError, ReferenceClip, load_clips, reach
 
 BUNDLED = "bundled:mouse_forelimb_reach"
 

@@ -18,8 +18,8 @@ from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration
 from torchrl.modules import set_recurrent_mode
 
 from neuromimic import load_controller
-from neuromimic.envs import EnvConfig, make_env
-from neuromimic.envs import controller_spec
+from neuromimic.checkpoint_files import CheckpointError
+from neuromimic.envs import EnvConfig, controller_spec, make_env
 from neuromimic.models import (
     Controller,
     ControllerLoadError,
@@ -32,7 +32,6 @@ from neuromimic.models import (
     export_controller,
     squash,
 )
-from neuromimic.checkpoint_files import CheckpointError
 
 SPEC = controller_spec(EnvConfig())
 CORES = {
@@ -327,7 +326,7 @@ def test_intention_decoder_transfer_and_kl_warmup(tmp_path):
     target.obs_norm.update(torch.zeros(SPEC.observation_size), torch.ones(SPEC.observation_size), torch.tensor(5.0))
     assert torch.equal(target.obs_norm.mean, before)  # the decoder's input scaling stays put
     observation = torch.randn(6, SPEC.observation_size)
-    kl = lambda step: target.auxiliary_loss(observation, step).item()  # noqa: E731
+    kl = lambda step: target.auxiliary_loss(observation, step).item()
     assert kl(0) == 0 and kl(100) > 0
     assert kl(50) == pytest.approx(0.5 * kl(100)) and kl(1000) == pytest.approx(kl(100))
     learned = Controller(SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True))

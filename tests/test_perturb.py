@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from neuromimic.analysis import perturb
-from neuromimic.envs import EnvConfig, make_env
-from neuromimic.envs import controller_spec
+from neuromimic.envs import EnvConfig, controller_spec, make_env
 from neuromimic.models import Controller, GRUCore, MLPCore, RateRNNCore
 
 SPEC = controller_spec(EnvConfig())
@@ -207,9 +206,8 @@ def test_sensory_delay_shifts_the_input_by_whole_steps():
     with perturb.sensory_delay(controller, 20.0):
         actual, _ = _run(controller, OBSERVATIONS)
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="whole number of 10 ms"):
-        with perturb.sensory_delay(controller, 15.0):
-            pass
+    with pytest.raises(ValueError, match="whole number of 10 ms"), perturb.sensory_delay(controller, 15.0):
+        pass
 
 
 @pytest.mark.slow
@@ -244,12 +242,14 @@ def test_pulses_add_up_and_windows_are_whole_steps():
     seen = []
     env.before_step.append(lambda e: seen.append(e.backend.external_force[0, 5, 2].item()))
     env.reset()
-    with perturb.force_pulse(env, "radius", [0, 0, 1.0], start_s=0.07, duration_s=0.02):
-        with perturb.force_pulse(env, "radius", [0, 0, 2.0], start_s=0.08, duration_s=0.03):
-            td = env.reset()
-            for _ in range(12):
-                td["action"] = torch.zeros(env.action_spec.shape)
-                td = env.step(td)["next"]
+    with (
+        perturb.force_pulse(env, "radius", [0, 0, 1.0], start_s=0.07, duration_s=0.02),
+        perturb.force_pulse(env, "radius", [0, 0, 2.0], start_s=0.08, duration_s=0.03),
+    ):
+        td = env.reset()
+        for _ in range(12):
+            td["action"] = torch.zeros(env.action_spec.shape)
+            td = env.step(td)["next"]
     # Hooks run in order, so `seen` shows the force set for the previous step: shift by one.
     assert seen[1:] == [0, 0, 0, 0, 0, 0, 0, 1.0, 3.0, 2.0, 2.0]
     assert (env.backend.external_force == 0).all()

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from neuromimic.analysis.record import Recording, record
-from neuromimic.envs import EnvConfig
-from neuromimic.envs import controller_spec
+from neuromimic.bodies import get_body
+from neuromimic.envs import EnvConfig, controller_spec
 from neuromimic.models import Controller, RateRNNCore
 from neuromimic.physics.model import compile_model
-from neuromimic.bodies import get_body
 
 CONFIG = EnvConfig()
 

@@ -8,8 +8,7 @@ import pytest
 
 from neuromimic.analysis.record import record
 from neuromimic.analysis.render import RenderingUnavailable, gif_bytes, recording_frames, render_video
-from neuromimic.envs import EnvConfig
-from neuromimic.envs import controller_spec
+from neuromimic.envs import EnvConfig, controller_spec
 from neuromimic.models import Controller
 
 

@@ -29,7 +29,7 @@ def _fit(cwd: Path, *extra: str, env: dict[str, str] | None = None) -> subproces
     """``neuromimic fit`` in a subprocess (so that it can be killed) in ``cwd``."""
     env = dict(os.environ, **(env or {}), PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     command = [sys.executable, "-m", "neuromimic.cli", "fit", *RUN, *extra]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def _last(cwd: Path) -> dict:

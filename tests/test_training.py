@@ -10,8 +10,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from neuromimic.cli import main
 from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
+from neuromimic.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"
@@ -179,7 +179,7 @@ def test_ddp_on_cpu_keeps_ranks_identical(tmp_path):
         "--trainer.check_val_every_n_epoch", "100",
         "--trainer.callbacks+=probes.DumpWeights", f"--trainer.callbacks.directory={probe}",
     ]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert all(rank["world_size"] == 2 for rank in ranks)

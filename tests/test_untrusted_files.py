@@ -30,13 +30,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuromimic.errors import INPUT_ERROR_EXIT_CODE, InputError
 from neuromimic.checkpoint_files import (
     CONTENT_HASH_KEY,
     CheckpointError,
     content_hash,
     load_checkpoint_file,
 )
+from neuromimic.errors import INPUT_ERROR_EXIT_CODE, InputError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"

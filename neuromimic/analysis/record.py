@@ -82,14 +82,13 @@ class Recording:
         """Write one HDF5 dataset per array (``units`` attribute on each) and the run
         attributes as JSON on the root; written to a temporary file renamed into place."""
         path = Path(path)
-        with replaced_atomically(path) as temporary:
-            with h5py.File(temporary, "w") as h5:
-                h5.attrs["format"] = FORMAT
-                h5.attrs["version"] = VERSION
-                h5.attrs["attrs"] = json.dumps(self.attrs)
-                for name, value in self.data.items():
-                    dataset = h5.create_dataset(name, data=value, compression="gzip", compression_opts=4)
-                    dataset.attrs["units"] = self.units[name]
+        with replaced_atomically(path) as temporary, h5py.File(temporary, "w") as h5:
+            h5.attrs["format"] = FORMAT
+            h5.attrs["version"] = VERSION
+            h5.attrs["attrs"] = json.dumps(self.attrs)
+            for name, value in self.data.items():
+                dataset = h5.create_dataset(name, data=value, compression="gzip", compression_opts=4)
+                dataset.attrs["units"] = self.units[name]
         return path
 
     @classmethod
@@ -351,7 +350,7 @@ def _units(name: str) -> str:
 
 
 def _attributes(env: ImitationEnv, controller: Controller, model: mujoco.MjModel) -> dict:
-    names = lambda kind, n: [mujoco.mj_id2name(model, kind, i) for i in range(n)]  # noqa: E731
+    names = lambda kind, n: [mujoco.mj_id2name(model, kind, i) for i in range(n)]
     clip_count = env.clips.num_clips
     return {
         "body": env.backend.body.key,

@@ -61,7 +61,7 @@ class VideoLogger(L.Callback):
         try:
             recording = record(pl_module.controller, pl_module.val_env)
             frames = recording_frames(recording, self.clip, width=self.width, height=self.height)
-        except Exception as error:  # a video must never end a training run
+        except Exception as error:  # noqa: BLE001 (a video must never end a training run)
             log.warning("VideoLogger: no video from now on: %s: %s", type(error).__name__, error)
             self._disabled = True
             return

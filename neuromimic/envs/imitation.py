@@ -215,13 +215,27 @@ class ImitationEnv(EnvBase):
         return TensorDict._new_unsafe(entries, batch_size=self.batch_size, device=self.device)
 
     # --------------------------------------------------------------------------- resets
-    def _place(self, mask: torch.Tensor) -> None:
+    def _place(self, mask: torch.Tensor, before_next_step: bool = False) -> None:
         """Put the bodies where ``mask`` [B] is True on their reference at their current
         clip and frame, moving as it does, muscles off and servos holding that pose
-        (`holding_activation`); settle their afferents there."""
+        (`holding_activation`); settle their afferents there.
+
+        Args:
+            mask: [B] bool.
+            before_next_step: the caller reads nothing of the backend's state before the
+                next step, so the backend may fold the reset into that step
+                (`Backend.schedule_reset`: one call per control step, resets or not, on MJX).
+                Not with afferents, whose reset reads the new state.
+        """
         ref = self.reference()
-        act = torch.zeros_like(self.backend.view.act) if self._holding is None else self._holding.hold(ref.qpos)
-        self.backend.reset(mask, ref.qpos, ref.qvel, act)
+        if self._holding is None:
+            act = torch.zeros(mask.shape[0], self.backend.model.na, dtype=self._weights.dtype, device=self.device)
+        else:
+            act = self._holding.hold(ref.qpos)
+        if before_next_step and self.sensor is None:
+            self.backend.schedule_reset(mask, ref.qpos, ref.qvel, act)
+        else:
+            self.backend.reset(mask, ref.qpos, ref.qvel, act)
         if self.sensor is not None:
             self.sensor.reset(mask, self.backend.view)
 
@@ -263,8 +277,9 @@ class ImitationEnv(EnvBase):
         self.clip_index = torch.where(mask, clip, self.clip_index)
         self.frame = torch.where(mask, start, self.frame)
         self._clip_last_frame = self.clips.length[self.clip_index] - 1
-        self._place(mask)
-        if self._starts.current(self.backend.model_version):
+        tabulated = self._starts.current(self.backend.model_version)
+        self._place(mask, before_next_step=tabulated)  # the table gives the outputs: no state is read
+        if tabulated:
             started = self._starts.gather(self.clip_index, self.frame)
         else:
             started = self._evaluate(self.backend.view, self.clip_index, self.frame)[0]
@@ -325,7 +340,7 @@ class ImitationEnv(EnvBase):
     # -------------------------------------------------------------------------- EnvBase API
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         num_envs = self.batch_size[0]
-        if tensordict is not None and "_reset" in tensordict.keys():
+        if tensordict is not None and "_reset" in tensordict:
             mask = tensordict.get("_reset").reshape(num_envs)
         else:
             mask = torch.ones(num_envs, dtype=torch.bool, device=self.device)
@@ -339,7 +354,9 @@ class ImitationEnv(EnvBase):
         TorchRL's default goes through `EnvBase.reset`, which merges the reset envs into
         ``tensordict`` key by key; here the envs that go on keep the outputs their step
         returned (see `_restart`), so the whole output replaces the old one. On GPU backends the
-        masked reset always runs, so no host synchronisation is needed.
+        masked reset always runs, so no host synchronisation is needed; where the table of
+        episode starts is current (and there are no afferents), the backend folds it into
+        the next step (`Backend.schedule_reset`), so no simulator call is made for it.
 
         Args:
             tensordict: the root of the next step, as `torchrl.envs.utils.step_mdp` makes it.

@@ -250,7 +250,7 @@ class IntentionController(Controller):
         self.freeze_decoder = freeze_decoder
         self._decoder_factory = decoder
         super().__init__(spec, core=None, init_log_std=init_log_std)
-        index = lambda blocks: torch.cat([torch.arange(s.start, s.stop) for s in blocks])  # noqa: E731
+        index = lambda blocks: torch.cat([torch.arange(s.start, s.stop) for s in blocks])
         self.register_buffer("reference_index", index(reference), persistent=False)
         self.register_buffer("proprioception_index", index(proprioception), persistent=False)
         self.encoder = mlp([len(self.reference_index), *self.encoder_hidden_sizes, 2 * self.latent_size])
@@ -270,7 +270,7 @@ class IntentionController(Controller):
         from neuromimic.models.export import load_controller  # export imports this module
 
         source = load_controller(path)
-        shapes = lambda module: {k: v.shape for k, v in module.state_dict().items()}  # noqa: E731
+        shapes = lambda module: {k: v.shape for k, v in module.state_dict().items()}
         if (
             not isinstance(source, IntentionController)
             or type(source.core) is not type(self.core)

@@ -233,7 +233,7 @@ def _read_export(directory: Path) -> tuple[Controller, dict, str]:
         )
     try:
         state = load(weights)
-    except Exception as error:  # safetensors raises its own types for corrupt files
+    except Exception as error:  # noqa: BLE001 (safetensors raises its own types for corrupt files)
         raise ControllerLoadError(f"{weights_path} cannot be read: {error}") from None
     return controller, state, str(weights_path)
 

@@ -129,7 +129,7 @@ class ControllerModule(TensorDictModuleBase):
         loc, scale, state, activity = self.controller.step(
             observation.reshape(n, -1), self._states(tensordict, n, is_init), is_init, noise
         )
-        unflat = lambda x: x.reshape(*batch_shape, *x.shape[1:])  # noqa: E731
+        unflat = lambda x: x.reshape(*batch_shape, *x.shape[1:])
         tensordict.set("loc", unflat(loc))
         tensordict.set("scale", unflat(scale))
         for name, value in state.items():

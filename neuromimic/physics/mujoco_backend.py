@@ -49,12 +49,18 @@ log = logging.getLogger(__name__)
 #: The copies `MujocoBackend` still makes; see the module docstring.
 COPIES: tuple[str, ...] = (
     "initial_state: last substep state [B, nstate] float64 -> contiguous rollout input (per step)",
-    "ctrl: [B, nu] any float -> float64 control buffer [B, substeps, nu] "
-    "(cast + broadcast, per step), with external_force [B, nbody, 6] beside it",
-    "final state: last substep state [B, nstate] and ctrl [B, 1, nu] -> contiguous inputs of "
-    "the sensor rollout (per step)",
-    "reset: masked rows' new states gathered, written into the state buffer, and their "
-    "sensors into sensordata (per reset)",
+    (
+        "ctrl: [B, nu] any float -> float64 control buffer [B, substeps, nu] "
+        "(cast + broadcast, per step), with external_force [B, nbody, 6] beside it"
+    ),
+    (
+        "final state: last substep state [B, nstate] and ctrl [B, 1, nu] -> contiguous inputs of "
+        "the sensor rollout (per step)"
+    ),
+    (
+        "reset: masked rows' new states gathered, written into the state buffer, and their "
+        "sensors into sensordata (per reset)"
+    ),
 )
 
 _FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS

@@ -60,8 +60,10 @@ log = logging.getLogger(__name__)
 
 #: The copies `WarpBackend` still makes; see the module docstring.
 COPIES: tuple[str, ...] = (
-    "ctrl: [B, nu] written into the backend's control array (cast to float32 if needed), copied into "
-    "the simulator's inside the graph with external_force [B, nbody, 6] (per step)",
+    (
+        "ctrl: [B, nu] written into the backend's control array (cast to float32 if needed), copied into "
+        "the simulator's inside the graph with external_force [B, nbody, 6] (per step)"
+    ),
     "reset: qpos, qvel, act written into fixed buffers the graph copies masked rows from (per reset)",
 )
 

@@ -37,12 +37,12 @@ from torchrl.modules import (
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
+from neuromimic.checkpoint_files import CheckpointError
 from neuromimic.envs import EnvConfig, ImitationEnv, controller_spec, make_env
 from neuromimic.errors import ConfigError, check_config
 from neuromimic.models import Controller, ControllerModule, ControllerSpec, squash
 from neuromimic.models.cores import mlp
 from neuromimic.physics import mujoco_warnings
-from neuromimic.checkpoint_files import CheckpointError
 from neuromimic.training.distributions import UnitIntervalTanhNormal
 
 log = logging.getLogger(__name__)
