@@ -99,6 +99,7 @@ def bench_env(
         backend_seconds = _seconds(backend_steps, env.device)
         raw_seconds = env.backend.bare_seconds(controls)
         closed_loop_seconds = env.backend.bare_seconds(controls, per_control_step=True)
+        host = env.backend.host_seconds_per_call()
 
     result = {
         "benchmark": "env",
@@ -126,6 +127,8 @@ def bench_env(
     result["raw_per_control_step_steps_per_s"] = steps * num_envs / closed_loop_seconds
     result["ratio"] = result["steps_per_s"] / result["raw_steps_per_s"]
     result["backend_ratio"] = result["backend_steps_per_s"] / result["raw_steps_per_s"]
+    if host is not None:  # host time one simulator call takes to return (Backend.host_seconds_per_call)
+        result["host_us_per_call"] = {name: seconds * 1e6 for name, seconds in host.items()}
     if env.device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(env.device)
         result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(env.device) / 1e9

@@ -77,18 +77,26 @@ class NeuromimicCLI(LightningCLI):
             load_checkpoint_file(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path last`` to a file and keep logging in that run's folder."""
+        """Make the default logger explicit; resolve ``--ckpt_path last`` to a file and keep
+        logging in that run's folder.
+
+        The default logger is Lightning's (TensorBoard, under ``--trainer.default_root_dir``,
+        ``lightning_logs/version_N``), named ``version_N`` also under SLURM, where Lightning
+        would name it after the job: ``--ckpt_path last`` looks for the newest ``version_N``.
+        """
         config = self.config.get(self.subcommand)
-        if config is None or config.get("ckpt_path") != "last":
+        if config is None:
             return
         trainer = config.trainer
         logger = trainer.logger
-        if logger in (None, True):  # Lightning's default logger, made explicit
+        if logger in (None, True):
             logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir=trainer.get("default_root_dir") or ".", name="lightning_logs"),
             )
             trainer.logger = logger
+        if config.get("ckpt_path") != "last":
+            return
         if not (isinstance(logger, Namespace) and logger.class_path.endswith("TensorBoardLogger")):
             raise CheckpointError("--ckpt_path last needs trainer.logger to be a TensorBoardLogger")
         args = logger.init_args

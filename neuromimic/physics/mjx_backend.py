@@ -6,26 +6,29 @@ steps in a ``jax.lax.scan`` and computes the `unstable` flag, all on the device.
 Flat calls: the compiled functions take and return a few flat arrays only, never the
 `mjx.Model` / `mjx.Data` objects. Handed those objects, every call of a jitted function
 walks their static fields in Python and crc32-hashes every static numpy array (meshes,
-textures) to find its compiled program: 0.8 ms of host time per call for the mouse,
-3.3 ms for MyoArm, 5.9 ms for the fly, on the reference CPU. Here the model and the
-batched data are split once (`jax.tree_util.tree_flatten`) into their array leaves and
-their static structure; the structure is closed over by the compiled functions, and the
-leaves travel packed into one 1-D buffer per dtype (`_Packing`), except the leaves the
-views show (qpos, qvel, act, ctrl, sensordata, time), which stay arrays of their own so
-that torch can alias them. A call thus passes about 15 arrays and returns about 10
-(``tools/mjx_host_overhead.py`` measures the host time per call of both forms). The
-model's numeric leaves are arguments, not constants: `Backend.model_changed` recompiles
-nothing (unless it changed a static field, such as a geom type, which recompiles).
+textures) to find its compiled program, and returns 85 arrays to wrap: 0.36 ms of host
+time per call for the mouse, 4.8 ms for MyoArm, 8.0 ms for the fly on the 2-core
+reference CPU, against 12 us for the flat call (fastest of 1500 calls of a stand-in
+without device work; ``tools/mjx_host_overhead.py`` measures both). Here the model and the
+batched data are split once (`jax.tree_util.tree_flatten`, `FlatLayout`) into their array
+leaves and their static structure; the structure is closed over by the compiled
+functions, and the leaves travel packed into one 1-D buffer per dtype (`_Packing`),
+except the leaves the views show (qpos, qvel, act, ctrl, sensordata, time), which stay
+arrays of their own so that torch can alias them: a step call passes 14 arrays and
+returns 10. The model's numeric leaves are arguments, not constants: `Backend.model_changed`
+recompiles nothing (a change of a static field, such as a geom type, recompiles).
 
 Resets. `MjxBackend.reset` is a second compiled function: it starts the masked rows from
-a fresh single-body `mjx.Data` (made once, outside the compiled code, by
+a fresh single-body `mjx.Data` (made outside the compiled code, again after a model change, by
 ``mjx.make_data``) holding the given qpos, qvel and act, runs ``mjx.forward`` on them (so
 their sensors are fresh) and selects ``jnp.where(mask, new, old)`` leaf by leaf, so
 unmasked rows are bitwise unchanged. `MjxBackend.schedule_reset` instead keeps the mask
 and the states on the device and folds them into the next step's single call: the rows
 start from the fresh data, then take the substeps. No host reads the mask and no call is
 made for it. The result is bitwise that of `reset` then `step` (``mjx.step`` begins with
-the forward pass that `reset` runs, and `reset` changes no input of it). Reading
+the forward pass that `reset` runs, and that pass changes none of its own inputs;
+``tests/test_mjx_host.py`` checks it on the mouse). Building the backend schedules the
+rest pose this way, so it compiles nothing. Reading
 `MjxBackend.view` (or `MjxBackend.data`) while a reset is pending applies it at once.
 
 Torch and JAX exchange buffers through `neuromimic.physics.bridge` (DLPack, zero copy).
@@ -47,8 +50,10 @@ The copies that remain (listed in `COPIES`):
 2. ``reset``: qpos, qvel and act are cast to float32 when given in another dtype.
 3. ``schedule_reset``: mask, qpos, qvel and act are copied into buffers the backend owns
    (the caller may write into its tensors before the step that applies them).
-4. ``packing``: inside the compiled step the data leaves are gathered into their packed
-   buffers (one device-side copy of the state per call, fused by XLA with the step).
+4. ``packing``: inside the compiled functions, the model's leaves are cut out of their
+   buffers once per call (small: the model), and the data's leaves are written into
+   theirs by a concatenation that XLA fuses with the ops that compute them (the mouse's
+   step at B=256 on the CPU takes no longer than with the objects passed whole).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ import numpy as np
 import torch
 
 from neuromimic.bodies.base import Body
-from neuromimic.physics.base import Backend, PhysicsView, reset_to_rest_pose
+from neuromimic.physics.base import Backend, PhysicsView
 from neuromimic.physics.bridge import import_jax, jax_to_torch, torch_to_jax
 
 log = logging.getLogger(__name__)
@@ -73,7 +78,7 @@ COPIES: tuple[str, ...] = (
     "ctrl: [B, nu] cast to float32 / made contiguous when it is not already (per step)",
     "reset: qpos, qvel, act cast to float32 when given in another dtype (per reset)",
     "schedule_reset: mask, qpos, qvel, act copied into buffers the backend owns (per scheduled reset)",
-    "packing: the data leaves gathered into their packed buffers on the device (per call, inside the compiled step)",
+    "packing: the model's leaves cut out of their packed buffers on the device (per call, inside the compiled functions)",
 )
 
 #: The `mjx.Data` leaves the views alias; they stay arrays of their own (in this order).
@@ -159,6 +164,72 @@ def _host(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
+class FlatLayout:
+    """How `MjxBackend` hands an `mjx.Model` and a batched `mjx.Data` to its compiled
+    functions: as tuples of arrays (`_Packing`), their static structure kept here.
+
+    Args:
+        mx: the `mjx.Model`.
+        template: a single-body `mjx.Data` of it (``mjx.make_data``); the batched data
+            has the same structure with a leading axis of ``num_envs``.
+        num_envs: B.
+
+    Attributes:
+        model_def, data_def: the static structure (treedef) of the model and of the data
+            (batched or single); the compiled functions close over them.
+        model, template, data: the `_Packing` of the model's leaves, of the single-body
+            data's and of the batched data's (whose view leaves, `VIEW_LEAVES`, come first,
+            apart).
+    """
+
+    def __init__(self, mx: Any, template: Any, num_envs: int) -> None:
+        jax = import_jax()
+        model_leaves, self.model_def = jax.tree_util.tree_flatten(mx)
+        paths, self.data_def = jax.tree_util.tree_flatten_with_path(template)
+        names = [jax.tree_util.keystr(path) for path, _ in paths]
+        self.num_envs = num_envs
+        self.model = _Packing(model_leaves)
+        self.template = _Packing([leaf for _, leaf in paths])
+        self.data = _Packing(
+            [np.empty((num_envs, *leaf.shape), leaf.dtype) for _, leaf in paths],
+            apart=[names.index(f".{name}") for name in VIEW_LEAVES],
+        )
+
+    def flat_model(self, mx: Any) -> tuple[np.ndarray, ...]:
+        """The packed leaves of ``mx`` (a model of the same static structure), on the host."""
+        return self.model.pack([_host(x) for x in import_jax().tree_util.tree_leaves(mx)], np.concatenate)
+
+    def flat_template(self, template: Any) -> tuple[np.ndarray, ...]:
+        """The packed leaves of a single-body data, on the host."""
+        return self.template.pack([_host(x) for x in import_jax().tree_util.tree_leaves(template)], np.concatenate)
+
+    def flat_batch(self, template: Any) -> tuple[np.ndarray, ...]:
+        """The packed batched data with ``template`` in every row, on the host."""
+        leaves = import_jax().tree_util.tree_leaves(template)
+        return self.data.pack([np.broadcast_to(_host(x), (self.num_envs, *x.shape)) for x in leaves], np.concatenate)
+
+    def stand_in(self, copying: bool = False) -> Callable:
+        """A jitted function with the compiled step's inputs ``(model, state, ctrl, xfrc)``
+        and outputs ``(state, unstable)`` but no physics: the host cost of a step call,
+        without minutes of compilation.
+
+        Args:
+            copying: each output array a copy of its input (on a CPU, XLA copies them on
+                the calling thread: the time then grows with the size of the data);
+                otherwise the state is donated and returned as it is (no device work at
+                all: pass the returned state to the next call).
+        """
+        jax = import_jax()
+        jnp, num_envs = jax.numpy, self.num_envs
+
+        def stand_in(model: tuple, state: tuple, ctrl: Any, xfrc: Any) -> tuple[tuple, Any]:
+            if copying:
+                state = tuple(jnp.array(x, copy=True) for x in state)
+            return state, jnp.zeros(num_envs, dtype=bool)
+
+        return jax.jit(stand_in) if copying else jax.jit(stand_in, donate_argnums=1)
+
+
 class MjxBackend(Backend):
     """B copies of a body in MJX; state lives in JAX buffers that torch views through DLPack.
 
@@ -202,20 +273,25 @@ class MjxBackend(Backend):
         super().__init__(body, num_envs, substeps, max_qvel)
         self._jax_device, self.device = _jax_device(device)
         self._pending: tuple[torch.Tensor, ...] | None = None
-        self._model_def: Any = None
+        self._layout: FlatLayout | None = None
         self._load_model()  # the flat model, the template data and the compiled functions
 
         # The batched state: the template in every row, committed to the device from the
         # start, so the compiled functions see the same input placement on every call and
         # compile once.
-        template = self._template_packing.unpack([_host(b) for b in self._template])
-        batched = [np.broadcast_to(leaf, (num_envs, *leaf.shape)) for leaf in template]
-        self._state = self._put(self._data_packing.pack(batched, np.concatenate))
+        self._state = self._put(self._layout.flat_batch(self._template_data))
         self._unstable = jax.device_put(np.zeros(num_envs, dtype=bool), self._jax_device)
         self.dtype = jax_to_torch(self._state[0]).dtype
         self.external_force = torch.zeros(num_envs, self.model.nbody, 6, dtype=self.dtype, device=self.device)
 
-        reset_to_rest_pose(self, self.dtype)
+        # Every body in its rest pose, still, with muscles off (`reset_to_rest_pose`), as a
+        # scheduled reset: building the backend compiles nothing; the first step (or the
+        # first read of `view`) applies it.
+        everyone = torch.ones(num_envs, dtype=torch.bool, device=self.device)
+        rest = torch.as_tensor(np.asarray(body.rest_qpos(self.model)), dtype=self.dtype, device=self.device)
+        zeros = torch.zeros(num_envs, max(self.model.nv, self.model.na), dtype=self.dtype, device=self.device)
+        self.schedule_reset(everyone, rest.expand(num_envs, -1), zeros[:, : self.model.nv], zeros[:, : self.model.na])
+        self._refresh_view()
         log.debug(
             "MjxBackend: %d bodies, %d substeps on %s", num_envs, substeps, self._jax_device,
         )
@@ -227,8 +303,9 @@ class MjxBackend(Backend):
     # ---------------------------------------------------------------- compiled functions
     def _load_model(self) -> None:
         """Put `model` on the device again, as flat buffers, and make the fresh single-body
-        data a reset starts from. The compiled functions take both as arguments, so nothing
-        recompiles, unless a static field of the model changed (then they are rebuilt).
+        data a reset starts from (``mjx.make_data``, outside the compiled code). The
+        compiled functions take both as arguments, so nothing recompiles, unless a static
+        field of the model changed (then they are rebuilt).
 
         Raises:
             ValueError: if the change alters the layout of the simulator's data (its
@@ -236,46 +313,40 @@ class MjxBackend(Backend):
         """
         mjx, jax = _import_mjx(), import_jax()
         mx = mjx.put_model(self.model, device=self._jax_device)
-        model_leaves, model_def = jax.tree_util.tree_flatten(mx)
-        template_paths, template_def = jax.tree_util.tree_flatten_with_path(mjx.make_data(mx))
-        template_leaves = [leaf for _, leaf in template_paths]
-        first = self._model_def is None
-        if not first and template_def != self._template_def:
-            raise ValueError("the model change altered the layout of MJX's data; build a new backend for this model")
-        if first or model_def != self._model_def:
-            if not first:
+        template = mjx.make_data(mx)
+        layout = FlatLayout(mx, template, self.num_envs)
+        if self._layout is None or layout.model_def != self._layout.model_def:
+            if self._layout is not None:
+                if layout.data_def != self._layout.data_def:
+                    raise ValueError("the model change altered the layout of MJX's data; build a new backend for this model")
                 log.info("MjxBackend: a static field of the model changed; recompiling")
-            self._model_def, self._template_def = model_def, template_def
-            self._model_packing = _Packing(model_leaves)
-            if first:
-                self._template_packing = _Packing(template_leaves)
-                names = [jax.tree_util.keystr(path) for path, _ in template_paths]
-                self._data_packing = _Packing(
-                    [np.empty((self.num_envs, *leaf.shape), leaf.dtype) for leaf in template_leaves],
-                    apart=[names.index(f".{name}") for name in VIEW_LEAVES],
-                )
+            self._layout = layout
             self._build_functions(mjx, jax)
-        self._model = self._put(self._model_packing.pack([_host(x) for x in model_leaves], np.concatenate))
-        self._template = self._put(self._template_packing.pack([_host(x) for x in template_leaves], np.concatenate))
+        self._model = self._put(self._layout.flat_model(mx))
+        self._template_data = template
+        self._template = self._put(self._layout.flat_template(template))
 
     def _build_functions(self, mjx: Any, jax: Any) -> None:
         """Compile (lazily, at their first call) the step, the step with a folded reset and
         the reset; each takes and returns tuples of arrays only."""
         jnp = jax.numpy
-        model_def, data_def, template_def = self._model_def, self._template_def, self._template_def
-        model_packing, data_packing, template_packing = self._model_packing, self._data_packing, self._template_packing
-        substeps, max_qvel = self.substeps, self.max_qvel
-        ctrl_dt = substeps * self.model.opt.timestep
-        half_dt = 0.5 * self.model.opt.timestep
+        layout = self._layout
+        assert layout is not None
+        model_def, data_def = layout.model_def, layout.data_def
+        model_packing, data_packing, template_packing = layout.model, layout.data, layout.template
 
         def model_of(flat: tuple) -> Any:
-            return jax.tree_util.tree_unflatten(model_def, model_packing.unpack(flat))
+            # The barrier makes XLA cut the leaves out of their buffers once per call: left
+            # to itself it slices them inside the substep loop, where each use of a model
+            # array then costs more (on the CPU, the mouse's step took 35% longer).
+            leaves = jax.lax.optimization_barrier(model_packing.unpack(flat))
+            return jax.tree_util.tree_unflatten(model_def, leaves)
 
         def data_of(state: tuple) -> Any:
             return jax.tree_util.tree_unflatten(data_def, data_packing.unpack(state))
 
         def template_of(flat: tuple) -> Any:
-            return jax.tree_util.tree_unflatten(template_def, template_packing.unpack(flat))
+            return jax.tree_util.tree_unflatten(data_def, template_packing.unpack(flat))
 
         def state_of(data: Any) -> tuple:
             leaves, treedef = jax.tree_util.tree_flatten(data)
@@ -292,20 +363,7 @@ class MjxBackend(Backend):
 
             return jax.tree_util.tree_map(leaf, old, new)
 
-        def one_body(mx: Any, d: Any, ctrl: Any, xfrc: Any) -> tuple[Any, Any]:
-            time0 = d.time
-            d = d.replace(ctrl=ctrl.astype(d.ctrl.dtype), xfrc_applied=xfrc.astype(d.xfrc_applied.dtype))
-            d, _ = jax.lax.scan(lambda d, _: (mjx.step(mx, d), None), d, None, length=substeps)
-            # Positions, velocities, forces and sensors of the final state (mjx.step leaves
-            # those of an earlier stage): one forward pass, as native MuJoCo's sensor step.
-            d = mjx.forward(mx, d)
-            leaves = (d.qpos, d.qvel, d.act, d.sensordata, d.time[None])
-            finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in leaves]))
-            fast = jnp.max(jnp.abs(d.qvel), initial=0.0) > max_qvel
-            stalled = jnp.abs(d.time - time0 - ctrl_dt) > half_dt
-            return d, ~finite | fast | stalled
-
-        batched_step = jax.vmap(one_body, in_axes=(None, 0, 0, 0))
+        batched_step = jax.vmap(control_step(self.substeps, self.max_qvel, self.model.opt.timestep), in_axes=(None, 0, 0, 0))
 
         def step(model: tuple, state: tuple, ctrl: Any, xfrc: Any) -> tuple[tuple, Any]:
             data, unstable = batched_step(model_of(model), data_of(state), ctrl, xfrc)
@@ -347,20 +405,20 @@ class MjxBackend(Backend):
         """
         self._apply_pending()
         jax = import_jax()
-        packing = self._data_packing
+        packing = self._layout.data
         leaves: list[Any] = [None] * len(packing.shapes)
         for k, i in enumerate(packing.apart):
             leaves[i] = self._state[k]
         for i, leaf in zip(packing.slots, self._unpack_fn(self._state[len(packing.apart) :]), strict=True):
             leaves[i] = leaf
-        return jax.tree_util.tree_unflatten(self._template_def, leaves)
+        return jax.tree_util.tree_unflatten(self._layout.data_def, leaves)
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the whole simulator state on the host: every leaf of the batched
         `mjx.Data` (in tree order), the `unstable` flags and a pending reset's mask,
         qpos, qvel and act (``pending.*``, only while one is pending); `restore` loads it
         back."""
-        leaves = self._data_packing.unpack([_host(x) for x in self._state])
+        leaves = self._layout.data.unpack([_host(x) for x in self._state])
         snapshot = {f"data.{i}": torch.from_numpy(np.array(leaf)) for i, leaf in enumerate(leaves)}
         snapshot["unstable"] = torch.from_numpy(np.array(self._unstable))
         if self._pending is not None:
@@ -376,7 +434,7 @@ class MjxBackend(Backend):
             ValueError: if the number or shape of the saved leaves differs.
         """
         jax = import_jax()
-        packing = self._data_packing
+        packing = self._layout.data
         saved = [snapshot.get(f"data.{i}") for i in range(len(packing.shapes))]
         for i, (shape, value) in enumerate(zip(packing.shapes, saved, strict=True)):
             if value is None or tuple(value.shape) != shape:
@@ -512,27 +570,28 @@ class MjxBackend(Backend):
 
     def host_seconds_per_call(self, calls: int = 200, stand_in: bool = False) -> dict[str, float]:
         """`Backend.host_seconds_per_call`: the jitted step call (no reset pending) with
-        the current state, its results dropped, waited for after each call.
+        the current state, its results dropped.
+
+        On a GPU the call returns once the step is queued. On a CPU, XLA runs part of the
+        step on the calling thread before it returns, and its worker threads share the
+        cores with it, so there the time grows with B and the physics; ``stand_in=True``
+        times the call alone.
 
         Args:
             calls: calls timed (after one that compiles).
-            stand_in: time a jitted function with the step's inputs and outputs but no
-                physics (each output a copy of an input), which compiles in a moment even
-                where the step takes minutes to compile (MyoArm, the fly, the rat on a CPU).
+            stand_in: time `FlatLayout.stand_in` instead (on a copy of the state): the
+                step's inputs and outputs without any device work, which compiles in a
+                moment even where the step takes minutes to compile (MyoArm, the fly and
+                the rat on a CPU).
         """
         jax = import_jax()
-        jnp = jax.numpy
-        function = self._step_fn
-        if stand_in:
-            num_envs = self.num_envs
-
-            def function(model: tuple, state: tuple, ctrl: Any, xfrc: Any) -> tuple[tuple, Any]:
-                return tuple(jnp.array(x, copy=True) for x in state), jnp.zeros(num_envs, dtype=bool)
-
-            function = jax.jit(function)
+        assert self._layout is not None
         ctrl = jax.device_put(np.zeros((self.num_envs, self.model.nu), np.float32), self._jax_device)
         xfrc = jax.device_put(np.zeros((self.num_envs, self.model.nbody, 6), np.float32), self._jax_device)
-        return time_calls(function, (self._model, self._state, ctrl, xfrc), calls)
+        if stand_in:
+            state = tuple(jax.numpy.array(x, copy=True) for x in self._state)
+            return summary(time_calls(self._layout.stand_in(), (self._model, state, ctrl, xfrc), calls, carry=True))
+        return summary(time_calls(self._step_fn, (self._model, self._state, ctrl, xfrc), calls))
 
     def describe(self) -> dict[str, Any]:
         """`Backend.describe`, with the number of arrays one step call passes and returns."""
@@ -572,16 +631,54 @@ class MjxBackend(Backend):
         return time.perf_counter() - start
 
 
-def time_calls(function: Callable, args: tuple, calls: int) -> dict[str, float]:
-    """Host seconds a jitted ``function(*args)`` takes to return (min, median, max over
-    ``calls`` calls, after one that compiles); each result is waited for before the next
-    call, so the device never holds the call back and dispatch is what is timed."""
+def control_step(substeps: int, max_qvel: float, timestep: float) -> Callable:
+    """One body's control step, ``(mx, d, ctrl [nu], xfrc [nbody, 6]) -> (d, unstable)``:
+    the controls held for ``substeps`` ``mjx.step``s in a ``lax.scan``, one ``mjx.forward``
+    of the final state, and the `unstable` flag (NaN/Inf, a joint faster than
+    ``max_qvel``, or a step that did not advance time by ``substeps * timestep``)."""
+    mjx, jax = _import_mjx(), import_jax()
+    jnp = jax.numpy
+    ctrl_dt, half_dt = substeps * timestep, 0.5 * timestep
+
+    def one_body(mx: Any, d: Any, ctrl: Any, xfrc: Any) -> tuple[Any, Any]:
+        time0 = d.time
+        d = d.replace(ctrl=ctrl.astype(d.ctrl.dtype), xfrc_applied=xfrc.astype(d.xfrc_applied.dtype))
+        d, _ = jax.lax.scan(lambda d, _: (mjx.step(mx, d), None), d, None, length=substeps)
+        # Positions, velocities, forces and sensors of the final state (mjx.step leaves
+        # those of an earlier stage): one forward pass, as native MuJoCo's sensor step.
+        d = mjx.forward(mx, d)
+        leaves = (d.qpos, d.qvel, d.act, d.sensordata, d.time[None])
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        fast = jnp.max(jnp.abs(d.qvel), initial=0.0) > max_qvel
+        stalled = jnp.abs(d.time - time0 - ctrl_dt) > half_dt
+        return d, ~finite | fast | stalled
+
+    return one_body
+
+
+def time_calls(function: Callable, args: tuple, calls: int, carry: bool = False) -> list[float]:
+    """Host seconds a jitted ``function(*args)`` takes to return, for each of ``calls``
+    calls (after one that compiles). Each result is waited for before the next call, so
+    the device never holds a call back: what is timed is the call's own host work.
+
+    Args:
+        function, args: the call.
+        calls: calls timed.
+        carry: ``args[1]`` is replaced by ``result[0]`` after each call (for a function
+            that donates its state, such as `FlatLayout.stand_in`).
+    """
     jax = import_jax()
-    jax.block_until_ready(function(*args))
     seconds = []
-    for _ in range(calls):
+    for i in range(calls + 1):
         start = time.perf_counter()
         result = function(*args)
         seconds.append(time.perf_counter() - start)
         jax.block_until_ready(result)
+        if carry:
+            args = (args[0], result[0], *args[2:])
+    return seconds[1:]
+
+
+def summary(seconds: Sequence[float]) -> dict[str, float]:
+    """``{"min", "median", "max"}`` of ``seconds``."""
     return {"min": min(seconds), "median": statistics.median(seconds), "max": max(seconds)}

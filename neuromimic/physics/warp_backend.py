@@ -267,6 +267,7 @@ class WarpBackend(Backend):
             unstable=to_torch(self._unstable),
         )
         self._graphs: dict[str, Any] = {}
+        self._scheduled = False  # resets scheduled since the last graph launch
         reset_to_rest_pose(self, self.dtype)
         log.debug(
             "WarpBackend: %d worlds, %d substeps on %s, nconmax %d, njmax %d",
@@ -331,6 +332,7 @@ class WarpBackend(Backend):
         """Run the ``name`` sequence (``"step"`` or ``"reset"``) on torch's current stream,
         as a captured graph (captured on first use) or launch by launch."""
         wp = self._wp
+        self._scheduled = False  # both graphs apply the scheduled resets first
         work = {"step": self._control_step, "reset": self._reset_now}[name]
         stream = wp.stream_from_torch(torch.cuda.current_stream(self.device)) if self.device.type == "cuda" else None
         with wp.ScopedDevice(self._wp_device), wp.ScopedStream(stream) if stream is not None else contextlib.nullcontext():
@@ -349,7 +351,12 @@ class WarpBackend(Backend):
     @property
     def view(self) -> PhysicsView:
         """Torch tensors aliasing Warp's arrays (float32, on `device`); the same tensors
-        after every call, overwritten in place. Clone what you want to keep."""
+        after every call, overwritten in place. Clone what you want to keep.
+
+        Reading it while resets are scheduled applies them first (the reset graph), so the
+        view never shows a body that was asked to restart in its old state."""
+        if self._scheduled:
+            self._launch("reset")
         return self._view
 
     def step(self, ctrl: torch.Tensor) -> None:
@@ -368,6 +375,7 @@ class WarpBackend(Backend):
         keep = mask.to(self.device)[:, None]
         for buffer, value in ((self._pending_qpos_t, qpos), (self._pending_qvel_t, qvel), (self._pending_act_t, act)):
             buffer.copy_(torch.where(keep, value.to(self.device, self.dtype), buffer))
+        self._scheduled = True
 
     def reset(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor, act: torch.Tensor) -> None:
         """`Backend.reset` (one graph): reset rows get time 0, zero controls, warm start and
@@ -411,6 +419,7 @@ class WarpBackend(Backend):
                 )
         for name, array in arrays.items():
             array.assign(snapshot[name].numpy())
+        self._scheduled = bool(snapshot["pending"].any())
         self._synchronize()
 
     def _own_arrays(self) -> dict[str, Any]:
@@ -454,6 +463,22 @@ class WarpBackend(Backend):
                 wp.capture_launch(capture.graph)
             wp.synchronize_device(self._wp_device)
             return time.perf_counter() - start
+
+    def host_seconds_per_call(self, calls: int = 200) -> dict[str, float]:
+        """`Backend.host_seconds_per_call`: the step's graph launch (controls written,
+        graph launched), each waited for before the next. On a GPU the launch returns once
+        the graph is queued; on the CPU Warp replays the graph in the call, so there the
+        time is the physics."""
+        ctrl = self._ctrl_t.clone()
+        seconds = []
+        for _ in range(calls + 1):
+            self._synchronize()
+            start = time.perf_counter()
+            self.step(ctrl)
+            seconds.append(time.perf_counter() - start)
+        self._synchronize()
+        seconds = sorted(seconds[1:])
+        return {"min": seconds[0], "median": seconds[len(seconds) // 2], "max": seconds[-1]}
 
     def describe(self) -> dict:
         """`Backend.describe`, with the Warp buffer sizes and whether graphs are used."""
