@@ -200,9 +200,16 @@ def bench_train(
             ends.append(now(trainer))
 
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, max_steps=iterations * updates, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, check_val_every_n_epoch=10**9, callbacks=[_Clock()],
+        accelerator=accelerator,
+        devices=1,
+        max_steps=iterations * updates,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=10**9,
+        callbacks=[_Clock()],
     )
     if iterations < 2:
         raise ValueError("bench train needs at least 2 iterations (the first one is not timed)")
@@ -237,6 +244,10 @@ def _ppo_without_held_out_evaluation():
         without running: for throughput runs only."""
 
         def evaluate(self) -> dict[str, float]:
-            return {"site_pos_error_mm": float("nan"), "joint_pos_error_deg": float("nan"), "tracked_fraction": float("nan")}
+            return {
+                "site_pos_error_mm": float("nan"),
+                "joint_pos_error_deg": float("nan"),
+                "tracked_fraction": float("nan"),
+            }
 
     return PPOWithoutHeldOutEvaluation

@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     except SIGTERMException:
         log.error(
             "stopped by SIGTERM after saving last.ckpt; exiting with %d so that a scheduler "
-            "requeues the job (resume it with --ckpt_path last)", PREEMPTED_EXIT_CODE,
+            "requeues the job (resume it with --ckpt_path last)",
+            PREEMPTED_EXIT_CODE,
         )
         _requeue_slurm_job()
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         log.error("%s", input_error)
         raise SystemExit(INPUT_ERROR_EXIT_CODE) from None
+
 
 if __name__ == "__main__":
     main()

@@ -24,14 +24,23 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument("--clips", default="bundled:mouse_forelimb_reach")
     env.add_argument("--seed", type=int, default=0)
     env.add_argument(
-        "--torch-threads", type=int, default=None,
+        "--torch-threads",
+        type=int,
+        default=None,
         help="torch threads while stepping (default: as training collects, one thread on the CPU)",
     )
     env.add_argument(
-        "--proprioception", default="joints", choices=["joints", "afferents", "both"],
+        "--proprioception",
+        default="joints",
+        choices=["joints", "afferents", "both"],
         help="what the env observes (env.proprioception); afferents add the spindle and tendon organ models",
     )
-    env.add_argument("--afferent-dt-ms", type=float, default=1.0, help="sensor step of the afferents (ms); must divide their 5 ms delays")
+    env.add_argument(
+        "--afferent-dt-ms",
+        type=float,
+        default=1.0,
+        help="sensor step of the afferents (ms); must divide their 5 ms delays",
+    )
 
     export = commands.add_parser(
         "export", help="write a checkpoint's controller as safetensors weights + JSON config (no pickle)"
@@ -67,63 +76,99 @@ def _parser() -> argparse.ArgumentParser:
     keypoints = commands.add_parser("keypoints", help="3-D keypoint files")
     keypoints_kinds = keypoints.add_subparsers(dest="kind", required=True)
     kfit = keypoints_kinds.add_parser(
-        "fit", help="fit a body's joint angles to a keypoint file (STAC-style) and write a reference clip",
+        "fit",
+        help="fit a body's joint angles to a keypoint file (STAC-style) and write a reference clip",
         description="Fit a body's joint angles to a 3-D keypoint file (STAC-style) and write a reference clip.",
-        epilog=_KEYPOINT_FORMATS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_KEYPOINT_FORMATS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kfit.add_argument("--body", default="rodent")
-    kfit.add_argument("--input", required=True, help="keypoint file (nwb, dannce, dlc, sleap, anipose, c3d, csv, npz; see below)")
+    kfit.add_argument(
+        "--input", required=True, help="keypoint file (nwb, dannce, dlc, sleap, anipose, c3d, csv, npz; see below)"
+    )
     kfit.add_argument("--output", required=True, help="reference clip to write (.h5)")
     kfit.add_argument("--format", default=None, help="file format (default: from the file name and layout)")
-    kfit.add_argument("--units", default=None, help="units of the file's numbers: m, cm or mm (where the file does not say)")
-    kfit.add_argument("--fps", type=float, default=None, help="frame rate of the file in Hz (where the file does not say)")
     kfit.add_argument(
-        "--skeleton", default=None,
+        "--units", default=None, help="units of the file's numbers: m, cm or mm (where the file does not say)"
+    )
+    kfit.add_argument(
+        "--fps", type=float, default=None, help="frame rate of the file in Hz (where the file does not say)"
+    )
+    kfit.add_argument(
+        "--skeleton",
+        default=None,
         help="file naming the keypoints where the keypoint file has no names: the DANNCE skeleton .mat "
         "(joint_names) of a DANNCE prediction, the SLEAP project .slp (or skeleton .json/.yaml) of a "
         "sleap-anipose points3d.h5",
     )
     kfit.add_argument(
-        "--keypoint-names", type=_keypoint_names, default=None, metavar="A,B,C",
+        "--keypoint-names",
+        type=_keypoint_names,
+        default=None,
+        metavar="A,B,C",
         help="comma-separated keypoint names in the file's order: name DANNCE and points3d.h5 keypoints, "
         "rename those of other formats",
     )
     kfit.add_argument(
-        "--individual", default=None,
+        "--individual",
+        default=None,
         help="animal of a multi-animal file: NWB PoseEstimation name, DeepLabCut individual, "
         "SLEAP identity, or sleap-anipose track index (0, 1, ...)",
     )
     kfit.add_argument(
-        "--confidence-threshold", type=float, default=None,
+        "--confidence-threshold",
+        type=float,
+        default=None,
         help="mask keypoint samples whose confidence is below this, in the file's own scale (default 0: mask none)",
     )
     kfit.add_argument(
-        "--max-gap-frames", "--max-gap", dest="max_gap_frames", type=int, default=None,
+        "--max-gap-frames",
+        "--max-gap",
+        dest="max_gap_frames",
+        type=int,
+        default=None,
         help="interpolate gaps of at most this many frames (default 5)",
     )
     kfit.add_argument("--fps-out", type=float, default=None, help="frame rate of the clip in Hz (default: the input's)")
-    kfit.add_argument("--mapping", default=None, help="YAML {keypoint: site | body | {body:, offset: [x, y, z]}} (default: the body's keypoint_sites)")
     kfit.add_argument(
-        "--scale", default=None,
+        "--mapping",
+        default=None,
+        help="YAML {keypoint: site | body | {body:, offset: [x, y, z]}} (default: the body's keypoint_sites)",
+    )
+    kfit.add_argument(
+        "--scale",
+        default=None,
         help="body scale factor, or 'fit' to search for one (noisy); default the body's keypoint_scale (0.9 for the rodent, stac-mjx's value; else 1)",
     )
-    kfit.add_argument("--iterations", type=int, default=1, help="closed-form offset / pose alternations after the joint pose+offset fit")
+    kfit.add_argument(
+        "--iterations",
+        type=int,
+        default=1,
+        help="closed-form offset / pose alternations after the joint pose+offset fit",
+    )
     kfit.add_argument("--name", default=None, help="clip name (default: the input file's stem)")
     kfit.add_argument("--split", default="train", choices=["train", "val"], help="split of the clip (unsegmented)")
     kfit.add_argument(
-        "--segment-seconds", type=float, default=None,
+        "--segment-seconds",
+        type=float,
+        default=None,
         help="cut the recording into clips of this many seconds; --output is then a directory",
     )
     kfit.add_argument(
-        "--val-fraction", type=float, default=0.2,
+        "--val-fraction",
+        type=float,
+        default=0.2,
         help="with --segment-seconds: the last fraction of segments is the held-out 'val' split",
     )
     kfit.add_argument(
-        "--drop-missing-keypoints", action="store_true",
+        "--drop-missing-keypoints",
+        action="store_true",
         help="fit without keypoints that have no valid frame (default: refuse the file and list them)",
     )
     kfit.add_argument(
-        "--up-axis", default="z", choices=["z", "y", "-z", "-y", "x", "-x"],
+        "--up-axis",
+        default="z",
+        choices=["z", "y", "-z", "-y", "x", "-x"],
         help="the file's axis that points up; the data is rotated so that it becomes z "
         "(default: z; write a negative axis as --up-axis=-z)",
     )
@@ -131,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     clips = commands.add_parser("clips", help="make reference clips")
     clips_kinds = clips.add_subparsers(dest="kind", required=True)
     reach = clips_kinds.add_parser(
-        "reach", help="synthetic joint-space reaches of a body (neuromimic.data.joint_reach): myoarm_reach, fruitfly_pose"
+        "reach",
+        help="synthetic joint-space reaches of a body (neuromimic.data.joint_reach): myoarm_reach, fruitfly_pose",
     )
     reach.add_argument("--set", required=True, help="reach set: myoarm_reach (MyoArm) or fruitfly_pose (the fly)")
     reach.add_argument("--output", required=True, help="directory for the .h5 clips")
@@ -139,10 +185,19 @@ def _parser() -> argparse.ArgumentParser:
     gait = clips_kinds.add_parser(
         "gait", help="MyoLegs walking clips from one gait cycle (MyoSuite's sample_gait_cycle.csv columns)"
     )
-    gait.add_argument("--input", required=True, help="the gait cycle CSV (see neuromimic.data.gait for where to get it)")
+    gait.add_argument(
+        "--input", required=True, help="the gait cycle CSV (see neuromimic.data.gait for where to get it)"
+    )
     gait.add_argument("--output", required=True, help="directory for the .h5 clips")
-    gait.add_argument("--fps", type=float, default=None, help="frame rate of the CSV in Hz (default: 200, estimated for MyoSuite's file)")
-    gait.add_argument("--fps-out", type=float, default=50.0, help="frame rate of the clips in Hz: the env's control rate")
+    gait.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frame rate of the CSV in Hz (default: 200, estimated for MyoSuite's file)",
+    )
+    gait.add_argument(
+        "--fps-out", type=float, default=50.0, help="frame rate of the clips in Hz: the env's control rate"
+    )
     gait.add_argument("--seconds", type=float, default=4.0, help="length of each clip in s")
 
     bodies = commands.add_parser("bodies", help="registered body models")
@@ -155,7 +210,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("key", help="body key (neuromimic bodies list)")
     check.add_argument(
-        "--backend", default="mujoco", choices=list(BACKENDS),
+        "--backend",
+        default="mujoco",
+        choices=list(BACKENDS),
         help="backend whose support is checked (warp: MuJoCo Warp)",
     )
     check.add_argument("--seconds", type=float, default=2.0, help="simulated seconds of each stability run")
@@ -167,7 +224,12 @@ def _parser() -> argparse.ArgumentParser:
     configs_kinds.add_parser("list", help="name, description, use and installed file of every bundled config")
     copy = configs_kinds.add_parser("copy", help="copy a bundled config out to edit (then --config <file>)")
     copy.add_argument("name", help="bundled config name (neuromimic configs list)")
-    copy.add_argument("dest", nargs="?", default=None, help="file to write, or a folder (one that exists, or a path ending in /); default ./NAME.yaml")
+    copy.add_argument(
+        "dest",
+        nargs="?",
+        default=None,
+        help="file to write, or a folder (one that exists, or a path ending in /); default ./NAME.yaml",
+    )
     copy.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
 
@@ -179,8 +241,12 @@ def main(argv: list[str]) -> None:
         from neuromimic.bench import bench_train
 
         result = bench_train(
-            body=args.body, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations,
-            accelerator=args.accelerator, clips=args.clips,
+            body=args.body,
+            backend=args.backend,
+            num_envs=args.num_envs,
+            iterations=args.iterations,
+            accelerator=args.accelerator,
+            clips=args.clips,
         )
     elif args.command == "bench":
         from neuromimic.bench import bench_env
@@ -203,14 +269,27 @@ def main(argv: list[str]) -> None:
         from neuromimic.keypoints.fit import fit_file
 
         result = fit_file(
-            body=args.body, input=args.input, output=args.output, format=args.format, units=args.units,
-            fps=args.fps, skeleton=args.skeleton, keypoint_names=args.keypoint_names,
-            individual=args.individual, confidence_threshold=args.confidence_threshold,
-            max_gap_frames=args.max_gap_frames, fps_out=args.fps_out, mapping=args.mapping,
-            scale=_keypoint_scale(args.scale, args.body), iterations=args.iterations,
-            name=args.name, split=args.split, segment_seconds=args.segment_seconds,
+            body=args.body,
+            input=args.input,
+            output=args.output,
+            format=args.format,
+            units=args.units,
+            fps=args.fps,
+            skeleton=args.skeleton,
+            keypoint_names=args.keypoint_names,
+            individual=args.individual,
+            confidence_threshold=args.confidence_threshold,
+            max_gap_frames=args.max_gap_frames,
+            fps_out=args.fps_out,
+            mapping=args.mapping,
+            scale=_keypoint_scale(args.scale, args.body),
+            iterations=args.iterations,
+            name=args.name,
+            split=args.split,
+            segment_seconds=args.segment_seconds,
             val_fraction=args.val_fraction if args.segment_seconds else 0.0,
-            drop_missing_keypoints=args.drop_missing_keypoints, up_axis=args.up_axis,
+            drop_missing_keypoints=args.drop_missing_keypoints,
+            up_axis=args.up_axis,
         )
     elif args.command == "clips" and args.kind == "reach":
         from neuromimic.data.joint_reach import JOINT_REACH_SETS, make_joint_reach_clips
@@ -222,7 +301,11 @@ def main(argv: list[str]) -> None:
 
         cycle = read_gait_cycle(args.input, fps=args.fps or GAIT_CSV_FPS)
         result = _write_clips(make_gait_clips(cycle, fps=args.fps_out, duration=args.seconds), args.output)
-        result |= {"source_fps": cycle.fps, "cycle_s": cycle.period, "mean_speed_m_per_s": float(cycle.pelvis_velocity[:, 0].mean())}
+        result |= {
+            "source_fps": cycle.fps,
+            "cycle_s": cycle.period,
+            "mean_speed_m_per_s": float(cycle.pelvis_velocity[:, 0].mean()),
+        }
     elif args.command == "analyze" and args.kind == "record":
         result = _record(args.ckpt, args.output, None if args.split == "all" else args.split, args.steps)
     elif args.command == "analyze":
@@ -313,14 +396,16 @@ def _list_bodies() -> list[dict]:
     for key in known_bodies():
         body = get_body(key)
         model = body.load_model()
-        rows.append({
-            "key": key,
-            "dof": model.nv,
-            "actuators": model.nu,
-            "muscles": muscle_count(model),
-            "source": f"{body.source} {importlib.metadata.version(body.source)}",
-            "backends": [b for b in BACKENDS if not check_backend_compatibility(model, b)],
-        })
+        rows.append(
+            {
+                "key": key,
+                "dof": model.nv,
+                "actuators": model.nu,
+                "muscles": muscle_count(model),
+                "source": f"{body.source} {importlib.metadata.version(body.source)}",
+                "backends": [b for b in BACKENDS if not check_backend_compatibility(model, b)],
+            }
+        )
     return rows
 
 
@@ -354,7 +439,9 @@ def _controller_and_env(source: str):
     controller = load_controller(source)
     env = controller_metadata(source).get("env")
     if env is None:
-        raise ControllerLoadError(f"{source} does not say which env it was trained in (no 'env' metadata); re-export it")
+        raise ControllerLoadError(
+            f"{source} does not say which env it was trained in (no 'env' metadata); re-export it"
+        )
     try:
         return controller, EnvConfig.from_dict(env)
     except (TypeError, KeyError) as error:
@@ -408,5 +495,7 @@ def _activity_summary(recording) -> dict:
         "site_error_mm": float(recording["metrics/site_pos_error_mm"][valid].mean()),
         "joint_error_deg": float(recording["metrics/joint_pos_error_deg"][valid].mean()),
         "total_activation": float(activation.sum(axis=1).mean()),
-        "mean_activation": dict(zip(recording.attrs["muscle_names"], activation.mean(axis=0).round(5).tolist(), strict=True)),
+        "mean_activation": dict(
+            zip(recording.attrs["muscle_names"], activation.mean(axis=0).round(5).tolist(), strict=True)
+        ),
     }

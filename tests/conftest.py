@@ -36,12 +36,28 @@ def tiny_fit(tmp_path, monkeypatch):
     def run(config: str = "mlp", *flags: str, max_steps: int = 4) -> Path:
         monkeypatch.chdir(tmp_path)
         name = config if config.endswith(".yaml") else f"mouse_forelimb_reach_{config}.yaml"
-        main([
-            "fit", "--config", str(REPO / "configs" / name),
-            "--trainer.enable_progress_bar", "false", "--model.env.num_envs", "8",
-            "--model.ppo.rollout_steps", "16", "--model.ppo.epochs", "1", "--model.ppo.minibatches", "2",
-            "--trainer.max_steps", str(max_steps), "--trainer.check_val_every_n_epoch", "100", *flags,
-        ])
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs" / name),
+                "--trainer.enable_progress_bar",
+                "false",
+                "--model.env.num_envs",
+                "8",
+                "--model.ppo.rollout_steps",
+                "16",
+                "--model.ppo.epochs",
+                "1",
+                "--model.ppo.minibatches",
+                "2",
+                "--trainer.max_steps",
+                str(max_steps),
+                "--trainer.check_val_every_n_epoch",
+                "100",
+                *flags,
+            ]
+        )
         return tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
     return run

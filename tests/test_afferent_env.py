@@ -78,7 +78,12 @@ def test_gamma_static_action_raises_secondary_rates():
     env.set_seed(0)
     td = env.reset()
     start_qpos = env.backend.view.qpos[0].clone()
-    env.backend.reset(torch.tensor([False, True]), start_qpos.expand(2, -1), torch.zeros_like(env.backend.view.qvel), torch.zeros_like(env.backend.view.act))
+    env.backend.reset(
+        torch.tensor([False, True]),
+        start_qpos.expand(2, -1),
+        torch.zeros_like(env.backend.view.qvel),
+        torch.zeros_like(env.backend.view.act),
+    )
     env.sensor.reset(torch.ones(2, dtype=torch.bool), env.backend.view)
     nu = env.backend.model.nu
     action = torch.full((2, 3 * nu), 0.3)

@@ -13,8 +13,18 @@ from neuromimic.physics.model import compile_model, sensor_layout
 from neuromimic.physics.mujoco_backend import MujocoBackend
 
 B = 4
-FIELDS = ("qpos", "qvel", "act", "ctrl", "site_pos_w", "actuator_length", "actuator_velocity",
-          "actuator_force", "time", "unstable")
+FIELDS = (
+    "qpos",
+    "qvel",
+    "act",
+    "ctrl",
+    "site_pos_w",
+    "actuator_length",
+    "actuator_velocity",
+    "actuator_force",
+    "time",
+    "unstable",
+)
 
 
 @pytest.fixture(scope="module")
@@ -237,10 +247,7 @@ def test_accelerated_backend_agrees_with_native_after_one_control_step(name, nat
         backend.reset(everyone, qpos, qvel, act)
         backend.step(ctrl)
     a, b = native.view, other.view
-    diff = {
-        name: (getattr(a, name) - getattr(b, name).double()).abs().max().item()
-        for name in FIELDS[:-1]
-    }
+    diff = {name: (getattr(a, name) - getattr(b, name).double()).abs().max().item() for name in FIELDS[:-1]}
     assert diff["qpos"] < 1e-4 and diff["act"] < 1e-4, diff
     assert diff["qvel"] < 1e-3, diff
     assert diff["time"] < 1e-6, diff

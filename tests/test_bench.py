@@ -18,7 +18,9 @@ def test_bench_env_prints_one_json_object(capsys):
 
 
 def test_bench_env_with_afferents(capsys):
-    main(["bench", "env", "--num-envs", "4", "--steps", "10", "--proprioception", "afferents", "--afferent-dt-ms", "2.5"])
+    main(
+        ["bench", "env", "--num-envs", "4", "--steps", "10", "--proprioception", "afferents", "--afferent-dt-ms", "2.5"]
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["proprioception"] == "afferents" and result["afferent_dt_ms"] == 2.5
     assert result["steps_per_s"] > 0
@@ -35,15 +37,19 @@ def test_bodies_list(capsys):
     rows = json.loads(capsys.readouterr().out)
     mouse = next(row for row in rows if row["key"] == "mouse_forelimb")
     assert mouse == {
-        "key": "mouse_forelimb", "dof": 4, "actuators": 9, "muscles": 9,
-        "source": f"neuromimic {neuromimic_version()}", "backends": ["mujoco", "mjx", "warp"],
+        "key": "mouse_forelimb",
+        "dof": 4,
+        "actuators": 9,
+        "muscles": 9,
+        "source": f"neuromimic {neuromimic_version()}",
+        "backends": ["mujoco", "mjx", "warp"],
     }
 
 
 def test_bench_train_prints_one_json_object(capsys):
     main(["bench", "train", "--num-envs", "8", "--iterations", "2"])
     out = capsys.readouterr().out
-    result = json.loads(out[out.index("{\n"):])
+    result = json.loads(out[out.index("{\n") :])
     assert result["benchmark"] == "train" and result["iterations_timed"] == 1
     assert result["train_env_steps_per_s"] > 0 and result["optimiser_steps_per_s"] > 0
 

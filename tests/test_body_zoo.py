@@ -105,7 +105,10 @@ def test_stability_reports_runaway_and_backend_reports_unsupported_features():
 @pytest.mark.parametrize("key", ZOO)
 def test_every_body_passes_the_mujoco_warp_check(key):
     body = get_body(key)
-    assert check_model(body, body.load_model(), "warp", seconds=0.01)["checks"]["backend"] == {"passed": True, "unsupported": []}
+    assert check_model(body, body.load_model(), "warp", seconds=0.01)["checks"]["backend"] == {
+        "passed": True,
+        "unsupported": [],
+    }
 
 
 @pytest.mark.slow
@@ -163,12 +166,22 @@ def _rest_env(key, directory, backend="mujoco", device=None):
     rest = coupled_pose(model, body.rest_qpos(model))[0]
     fps = 1.0 / (SUBSTEPS[key] * model.opt.timestep)
     ReferenceClip.from_qpos(key, np.tile(rest, (12, 1)), fps, name="rest", split="train").save(directory / "rest.h5")
-    rewards = {"joint_pos_error_exp": {"weight": 1.0}, "site_pos_error_exp": {"weight": 1.0}, "ctrl_l2": {"weight": -0.01}}
+    rewards = {
+        "joint_pos_error_exp": {"weight": 1.0},
+        "site_pos_error_exp": {"weight": 1.0},
+        "ctrl_l2": {"weight": -0.01},
+    }
     if model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
         rewards["root_pos_error_exp"] = {"weight": 1.0}
     config = EnvConfig(
-        body=key, backend=backend, clips=str(directory), num_envs=2, substeps=SUBSTEPS[key], future_frames=(1, 2),
-        rewards=rewards, terminations={"site_pos_error": {"distance": 1.0}},
+        body=key,
+        backend=backend,
+        clips=str(directory),
+        num_envs=2,
+        substeps=SUBSTEPS[key],
+        future_frames=(1, 2),
+        rewards=rewards,
+        terminations={"site_pos_error": {"distance": 1.0}},
     )
     return make_env(config, split=None, device=device)
 
@@ -225,9 +238,22 @@ def test_short_cpu_training_lowers_tracking_error_on_the_human_arm(tmp_path, tin
     for split in ("train", "val"):
         ReferenceClip.from_qpos("myoarm", qpos, 50.0, name=f"elbow_{split}", split=split).save(clips / f"{split}.h5")
     last = tiny_fit(
-        "myoarm_reach_mlp.yaml", "--model.env.clips", str(clips), "--model.env.num_envs", "32",
-        "--model.ppo.rollout_steps", "32", "--model.ppo.epochs", "4", "--model.ppo.minibatches", "4",
-        "--trainer.callbacks.every_n_train_steps", "960", "--trainer.check_val_every_n_epoch", "60", max_steps=960,
+        "myoarm_reach_mlp.yaml",
+        "--model.env.clips",
+        str(clips),
+        "--model.env.num_envs",
+        "32",
+        "--model.ppo.rollout_steps",
+        "32",
+        "--model.ppo.epochs",
+        "4",
+        "--model.ppo.minibatches",
+        "4",
+        "--trainer.callbacks.every_n_train_steps",
+        "960",
+        "--trainer.check_val_every_n_epoch",
+        "60",
+        max_steps=960,
     )
     untrained, trained = _val_errors(last.parents[1])
     assert trained < 0.98 * untrained, (untrained, trained)
@@ -238,4 +264,7 @@ def _val_errors(run_dir):
 
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    return (events.Scalars("val/site_pos_error_mm_untrained")[-1].value, events.Scalars("val/site_pos_error_mm")[-1].value)
+    return (
+        events.Scalars("val/site_pos_error_mm_untrained")[-1].value,
+        events.Scalars("val/site_pos_error_mm")[-1].value,
+    )

@@ -32,14 +32,22 @@ def _synthetic_cycle(path, frames=FRAMES):
     """A gait-cycle CSV with MyoSuite's columns: smooth periodic angles and velocities."""
     s = np.arange(frames) / frames * 2 * np.pi
     columns = {
-        "hip_flexion_l": 0.1 + 0.4 * np.cos(s), "hip_flexion_r": 0.1 - 0.4 * np.cos(s),
-        "hip_adduction_l": 0.05 * np.sin(s), "hip_adduction_r": -0.05 * np.sin(s),
-        "hip_rotation_l": -0.1 + 0 * s, "hip_rotation_r": -0.1 + 0 * s,
-        "knee_angle_l": 0.5 + 0.55 * np.sin(s), "osl_knee_angle_r": 0.5 - 0.55 * np.sin(s),
-        "ankle_angle_l": 0.2 * np.sin(s), "osl_ankle_angle_r": -0.2 * np.sin(s),
-        "pelvis_euler_roll": 0.05 * np.sin(s), "pelvis_euler_pitch": 0.06 + 0 * s,
+        "hip_flexion_l": 0.1 + 0.4 * np.cos(s),
+        "hip_flexion_r": 0.1 - 0.4 * np.cos(s),
+        "hip_adduction_l": 0.05 * np.sin(s),
+        "hip_adduction_r": -0.05 * np.sin(s),
+        "hip_rotation_l": -0.1 + 0 * s,
+        "hip_rotation_r": -0.1 + 0 * s,
+        "knee_angle_l": 0.5 + 0.55 * np.sin(s),
+        "osl_knee_angle_r": 0.5 - 0.55 * np.sin(s),
+        "ankle_angle_l": 0.2 * np.sin(s),
+        "osl_ankle_angle_r": -0.2 * np.sin(s),
+        "pelvis_euler_roll": 0.05 * np.sin(s),
+        "pelvis_euler_pitch": 0.06 + 0 * s,
         "pelvis_euler_yaw": -np.pi / 2 + YAW_SWING * np.sin(s),
-        "pelvis_vel_X": SPEED + 0.1 * np.cos(2 * s), "pelvis_vel_Y": 0.2 * np.sin(s), "pelvis_vel_Z": 0.1 * np.sin(2 * s),
+        "pelvis_vel_X": SPEED + 0.1 * np.cos(2 * s),
+        "pelvis_vel_Y": 0.2 * np.sin(s),
+        "pelvis_vel_Z": 0.1 * np.sin(2 * s),
         **{f"{side}_foot_relative_{axis}": 0 * s for side in "lr" for axis in "XYZ"},
     }
     header = list(columns)
@@ -128,7 +136,7 @@ def test_fruitfly_pose_raises_both_front_legs_above_the_floor():
     left, right = (model.joint(f"coxa_T1_{side}").qposadr[0] for side in ("left", "right"))
     for clip in clips:
         np.testing.assert_array_equal(clip.qpos[:, left], clip.qpos[:, right])
-        claws = clip.site_pos_w[:, : 6, 2]
+        claws = clip.site_pos_w[:, :6, 2]
         assert claws.min() > floor
         assert claws[:, :2].max() > claws[0, :2].max() + 0.04  # the front claws rise 0.4 mm or more
     with pytest.raises(KeyError, match="known sets"):
@@ -141,10 +149,17 @@ def test_fly_tracking_errors_are_logged_in_mm_from_its_centimetres(tmp_path):
     qpos = joint_reach_qpos("fruitfly", {"coxa_T1_left": 0.8}, 500.0)[:40]
     ReferenceClip.from_qpos("fruitfly", qpos, 500.0, name="pose", split="train").save(tmp_path / "pose.h5")
     sigma = 0.05  # cm
-    env = make_env(EnvConfig(
-        body="fruitfly", clips=str(tmp_path), num_envs=2, substeps=20,
-        rewards={"site_pos_error_exp": {"weight": 1.0, "sigma": sigma}}, terminations={"site_pos_error": {"distance": 10.0}},
-    ), split=None)
+    env = make_env(
+        EnvConfig(
+            body="fruitfly",
+            clips=str(tmp_path),
+            num_envs=2,
+            substeps=20,
+            rewards={"site_pos_error_exp": {"weight": 1.0, "sigma": sigma}},
+            terminations={"site_pos_error": {"distance": 10.0}},
+        ),
+        split=None,
+    )
     td = env.reset()
     for _ in range(5):
         td["action"] = torch.ones(2, env.action_spec.shape[-1])
@@ -170,7 +185,9 @@ def test_myolegs_gait_config_trains(tmp_path, tiny_fit):
     cycle = read_gait_cycle(cycle_csv, fps=100.0)
     for split, phase in (("train", 0.0), ("val", 0.5)):
         clips.mkdir(exist_ok=True)
-        ReferenceClip.from_qpos("myolegs", gait_qpos(cycle, 50.0, 1.0, phase), 50.0, name=split, split=split).save(clips / f"{split}.h5")
+        ReferenceClip.from_qpos("myolegs", gait_qpos(cycle, 50.0, 1.0, phase), 50.0, name=split, split=split).save(
+            clips / f"{split}.h5"
+        )
     last = tiny_fit("myolegs_gait_mlp.yaml", "--trainer.callbacks.every_n_train_steps", "2", max_steps=2)
     assert last.is_file()
 

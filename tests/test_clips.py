@@ -316,9 +316,7 @@ def test_bundled_wrist_follows_the_min_jerk_path(bundled):
         out = np.clip((t - 0.1) / duration, 0, 1)[:, None]
         back = np.clip((t - 0.55) / duration, 0, 1)[:, None]
         centre = np.array([0.002, 0.010, -0.006])
-        fraction = (10 * out**3 - 15 * out**4 + 6 * out**5) - (
-            10 * back**3 - 15 * back**4 + 6 * back**5
-        )
+        fraction = (10 * out**3 - 15 * out**4 + 6 * out**5) - (10 * back**3 - 15 * back**4 + 6 * back**5)
         path = centre + fraction * (PUBLISHED_TARGETS[k] - centre)
         np.testing.assert_allclose(clip.site_pos_w[:, 0], path, rtol=0, atol=1e-5)
         # Holds: at the centre, then at the published target, then back at the centre.
@@ -369,7 +367,9 @@ def test_quaternions_must_be_unit_length_and_in_mujocos_order():
     check_quaternions(qpos, model, rest, "clip 'walk'")
     scipy_order = qpos.copy()
     scipy_order[:, 3:7] = qpos[:, [4, 5, 6, 3]]  # x, y, z, w
-    with pytest.raises(ClipError, match=r"clip 'walk'.*upside down .* in 50% of the frames.*x, y, z, w \(scipy's order\)"):
+    with pytest.raises(
+        ClipError, match=r"clip 'walk'.*upside down .* in 50% of the frames.*x, y, z, w \(scipy's order\)"
+    ):
         check_quaternions(scipy_order, model, rest, "clip 'walk'")
     upside_down = qpos.copy()
     upside_down[:, 3:7] = [0.0, 1.0, 0.0, 0.0]  # half a turn about x

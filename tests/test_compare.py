@@ -25,9 +25,7 @@ from neuromimic.analysis import (
 )
 
 
-def smooth_noise(
-    rng: np.random.Generator, n_samples: int, n_features: int, sigma: float = 20.0
-) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, n_samples: int, n_features: int, sigma: float = 20.0) -> np.ndarray:
     """[n_samples, n_features] Gaussian-smoothed white noise: autocorrelated like neural activity."""
     return gaussian_filter1d(rng.standard_normal((n_samples, n_features)), sigma, axis=0)
 

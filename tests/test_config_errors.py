@@ -14,9 +14,23 @@ from neuromimic.errors import INPUT_ERROR_EXIT_CODE, ConfigError
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"
 FIT = [
-    "fit", "--config", str(CONFIG), "--trainer.enable_progress_bar", "false", "--model.env.num_envs", "8",
-    "--model.ppo.rollout_steps", "16", "--model.ppo.epochs", "1", "--model.ppo.minibatches", "2",
-    "--trainer.max_steps", "2", "--trainer.check_val_every_n_epoch", "100",
+    "fit",
+    "--config",
+    str(CONFIG),
+    "--trainer.enable_progress_bar",
+    "false",
+    "--model.env.num_envs",
+    "8",
+    "--model.ppo.rollout_steps",
+    "16",
+    "--model.ppo.epochs",
+    "1",
+    "--model.ppo.minibatches",
+    "2",
+    "--trainer.max_steps",
+    "2",
+    "--trainer.check_val_every_n_epoch",
+    "100",
 ]
 
 
@@ -41,13 +55,28 @@ def _one_error(caplog, monkeypatch, where: Path, argv: list[str]) -> str:
     [
         (["--model.env.substeps", "0"], "model.env.substeps is 0; it must be an integer >= 1"),
         (["--model.env.num_envs", "-4"], "model.env.num_envs is -4; it must be an integer >= 1"),
-        (["--model.env.backend", "mjxx"], "model.env.backend is 'mjxx'; it must be one of ['mujoco', 'mjx', 'warp'] (did you mean 'mjx'?)"),
-        (["--model.env.future_frames", "[0, 2]"], "model.env.future_frames is [0, 2]; it must be a non-empty list of positive"),
-        (["--model.env.rewards", '{"joint_pos_eror_exp": {"weight": 1.0}}'], "model.env.rewards names 'joint_pos_eror_exp'; it must be one of"),
-        (["--model.env.rewards", '{"site_pos_error_exp": {"weight": 1.0, "sigma": 0}}'], "model.env.rewards.site_pos_error_exp.sigma is 0.0; it must be a number > 0"),
+        (
+            ["--model.env.backend", "mjxx"],
+            "model.env.backend is 'mjxx'; it must be one of ['mujoco', 'mjx', 'warp'] (did you mean 'mjx'?)",
+        ),
+        (
+            ["--model.env.future_frames", "[0, 2]"],
+            "model.env.future_frames is [0, 2]; it must be a non-empty list of positive",
+        ),
+        (
+            ["--model.env.rewards", '{"joint_pos_eror_exp": {"weight": 1.0}}'],
+            "model.env.rewards names 'joint_pos_eror_exp'; it must be one of",
+        ),
+        (
+            ["--model.env.rewards", '{"site_pos_error_exp": {"weight": 1.0, "sigma": 0}}'],
+            "model.env.rewards.site_pos_error_exp.sigma is 0.0; it must be a number > 0",
+        ),
         (["--model.ppo.rollout_steps", "0"], "model.ppo.rollout_steps is 0; it must be an integer >= 1"),
         (["--model.ppo.gamma", "1.5"], "model.ppo.gamma is 1.5; it must be in (0, 1]"),
-        (["--model.ppo.minibatches", "1000"], "a rollout holds 128 steps per process, fewer than model.ppo.minibatches (1000)"),
+        (
+            ["--model.ppo.minibatches", "1000"],
+            "a rollout holds 128 steps per process, fewer than model.ppo.minibatches (1000)",
+        ),
         (["--model.env.body", "rabbit"], "unknown body 'rabbit'; known bodies:"),
         (["--model.env.clips", "/nonexistent/clips"], "clip source '/nonexistent/clips' does not exist"),
         (["--model.env.substeps", "3"], "clips are at 100 Hz but the control step is 3 x 0.005 s"),
@@ -78,12 +107,26 @@ def test_resuming_with_another_controller_size_names_the_tensor_and_both_shapes(
 
     monkeypatch.chdir(tmp_path)
     main(FIT)
-    message = _one_error(caplog, monkeypatch, tmp_path, [
-        *FIT, "--ckpt_path", "last", "--trainer.max_steps", "4",
-        "--model.controller.init_args.core.init_args.hidden_sizes", "[64, 64]",
-    ])
+    message = _one_error(
+        caplog,
+        monkeypatch,
+        tmp_path,
+        [
+            *FIT,
+            "--ckpt_path",
+            "last",
+            "--trainer.max_steps",
+            "4",
+            "--model.controller.init_args.core.init_args.hidden_sizes",
+            "[64, 64]",
+        ],
+    )
     assert "lightning_logs/version_0/checkpoints/last.ckpt does not fit the configured controller" in message
-    assert "is [256, " in message and "but [64, " in message and "resume with the config the run was started with" in message
+    assert (
+        "is [256, " in message
+        and "but [64, " in message
+        and "resume with the config the run was started with" in message
+    )
 
 
 @pytest.mark.slow
@@ -102,5 +145,7 @@ def test_a_controller_for_another_body_is_refused_naming_both_actuator_counts(tm
     document = json.loads((myoarm / CONFIG_FILE).read_text())
     document["metadata"]["env"] |= {"body": "myoarm", "clips": "bundled:myoarm_reach", "substeps": 10}
     (myoarm / CONFIG_FILE).write_text(json.dumps(document))
-    message = _one_error(caplog, monkeypatch, tmp_path, ["analyze", "record", "--ckpt", str(myoarm), "--output", "r.h5"])
+    message = _one_error(
+        caplog, monkeypatch, tmp_path, ["analyze", "record", "--ckpt", str(myoarm), "--output", "r.h5"]
+    )
     assert "the controller drives 9 actuator values but body 'myoarm' in this env takes 63" in message

@@ -39,8 +39,13 @@ CORES = {
     "gru": functools.partial(GRUCore, hidden_size=16),
     "lstm": functools.partial(LSTMCore, hidden_size=16),
     "rate_rnn": functools.partial(
-        RateRNNCore, hidden_size=20, excitatory_fraction=0.8, noise_std=0.1,
-        input_delay_ms=20.0, output_delay_ms=10.0, connectivity="random:0.5",
+        RateRNNCore,
+        hidden_size=20,
+        excitatory_fraction=0.8,
+        noise_std=0.1,
+        input_delay_ms=20.0,
+        output_delay_ms=10.0,
+        connectivity="random:0.5",
     ),
 }
 
@@ -144,7 +149,9 @@ def test_hidden_state_resets_exactly_at_episode_starts():
     # One step at a time: a state entering with is_init is ignored.
     stale = {k: torch.randn(2, *s) for k, s in controller.state_shapes().items()}
     reset = torch.ones(2, dtype=torch.bool)
-    torch.testing.assert_close(controller.step(observation[:, 0], stale, reset)[0], controller.step(observation[:, 0])[0])
+    torch.testing.assert_close(
+        controller.step(observation[:, 0], stale, reset)[0], controller.step(observation[:, 0])[0]
+    )
 
 
 @pytest.mark.parametrize("name", ["mlp", "gru", "lstm", "rate_rnn", "intention"])
@@ -178,8 +185,11 @@ def test_ppo_replay_of_stored_sequences_gives_the_collected_log_probs():
     controller = _controller("rate_rnn")
     module = ControllerModule(controller)
     actor = ProbabilisticActor(
-        module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
-        distribution_kwargs={"low": 0.0, "high": 1.0}, return_log_prob=True,
+        module,
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": 0.0, "high": 1.0},
+        return_log_prob=True,
     )
     env = TransformedEnv(make_env(EnvConfig(num_envs=3), split=None, seed=1), module.make_tensordict_primer())
     td, steps = env.reset(), []
@@ -240,7 +250,9 @@ def test_rate_rnn_delays_and_process_noise():
 
 
 def test_learned_time_constants_survive_export(tmp_path):
-    controller = Controller(SPEC, functools.partial(RateRNNCore, hidden_size=6, tau=[0.02, 0.05, 0.1, 0.2, 0.3, 0.4], learn_tau=True))
+    controller = Controller(
+        SPEC, functools.partial(RateRNNCore, hidden_size=6, tau=[0.02, 0.05, 0.1, 0.2, 0.3, 0.4], learn_tau=True)
+    )
     optimiser = torch.optim.SGD([controller.core.log_tau], lr=1.0)
     controller.step(torch.randn(4, SPEC.observation_size))[0].square().sum().backward()
     optimiser.step()
@@ -275,7 +287,8 @@ def test_export_then_load_in_a_fresh_process_gives_identical_outputs(tmp_path):
     )
     subprocess.run(
         [sys.executable, "-c", script, str(directory), str(tmp_path / "obs.pt"), str(tmp_path / "out.pt")],
-        check=True, timeout=300,
+        check=True,
+        timeout=300,
     )
     assert torch.equal(torch.load(tmp_path / "out.pt", weights_only=True), torch.stack(expected))
 
@@ -308,16 +321,25 @@ def test_malicious_files_are_refused_and_nothing_runs(tmp_path):
 
 def test_intention_decoder_transfer_and_kl_warmup(tmp_path):
     source = _controller("intention")
-    source.obs_norm.update(torch.ones(SPEC.observation_size), torch.full((SPEC.observation_size,), 4.0), torch.tensor(10.0))
+    source.obs_norm.update(
+        torch.ones(SPEC.observation_size), torch.full((SPEC.observation_size,), 4.0), torch.tensor(10.0)
+    )
     with torch.no_grad():
         source.log_std.fill_(-1.3)
     directory = export_controller(source, tmp_path / "export")
     target = IntentionController(
-        SPEC, CORES["gru"], latent_size=4, encoder_hidden_sizes=(16,), decoder_from=str(directory),
-        freeze_decoder=True, kl_warmup_steps=100,
+        SPEC,
+        CORES["gru"],
+        latent_size=4,
+        encoder_hidden_sizes=(16,),
+        decoder_from=str(directory),
+        freeze_decoder=True,
+        kl_warmup_steps=100,
     )
     for part in ("core", "readout", "obs_norm"):
-        for (name, a), b in zip(getattr(source, part).state_dict().items(), getattr(target, part).state_dict().values(), strict=True):
+        for (name, a), b in zip(
+            getattr(source, part).state_dict().items(), getattr(target, part).state_dict().values(), strict=True
+        ):
             assert torch.equal(a, b), f"{part}.{name}"
     assert torch.equal(source.log_std, target.log_std)
     assert not any(p.requires_grad for p in [*target.core.parameters(), *target.readout.parameters(), target.log_std])
@@ -330,22 +352,30 @@ def test_intention_decoder_transfer_and_kl_warmup(tmp_path):
     assert kl(0) == 0 and kl(100) > 0
     assert kl(50) == pytest.approx(0.5 * kl(100)) and kl(1000) == pytest.approx(kl(100))
     learned = Controller(SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True))
-    rate_source = IntentionController(SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True), latent_size=4)
+    rate_source = IntentionController(
+        SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True), latent_size=4
+    )
     with torch.no_grad():
         rate_source.core.log_tau.add_(0.3)  # learned taus differ from the defaults: still transferable
     IntentionController(
-        SPEC, functools.partial(RateRNNCore, hidden_size=8, learn_tau=True), latent_size=4,
+        SPEC,
+        functools.partial(RateRNNCore, hidden_size=8, learn_tau=True),
+        latent_size=4,
         decoder_from=str(export_controller(rate_source, tmp_path / "rate")),
     )
     with pytest.raises(ValueError, match="decoder"):
-        IntentionController(SPEC, CORES["gru"], latent_size=4, decoder_from=str(export_controller(learned, tmp_path / "o")))
+        IntentionController(
+            SPEC, CORES["gru"], latent_size=4, decoder_from=str(export_controller(learned, tmp_path / "o"))
+        )
 
 
 def test_ppo_refuses_configs_that_would_fail_later():
     from neuromimic.training import PPOConfig, PPOModule
 
     with pytest.raises(ValueError, match="fewer than model.ppo.minibatches"):
-        PPOModule(EnvConfig(num_envs=2), CORES_FOR_PPO["gru"], PPOConfig(rollout_steps=16, sequence_length=16, minibatches=4))
+        PPOModule(
+            EnvConfig(num_envs=2), CORES_FOR_PPO["gru"], PPOConfig(rollout_steps=16, sequence_length=16, minibatches=4)
+        )
     with pytest.raises(ValueError, match="must divide"):
         PPOModule(EnvConfig(), CORES_FOR_PPO["gru"], PPOConfig(rollout_steps=32, sequence_length=12))
 

@@ -137,7 +137,9 @@ def test_the_deterministic_sample_is_the_squashed_mean():
     assert (saturated > 0).all() and (saturated < 1).all()
     # What a ProbabilisticActor acts with under ExplorationType.DETERMINISTIC.
     module = ProbabilisticTensorDictModule(
-        in_keys=["loc", "scale"], out_keys=["action"], distribution_class=UnitIntervalTanhNormal,
+        in_keys=["loc", "scale"],
+        out_keys=["action"],
+        distribution_class=UnitIntervalTanhNormal,
         return_log_prob=True,
     )
     with set_exploration_type(ExplorationType.DETERMINISTIC):
@@ -159,9 +161,14 @@ def _no_host_reads():
     """Make every way of reading a tensor's value on the host, and of building a tensor
     from host data, raise: what is sync-free here is sync-free on CUDA."""
     refused = {
-        "__bool__": torch.Tensor, "__float__": torch.Tensor, "__int__": torch.Tensor,
-        "item": torch.Tensor, "tolist": torch.Tensor, "numpy": torch.Tensor,
-        "tensor": torch, "as_tensor": torch,
+        "__bool__": torch.Tensor,
+        "__float__": torch.Tensor,
+        "__int__": torch.Tensor,
+        "item": torch.Tensor,
+        "tolist": torch.Tensor,
+        "numpy": torch.Tensor,
+        "tensor": torch,
+        "as_tensor": torch,
     }
     with contextlib.ExitStack() as stack:
         for name, owner in refused.items():
@@ -190,7 +197,9 @@ def test_building_sampling_and_scoring_never_read_the_device():
         log_prob.sum().backward()
         # And through TensorDict's sampling path, as the policy runs it at every step.
         module = ProbabilisticTensorDictModule(
-            in_keys=["loc", "scale"], out_keys=["action"], distribution_class=UnitIntervalTanhNormal,
+            in_keys=["loc", "scale"],
+            out_keys=["action"],
+            distribution_class=UnitIntervalTanhNormal,
             return_log_prob=True,
         )
         for exploration in (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC):

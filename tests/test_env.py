@@ -93,7 +93,9 @@ def test_nan_state_terminates_and_resets_only_that_env(env):
     view = env.backend.view  # corrupt one body's simulator state (through the backend's reset)
     qpos = view.qpos.clone()
     qpos[2, 0] = float("nan")
-    env.backend.reset(torch.tensor([False, False, True, False], device=env.device), qpos, view.qvel.clone(), view.act.clone())
+    env.backend.reset(
+        torch.tensor([False, False, True, False], device=env.device), qpos, view.qvel.clone(), view.act.clone()
+    )
     count_before = int(env.unstable_count)
     td["action"] = torch.full(env.action_spec.shape, 0.1, device=env.device)
     td, next_td = env.step_and_maybe_reset(td)

@@ -120,7 +120,8 @@ def test_the_policy_distribution_does_not_synchronise_on_cuda():
             "observation": torch.randn(8, module.spec.observation_size, device="cuda"),
             "is_init": torch.zeros(8, 1, dtype=torch.bool, device="cuda"),
         },
-        batch_size=[8], device="cuda",
+        batch_size=[8],
+        device="cuda",
     )
     module.actor(td.clone())  # first-call work (cuBLAS handles, allocations) outside the check
     with no_host_synchronisation():

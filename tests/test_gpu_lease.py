@@ -34,22 +34,48 @@ wheels = _load("make_lease_wheels")
 def _run(tmp_path: Path, *args: str, timeout: float = 300) -> list[dict]:
     out = tmp_path / "lease.jsonl"
     subprocess.run(
-        [sys.executable, str(REPO / "tools" / "gpu_lease.py"), "--cpu-smoke", "--lease-dir", str(tmp_path / "lease"),
-         "--out", str(out), *args],
-        cwd=REPO, timeout=timeout, check=False,
+        [
+            sys.executable,
+            str(REPO / "tools" / "gpu_lease.py"),
+            "--cpu-smoke",
+            "--lease-dir",
+            str(tmp_path / "lease"),
+            "--out",
+            str(out),
+            *args,
+        ],
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
     )
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def test_every_stage_writes_its_line_and_a_timeout_does_not_stop_the_rest(tmp_path):
     lines = _run(
-        tmp_path, "--part", "1", "--backends", "mujoco",
-        "--stages", "versions", "pointers:*", "nosync:*", "env:*:mouse_forelimb:*", "train:*",
-        "--timeout", "env:*=0.01",
+        tmp_path,
+        "--part",
+        "1",
+        "--backends",
+        "mujoco",
+        "--stages",
+        "versions",
+        "pointers:*",
+        "nosync:*",
+        "env:*:mouse_forelimb:*",
+        "train:*",
+        "--timeout",
+        "env:*=0.01",
     )
     by_stage = {line["stage"]: line for line in lines}
-    assert list(by_stage) == ["install", "versions", "pointers:mujoco", "nosync:mujoco",
-                              "env:mujoco:mouse_forelimb:8", "train:mujoco:mouse_forelimb:8"]
+    assert list(by_stage) == [
+        "install",
+        "versions",
+        "pointers:mujoco",
+        "nosync:mujoco",
+        "env:mujoco:mouse_forelimb:8",
+        "train:mujoco:mouse_forelimb:8",
+    ]
     timed_out = by_stage.pop("env:mujoco:mouse_forelimb:8")
     assert timed_out["ok"] is False and timed_out["error"].startswith("timeout")
     for name, line in by_stage.items():
@@ -80,9 +106,15 @@ def test_plan_covers_the_issue_and_fits_the_calls():
         stages = lease.plan(part)
         names = [s.name for s in stages]
         assert names[:2] == ["install", "versions"]
-        for name in (f"pointers:{backend}", f"nosync:{backend}", f"env:{backend}:mouse_forelimb:4096",
-                     f"env:{backend}:mouse_forelimb:16384", f"train:{backend}:mouse_forelimb:16384",
-                     f"env:{backend}:rodent:4096", f"env:{backend}:myolegs:4096"):
+        for name in (
+            f"pointers:{backend}",
+            f"nosync:{backend}",
+            f"env:{backend}:mouse_forelimb:4096",
+            f"env:{backend}:mouse_forelimb:16384",
+            f"train:{backend}:mouse_forelimb:16384",
+            f"env:{backend}:rodent:4096",
+            f"env:{backend}:myolegs:4096",
+        ):
             assert name in names
         # the GPU checks, the mouse and PPO at 16,384 take at most 2/3 of a 280 s call by
         # the estimates; the zoo bodies and PPO at 4,096 get what is left
@@ -108,8 +140,11 @@ def test_carried_pins_match_pyproject():
 def _fake_wheel(folder: Path, name: str, files: dict[str, bytes]) -> Path:
     """A minimal wheel ``name``-1.0 with ``files`` and a correct RECORD."""
     info = f"{name}-1.0.dist-info"
-    files = {**files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
-             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files = {
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
     record = io.StringIO()
     writer = csv.writer(record, lineterminator="\n")
     for path, data in files.items():
@@ -132,10 +167,16 @@ def test_slimmed_wheels_split_over_two_calls_install_with_pip(tmp_path):
     for folder in (source, slim):
         folder.mkdir()
     big = bytes(range(256)) * 4096
-    fake_warp = _fake_wheel(source, "fakewarp", {
-        "fakewarp/__init__.py": b"VALUE = 1\n", "fakewarp/bin/core.so": big, "fakewarp/bin/cpu-only.so": b"x" * 1000,
-        "fakewarp/tests/test_a.py": b"",
-    })
+    fake_warp = _fake_wheel(
+        source,
+        "fakewarp",
+        {
+            "fakewarp/__init__.py": b"VALUE = 1\n",
+            "fakewarp/bin/core.so": big,
+            "fakewarp/bin/cpu-only.so": b"x" * 1000,
+            "fakewarp/tests/test_a.py": b"",
+        },
+    )
     rule = {"drop": ["fakewarp/bin/cpu-only.so", "fakewarp/tests/"], "lzma": ["fakewarp/bin/core.so"]}
     slimmed = wheels.slim(fake_warp, rule, slim)
     wheels.verify_record(slimmed)
@@ -151,10 +192,24 @@ def test_slimmed_wheels_split_over_two_calls_install_with_pip(tmp_path):
     for part in ("1", "2"):
         result = tmp_path / f"part{part}.jsonl"
         subprocess.run(
-            [sys.executable, str(REPO / "tools" / "gpu_lease.py"), "--cpu-smoke", "--part", part,
-             "--wheels", str(out / f"lease{part}"), "--lease-dir", str(lease_dir), "--out", str(result),
-             "--stages", "none"],
-            cwd=REPO, timeout=120, check=False,
+            [
+                sys.executable,
+                str(REPO / "tools" / "gpu_lease.py"),
+                "--cpu-smoke",
+                "--part",
+                part,
+                "--wheels",
+                str(out / f"lease{part}"),
+                "--lease-dir",
+                str(lease_dir),
+                "--out",
+                str(result),
+                "--stages",
+                "none",
+            ],
+            cwd=REPO,
+            timeout=120,
+            check=False,
         )
         (install,) = [json.loads(line) for line in result.read_text().splitlines()]
         assert install["ok"] is True, install

@@ -192,11 +192,33 @@ def test_cli_keypoints_fit_on_npz(rodent, tmp_path, capsys):
     npz = tmp_path / "tiny.npz"
     np.savez(npz, positions=points * 1000.0, names=np.array(mapping.names, dtype=str), fps=np.array(30.0))
     out = tmp_path / "tiny.h5"
-    main(["keypoints", "fit", "--body", "rodent", "--input", str(npz), "--units", "mm",
-          "--output", str(out), "--scale", "0.9", "--iterations", "1"])
+    main(
+        [
+            "keypoints",
+            "fit",
+            "--body",
+            "rodent",
+            "--input",
+            str(npz),
+            "--units",
+            "mm",
+            "--output",
+            str(out),
+            "--scale",
+            "0.9",
+            "--iterations",
+            "1",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
-    assert set(report) >= {"mean_residual_mm", "p95_residual_mm", "per_keypoint_mm",
-                           "joint_limit_violations_pct", "frames", "seconds"}
+    assert set(report) >= {
+        "mean_residual_mm",
+        "p95_residual_mm",
+        "per_keypoint_mm",
+        "joint_limit_violations_pct",
+        "frames",
+        "seconds",
+    }
     assert report["frames"] == 3 and report["mean_residual_mm"] < 1.0
     assert ReferenceClip.load(out, body="rodent").num_frames == 3
 
@@ -206,7 +228,9 @@ def test_fit_scale_runs_and_lands_near_the_truth(rodent):
     mapping = load_mapping(model, body.keypoint_sites)
     _, _, points = _synthetic(model, mapping, frames=6, seed=7)
     fit = fit_keypoints(
-        model, mapping, _keypoints(points, mapping.names),
+        model,
+        mapping,
+        _keypoints(points, mapping.names),
         FitOptions(scale=None, iterations=1, joint_steps=20, final_steps=10),
     )
     assert 0.75 < fit.scale < 1.05

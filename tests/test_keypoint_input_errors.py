@@ -130,8 +130,18 @@ def test_cli_missing_keypoint_error_then_dropped_with_valid_json(rodent, caplog,
     points = _rodent_mm(rodent)
     points[:, list(rodent[2].names).index("EarL")] = np.nan
     path = _npz(tmp_path / "no_ear.npz", points, rodent[2].names)
-    argv = ["keypoints", "fit", "--input", str(path), "--units", "mm", "--scale", "0.9",
-            "--output", str(tmp_path / "clip.h5")]
+    argv = [
+        "keypoints",
+        "fit",
+        "--input",
+        str(path),
+        "--units",
+        "mm",
+        "--scale",
+        "0.9",
+        "--output",
+        str(tmp_path / "clip.h5"),
+    ]
     message = _cli_fails(caplog, argv)
     assert "no_ear.npz" in message and "['EarL']" in message and "--drop-missing-keypoints" in message
 
@@ -150,9 +160,15 @@ def test_cli_missing_keypoint_error_then_dropped_with_valid_json(rodent, caplog,
 def test_report_writes_null_for_keypoints_without_data():
     residual = np.array([[0.001, np.nan], [0.002, np.nan]])
     fit = KeypointFit(
-        qpos=np.zeros((2, 7)), offsets=np.zeros((2, 3)), scale=1.0, names=("a", "b"),
-        bodies=("x", "y"), predicted=np.zeros((2, 2, 3)), residual=residual,
-        limit_violations_pct=float("nan"), seconds=0.1,
+        qpos=np.zeros((2, 7)),
+        offsets=np.zeros((2, 3)),
+        scale=1.0,
+        names=("a", "b"),
+        bodies=("x", "y"),
+        predicted=np.zeros((2, 2, 3)),
+        residual=residual,
+        limit_violations_pct=float("nan"),
+        seconds=0.1,
     )
     report = fit.report()
     assert report["per_keypoint_mm"] == {"a": 1.5, "b": None}
@@ -318,7 +334,6 @@ def test_anipose_fnum_must_be_in_order(tmp_path):
         read_keypoints(path, units="mm", fps=30)
 
 
-
 # ------------------------------------------ 6. reader options on the command line (issue 20)
 
 
@@ -330,11 +345,22 @@ def _dannce_files(rodent, tmp_path: Path) -> tuple[Path, Path]:
     points = _rodent_mm(rodent)
     names = list(rodent[2].names)
     pred = tmp_path / "save_data_AVG0.mat"
-    savemat(pred, {"pred": np.transpose(points, (0, 2, 1)), "p_max": np.full(points.shape[:2], 0.3),
-                   "sampleID": np.arange(len(points))})
+    savemat(
+        pred,
+        {
+            "pred": np.transpose(points, (0, 2, 1)),
+            "p_max": np.full(points.shape[:2], 0.3),
+            "sampleID": np.arange(len(points)),
+        },
+    )
     skeleton = tmp_path / "rat23.mat"
-    savemat(skeleton, {"joint_names": np.array(names, dtype=object),
-                       "joints_idx": np.array([[k, k + 1] for k in range(1, len(names))])})
+    savemat(
+        skeleton,
+        {
+            "joint_names": np.array(names, dtype=object),
+            "joints_idx": np.array([[k, k + 1] for k in range(1, len(names))]),
+        },
+    )
     return pred, skeleton
 
 
@@ -344,8 +370,20 @@ def test_cli_fits_dannce_with_skeleton(rodent, caplog, capsys, tmp_path):
 
     pred, skeleton = _dannce_files(rodent, tmp_path)
     out = tmp_path / "rat.h5"
-    argv = ["keypoints", "fit", "--input", str(pred), "--units", "mm", "--fps", "50", "--scale", "0.9",
-            "--output", str(out)]
+    argv = [
+        "keypoints",
+        "fit",
+        "--input",
+        str(pred),
+        "--units",
+        "mm",
+        "--fps",
+        "50",
+        "--scale",
+        "0.9",
+        "--output",
+        str(out),
+    ]
     message = _cli_fails(caplog, argv)
     assert "save_data_AVG0.mat" in message and "--skeleton rat23.mat or --keypoint-names a,b,c" in message
     assert not out.exists()
@@ -365,8 +403,20 @@ def test_cli_fits_sleap_anipose_points3d(rodent, caplog, capsys, tmp_path):
     path = tmp_path / "points3d.h5"
     with h5py.File(path, "w") as f:  # sleap-anipose: [frames, tracks, nodes, 3], no names
         f["tracks"] = np.stack([points + 1000.0, points], axis=1)
-    argv = ["keypoints", "fit", "--input", str(path), "--units", "mm", "--fps", "50", "--scale", "0.9",
-            "--output", str(tmp_path / "rat.h5")]
+    argv = [
+        "keypoints",
+        "fit",
+        "--input",
+        str(path),
+        "--units",
+        "mm",
+        "--fps",
+        "50",
+        "--scale",
+        "0.9",
+        "--output",
+        str(tmp_path / "rat.h5"),
+    ]
     message = _cli_fails(caplog, argv)
     assert "points3d.h5' is a sleap-anipose points3d.h5, which holds no node names" in message
     assert "(--keypoint-names a,b,c on the command line)" in message and "(--skeleton project.slp)" in message
@@ -392,12 +442,40 @@ def test_cli_passes_every_reader_option(monkeypatch, caplog, tmp_path):
     assert calls[-1]["individual"] is None
     assert "confidence_threshold" not in calls[-1] and "max_gap_frames" not in calls[-1]  # the reader's defaults
     caplog.clear()
-    _cli_fails(caplog, [*argv, "--format", "sleap", "--skeleton", "project.slp", "--keypoint-names", "a, b,c",
-                        "--individual", "1", "--confidence-threshold", "0.25", "--max-gap-frames", "3",
-                        "--units", "cm", "--fps", "100", "--up-axis", "y"])
+    _cli_fails(
+        caplog,
+        [
+            *argv,
+            "--format",
+            "sleap",
+            "--skeleton",
+            "project.slp",
+            "--keypoint-names",
+            "a, b,c",
+            "--individual",
+            "1",
+            "--confidence-threshold",
+            "0.25",
+            "--max-gap-frames",
+            "3",
+            "--units",
+            "cm",
+            "--fps",
+            "100",
+            "--up-axis",
+            "y",
+        ],
+    )
     assert calls[-1] == {
-        "format": "sleap", "units": "cm", "fps": 100.0, "up_axis": "y", "skeleton": "project.slp",
-        "keypoint_names": ["a", "b", "c"], "individual": "1", "confidence_threshold": 0.25, "max_gap_frames": 3,
+        "format": "sleap",
+        "units": "cm",
+        "fps": 100.0,
+        "up_axis": "y",
+        "skeleton": "project.slp",
+        "keypoint_names": ["a", "b", "c"],
+        "individual": "1",
+        "confidence_threshold": 0.25,
+        "max_gap_frames": 3,
     }
 
 
@@ -420,7 +498,7 @@ def test_cli_help_lists_what_each_format_needs(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
     for option in ("--skeleton", "--keypoint-names", "--individual", "--confidence-threshold", "--max-gap-frames"):
         assert option in text
-    epilog = text[text.index("what each format needs"):]
+    epilog = text[text.index("what each format needs") :]
     for fmt in FORMATS:
         assert f" {fmt} " in epilog
     assert "dannce .mat with pred [T, 3, K]" in epilog and "--skeleton <skeleton>.mat" in epilog

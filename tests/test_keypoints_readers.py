@@ -86,9 +86,7 @@ def _write_nwb(path: Path, data: np.ndarray, unit: str = "mm", rate: float = 50.
         identifier="kp",
         session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
     )
-    skeleton = ndx_pose.Skeleton(
-        name="rat", nodes=list(NAMES), edges=np.array([[0, 1], [1, 2], [2, 3]], dtype="uint8")
-    )
+    skeleton = ndx_pose.Skeleton(name="rat", nodes=list(NAMES), edges=np.array([[0, 1], [1, 2], [2, 3]], dtype="uint8"))
     series = [
         ndx_pose.PoseEstimationSeries(
             name=name,
@@ -190,9 +188,7 @@ def test_dannce_mat_v73(tmp_path):
 # ----------------------------------------------------------------------------- DeepLabCut
 
 
-def _dlc_csv(
-    path: Path, xyz: np.ndarray, individuals: list[str] | None = None, coords=("x", "y", "z")
-) -> None:
+def _dlc_csv(path: Path, xyz: np.ndarray, individuals: list[str] | None = None, coords=("x", "y", "z")) -> None:
     inds = individuals or [None]
     cols = [(ind, bp, c) for ind in inds for bp in NAMES for c in coords]
     rows = [["scorer"] + ["DLC_3D"] * len(cols)]
@@ -216,13 +212,9 @@ def test_dlc_csv_3d_multi_animal_and_2d(tmp_path):
     path = tmp_path / "videoDLC_3D.csv"
     _dlc_csv(path, xyz, individuals=["rat1", "rat2"])
     assert infer_format(path) == "dlc"
-    with pytest.raises(
-        KeypointsError, match=r"several individuals \['rat1', 'rat2'\].*individual="
-    ):
+    with pytest.raises(KeypointsError, match=r"several individuals \['rat1', 'rat2'\].*individual="):
         read_keypoints(path, units="mm", fps=50)
-    with pytest.raises(
-        KeypointsError, match=r"individual='rat3' is not in the file; it has \['rat1', 'rat2'\]"
-    ):
+    with pytest.raises(KeypointsError, match=r"individual='rat3' is not in the file; it has \['rat1', 'rat2'\]"):
         read_keypoints(path, units="mm", fps=50, individual="rat3")
     kp = read_keypoints(path, units="mm", fps=50, individual="rat2")
     np.testing.assert_allclose(kp.positions[:10], (xyz[:10] + 1000) / 1000, atol=1e-8)
@@ -258,9 +250,7 @@ def _dlc_h5(path: Path, xyz: np.ndarray, layout: str) -> None:
             for j in range(3):
                 levels = list(dict.fromkeys(c[j] for c in columns))
                 g[f"block0_items_level{j}"] = np.array(levels, dtype="S")
-                g[f"block0_items_label{j}"] = np.array(
-                    [levels.index(c[j]) for c in columns], dtype=np.int8
-                )
+                g[f"block0_items_label{j}"] = np.array([levels.index(c[j]) for c in columns], dtype=np.int8)
         else:
             g.attrs["pandas_type"] = np.bytes_("frame_table")
             dtype = np.dtype([("index", "<i8"), ("values_block_0", "<f8", (values.shape[1],))])
@@ -280,9 +270,7 @@ def test_dlc_h5_read_without_pickle(tmp_path, layout):
     kp = read_keypoints(path, units="mm", fps=50, max_gap_frames=0)
     assert list(kp.names) == NAMES
     assert not kp.valid[3, 0] and kp.valid.sum() == kp.valid.size - 1
-    np.testing.assert_allclose(
-        kp.positions[~np.isnan(xyz[..., 0])], xyz[~np.isnan(xyz[..., 0])] / 1000
-    )
+    np.testing.assert_allclose(kp.positions[~np.isnan(xyz[..., 0])], xyz[~np.isnan(xyz[..., 0])] / 1000)
 
 
 def test_dlc_h5_malicious_labels_refused(tmp_path):
@@ -295,9 +283,7 @@ def test_dlc_h5_malicious_labels_refused(tmp_path):
             return (Path.touch, (marker,))
 
     with h5py.File(path, "r+") as f:
-        f["df_with_missing/table"].attrs["values_block_0_kind"] = np.void(
-            pickle.dumps([Evil()], protocol=0)
-        )
+        f["df_with_missing/table"].attrs["values_block_0_kind"] = np.void(pickle.dumps([Evil()], protocol=0))
     with pytest.raises(KeypointsError, match=r"pickle.*refused"):
         read_keypoints(path, units="mm", fps=50)
     assert not marker.exists()
@@ -309,10 +295,7 @@ def test_dlc_h5_malicious_labels_refused(tmp_path):
 def _sleap_labels(xyz: np.ndarray | None):
     sio = pytest.importorskip("sleap_io")
     skeleton = sio.Skeleton(list(NAMES))  # sleap-io edits the list it gets
-    cams = [
-        sio.Camera(name=f"cam{i}", rvec=np.zeros(3), tvec=np.array([float(i), 0, 0]))
-        for i in range(2)
-    ]
+    cams = [sio.Camera(name=f"cam{i}", rvec=np.zeros(3), tvec=np.array([float(i), 0, 0])) for i in range(2)]
     videos = [sio.Video(filename=f"cam{i}.mp4", open_backend=False) for i in range(2)]
     session = sio.RecordingSession(camera_group=sio.CameraGroup(cameras=cams))
     for v, c in zip(videos, cams):
@@ -329,16 +312,12 @@ def _sleap_labels(xyz: np.ndarray | None):
             by_cam[c], lf_by_cam[c] = inst, lf
         inst3d = None
         if xyz is not None:
-            inst3d = sio.PredictedInstance3D(
-                points=xyz[t], skeleton=skeleton, point_scores=np.full(4, 0.8)
-            )
+            inst3d = sio.PredictedInstance3D(points=xyz[t], skeleton=skeleton, point_scores=np.full(4, 0.8))
         group = sio.InstanceGroup(instance_by_camera=by_cam, instance_3d=inst3d)
         session.frame_groups[t] = sio.FrameGroup(
             frame_idx=t, instance_groups=[group], labeled_frame_by_camera=lf_by_cam
         )
-    return sio, sio.Labels(
-        labeled_frames=frames, videos=videos, skeletons=[skeleton], sessions=[session]
-    )
+    return sio, sio.Labels(labeled_frames=frames, videos=videos, skeletons=[skeleton], sessions=[session])
 
 
 def test_sleap_slp_3d_and_2d(tmp_path):
@@ -468,7 +447,10 @@ def test_sleap_anipose_points3d_errors(tmp_path):
     junk.write_bytes(b"not hdf5")
     with pytest.raises(KeypointsError, match=r"skeleton '.*junk\.slp' cannot be read by sleap-io"):
         read_keypoints(path, skeleton=junk, units="mm", fps=50, individual="0")
-    with pytest.raises(KeypointsError, match=r"points3d\.h5': sleap-anipose points3d\.h5 files do not state their length units; pass units="):
+    with pytest.raises(
+        KeypointsError,
+        match=r"points3d\.h5': sleap-anipose points3d\.h5 files do not state their length units; pass units=",
+    ):
         read_keypoints(path, keypoint_names=NAMES, fps=50, individual="0")
     # sleap-anipose's reprojections.h5 has the same layout with x, y only.
     flat = _points3d(tmp_path / "reprojections.h5", _two_rats()[..., :2])
@@ -501,9 +483,7 @@ def test_anipose_csv_low_confidence_masked(tmp_path):
             row += [*xyz[t, k], 1.5, score[t, k], 3]
         rows.append(row + [1.0, 0.0, t])
     path = tmp_path / "pose-3d.csv"
-    path.write_text(
-        ",".join(cols) + "\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows) + "\n"
-    )
+    path.write_text(",".join(cols) + "\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
     assert infer_format(path) == "anipose"
     kp = read_keypoints(path, units="mm", fps=100, confidence_threshold=0.5, max_gap_frames=2)
     assert kp.valid[:20].all()
@@ -549,11 +529,7 @@ def _plain_csv(path: Path, xyz: np.ndarray, dims: str = "xyz", frames=None) -> N
     header = ["frame"] + [f"{n}_{a}" for n in NAMES for a in dims]
     lines = [",".join(header)]
     for t, f in enumerate(frames):
-        vals = [
-            ("" if np.isnan(v) else f"{v:.6f}")
-            for k in range(len(NAMES))
-            for v in xyz[t, k, : len(dims)]
-        ]
+        vals = [("" if np.isnan(v) else f"{v:.6f}") for k in range(len(NAMES)) for v in xyz[t, k, : len(dims)]]
         lines.append(",".join([str(f)] + vals))
     path.write_text("\n".join(lines) + "\n")
 

@@ -45,11 +45,31 @@ def test_training_resumes_from_a_legacy_checkpoint(tmp_path, monkeypatch):
     checkpoint = tmp_path / "legacy.ckpt"
     shutil.copyfile(LEGACY / "mouse_forelimb_reach_mlp.ckpt", checkpoint)
     monkeypatch.chdir(tmp_path)
-    main([
-        "fit", "--config", str(REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"), "--trainer.enable_progress_bar", "false",
-        "--model.env.num_envs", "4", "--model.ppo.rollout_steps", "8", "--model.ppo.epochs", "1", "--model.ppo.minibatches", "2",
-        "--trainer.max_steps", "4", "--trainer.check_val_every_n_epoch", "100",
-        "--model.controller.init_args.core.init_args.hidden_sizes", "[16, 16]", "--model.ppo.critic_hidden_sizes", "[16, 16]",
-        "--ckpt_path", str(checkpoint),
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--model.env.num_envs",
+            "4",
+            "--model.ppo.rollout_steps",
+            "8",
+            "--model.ppo.epochs",
+            "1",
+            "--model.ppo.minibatches",
+            "2",
+            "--trainer.max_steps",
+            "4",
+            "--trainer.check_val_every_n_epoch",
+            "100",
+            "--model.controller.init_args.core.init_args.hidden_sizes",
+            "[16, 16]",
+            "--model.ppo.critic_hidden_sizes",
+            "[16, 16]",
+            "--ckpt_path",
+            str(checkpoint),
+        ]
+    )
     assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()

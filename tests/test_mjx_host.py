@@ -64,7 +64,9 @@ def test_flat_step_is_bitwise_the_step_of_whole_model_and_data(backend, start):
     import jax
 
     backend.restore(start)
-    step_whole = jax.jit(jax.vmap(control_step(backend.substeps, backend.max_qvel, backend.model.opt.timestep), in_axes=(None, 0, 0, 0)))
+    step_whole = jax.jit(
+        jax.vmap(control_step(backend.substeps, backend.max_qvel, backend.model.opt.timestep), in_axes=(None, 0, 0, 0))
+    )
     mx = mjx.put_model(backend.model)
     data, unstable = backend.data, None
     for seed in (2, 3):
@@ -203,7 +205,9 @@ def test_env_folds_its_resets_into_the_next_step_and_resumes_exactly():
         return out
 
     def equal(a: list, b: list) -> bool:
-        return all(torch.equal(x[key], y[key]) for x, y in zip(a, b, strict=True) for key in ("observation", "reward", "done"))
+        return all(
+            torch.equal(x[key], y[key]) for x, y in zip(a, b, strict=True) for key in ("observation", "reward", "done")
+        )
 
     folded = run(root.clone())
     env.restore(saved)

@@ -22,9 +22,20 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT = "mouse_forelimb_reach_mlp"
 #: The tiny run of tests/conftest.py's tiny_fit, two optimiser steps.
 TINY = (
-    "--trainer.enable_progress_bar", "false", "--model.env.num_envs", "8", "--model.ppo.rollout_steps", "16",
-    "--model.ppo.epochs", "1", "--model.ppo.minibatches", "2", "--trainer.max_steps", "2",
-    "--trainer.check_val_every_n_epoch", "100",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--model.env.num_envs",
+    "8",
+    "--model.ppo.rollout_steps",
+    "16",
+    "--model.ppo.epochs",
+    "1",
+    "--model.ppo.minibatches",
+    "2",
+    "--trainer.max_steps",
+    "2",
+    "--trainer.check_val_every_n_epoch",
+    "100",
 )
 
 
@@ -39,7 +50,8 @@ def _pyproject() -> dict:
 def _data_files(folder: Path) -> set[str]:
     """The files of a data folder that must ship, relative to it (not Python, not caches)."""
     return {
-        p.relative_to(folder).as_posix() for p in folder.rglob("*")
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
         if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
     }
 
@@ -52,7 +64,8 @@ def test_pyproject_lists_every_package():
     assert mapped == {"neuromimic.assets": "assets", "neuromimic.configs": "configs"}
     found = {
         ".".join(init.parent.relative_to(REPO).parts)
-        for init in (REPO / "neuromimic").rglob("__init__.py") if "__pycache__" not in init.parts
+        for init in (REPO / "neuromimic").rglob("__init__.py")
+        if "__pycache__" not in init.parts
     }
     missing = found - set(setuptools["packages"])
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
@@ -78,7 +91,12 @@ def test_the_checkout_on_pythonpath_without_an_install_finds_them_too(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"} | {"PYTHONPATH": str(REPO)}
     code = "import neuromimic.bundled as b; print(b.asset_path('mouse_forelimb.xml')); print(b.configs_dir())"
     out = subprocess.run(
-        [sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-S", "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert [Path(p) for p in out] == [REPO / "assets" / "mouse_forelimb.xml", REPO / "configs"]
 
@@ -86,7 +104,13 @@ def test_the_checkout_on_pythonpath_without_an_install_finds_them_too(tmp_path):
 def test_config_name_resolves_to_the_bundled_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = str(bundled.config_path(DEFAULT))
-    assert bundled.resolve_config_args(["fit", "--config", DEFAULT, "--x", "1"]) == ["fit", "--config", path, "--x", "1"]
+    assert bundled.resolve_config_args(["fit", "--config", DEFAULT, "--x", "1"]) == [
+        "fit",
+        "--config",
+        path,
+        "--x",
+        "1",
+    ]
     assert bundled.resolve_config_args(["fit", "-c", f"{DEFAULT}.yaml"]) == ["fit", "-c", path]
     assert bundled.resolve_config_args(["fit", f"--config={DEFAULT}"]) == ["fit", f"--config={path}"]
     # Paths, inline YAML and a file of that name in the working folder are LightningCLI's.
@@ -136,14 +160,31 @@ def _checkout_copy(dest: Path) -> Path:
     (git's tracked and untracked, not ignored, files): building in the checkout itself would
     leave build/ there, whose stale files setuptools puts into later wheels."""
     try:
-        listed = subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=REPO, capture_output=True, check=True,
-        ).stdout.decode().split("\0")
+        listed = (
+            subprocess.run(
+                ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                cwd=REPO,
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .split("\0")
+        )
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: copy all but outputs
-        shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
-            ".git", "build", "dist", "*.egg-info", "lightning_logs", "__pycache__", ".*_cache", ".whl",
-        ))
+        shutil.copytree(
+            REPO,
+            dest,
+            ignore=shutil.ignore_patterns(
+                ".git",
+                "build",
+                "dist",
+                "*.egg-info",
+                "lightning_logs",
+                "__pycache__",
+                ".*_cache",
+                ".whl",
+            ),
+        )
         return dest
     for name in filter(None, listed):
         source = REPO / name
@@ -161,8 +202,19 @@ def test_wheel_installs_and_trains_the_default_config_by_name_from_an_empty_fold
     source = _checkout_copy(tmp_path / "src")
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "--no-index",
-         "-q", "-w", str(dist)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(dist),
+        ],
         check=True,
     )
     (wheel,) = dist.glob("neuromimic-*.whl")
@@ -197,12 +249,19 @@ def test_wheel_installs_and_trains_the_default_config_by_name_from_an_empty_fold
         return result.stdout
 
     installed = env_dir.resolve()
-    probe = json.loads(run(tmp_path / "probe", str(python), "-c", (
-        "import json, neuromimic, neuromimic.bundled as b; from neuromimic.bodies import get_body; "
-        "body = get_body('mouse_forelimb'); model = body.load_model(); "
-        "print(json.dumps({'package': neuromimic.__file__, 'mjcf': str(body.mjcf_path), "
-        "'configs': str(b.configs_dir()), 'nu': model.nu}))"
-    )))
+    probe = json.loads(
+        run(
+            tmp_path / "probe",
+            str(python),
+            "-c",
+            (
+                "import json, neuromimic, neuromimic.bundled as b; from neuromimic.bodies import get_body; "
+                "body = get_body('mouse_forelimb'); model = body.load_model(); "
+                "print(json.dumps({'package': neuromimic.__file__, 'mjcf': str(body.mjcf_path), "
+                "'configs': str(b.configs_dir()), 'nu': model.nu}))"
+            ),
+        )
+    )
     for key in ("package", "mjcf", "configs"):
         assert Path(probe[key]).resolve().is_relative_to(installed), f"{key} not from the wheel: {probe[key]}"
     assert Path(probe["mjcf"]).name == "mouse_forelimb.xml" and probe["nu"] == 9

@@ -159,7 +159,9 @@ def test_analyze_perturb_cli_reports_with_and_without(tmp_path, capsys, caplog):
     report = json.loads(capsys.readouterr().out)
     assert report["perturbations"][0] == {"silence_units": {"units": "inhibitory"}}
     baseline, perturbed = report["baseline"], report["perturbed"]
-    assert set(baseline["mean_activation"]) == set(perturbed["mean_activation"]) and len(baseline["mean_activation"]) == 9
+    assert (
+        set(baseline["mean_activation"]) == set(perturbed["mean_activation"]) and len(baseline["mean_activation"]) == 9
+    )
     assert baseline["total_activation"] != perturbed["total_activation"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("- lesion_everything: {}\n")

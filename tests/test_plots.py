@@ -44,8 +44,13 @@ def make_recording(with_site: bool = True) -> Recording:
         "muscle/activation": rng.uniform(0, 1, (B, T, M)).astype(np.float32),
         "core/activity/layer_0": rng.standard_normal((B, T, N_UNITS)).astype(np.float32),
     }
-    units = {"valid": "bool", "joint/qpos": "rad", "reference/qpos": "rad", "muscle/activation": "0..1",
-             "core/activity/layer_0": "a.u. (network units)"}
+    units = {
+        "valid": "bool",
+        "joint/qpos": "rad",
+        "reference/qpos": "rad",
+        "muscle/activation": "0..1",
+        "core/activity/layer_0": "a.u. (network units)",
+    }
     if with_site:
         data["metrics/site_pos_error_mm"] = rng.uniform(0, 5, (B, T)).astype(np.float32)
         units["metrics/site_pos_error_mm"] = "mm"

@@ -166,7 +166,9 @@ def test_advance_interpolates_between_control_steps():
     rates, _ = afferents.advance(state, l0, l1, f0, f1, 0.01, gamma, gamma)
     manual = state
     for k in range(1, 11):
-        expected, manual = afferents(manual, torch.lerp(l0, l1, k / 10), (l1 - l0) / 0.01, torch.lerp(f0, f1, k / 10), gamma, gamma)
+        expected, manual = afferents(
+            manual, torch.lerp(l0, l1, k / 10), (l1 - l0) / 0.01, torch.lerp(f0, f1, k / 10), gamma, gamma
+        )
     torch.testing.assert_close(rates, expected)
     with pytest.raises(ValueError, match="whole number"):
         afferents.advance(state, l0, l1, f0, f1, 0.0105, gamma, gamma)
@@ -203,8 +205,15 @@ def _full_model_sine_response(lengths, gamma_static, gamma_dynamic, freq, amplit
         c = np.where(polar_velocity >= 0, sp.LENGTHENING_C, sp.SHORTENING_C)
         stretch = length - sp.L0_SR - tension / sp.K_SR
         second = (sp.K_SR / 0.0002) * (
-            c * beta * np.sign(polar_velocity) * np.abs(polar_velocity) ** sp.DAMPING_POWER * (stretch - sp.DAMPING_LENGTH_R)
-            + sp.K_PR * (stretch - sp.L0_PR) + 0.0002 * acceleration + force - tension
+            c
+            * beta
+            * np.sign(polar_velocity)
+            * np.abs(polar_velocity) ** sp.DAMPING_POWER
+            * (stretch - sp.DAMPING_LENGTH_R)
+            + sp.K_PR * (stretch - sp.L0_PR)
+            + 0.0002 * acceleration
+            + force
+            - tension
         )
         tension_rate = tension_rate + second * dt
         tension = tension + tension_rate * dt
@@ -214,8 +223,10 @@ def _full_model_sine_response(lengths, gamma_static, gamma_dynamic, freq, amplit
             bag1, static = primary[:, 0], primary[:, 1] + primary[:, 2]
             ia_out.append(np.maximum(bag1, static) + sp.OCCLUSION_S * np.minimum(bag1, static))
             polar = length - tension / sp.K_SR - sp.L0_SR - sp.LN_PR
-            secondary = sec * (sp.SECONDARY_X * sp.SECONDARY_LENGTH / sp.L0_SR * sensory
-                               + (1 - sp.SECONDARY_X) * sp.SECONDARY_LENGTH / sp.L0_PR * polar)
+            secondary = sec * (
+                sp.SECONDARY_X * sp.SECONDARY_LENGTH / sp.L0_SR * sensory
+                + (1 - sp.SECONDARY_X) * sp.SECONDARY_LENGTH / sp.L0_PR * polar
+            )
             ii_out.append(np.maximum(secondary, 0)[:, 1:].sum(-1))
             times.append(t)
     phase = np.exp(-1j * w * np.array(times))[:, None]

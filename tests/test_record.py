@@ -28,10 +28,25 @@ def recording() -> Recording:
 def test_recording_holds_every_layer_unit_and_body_quantity(recording):
     data, steps = recording.data, 30
     assert data["observation"].shape == (8, steps, 72) and data["action"].shape == (8, steps, 9)
-    for name in ("layers/obs_norm", "layers/core.input", "layers/core.recurrent", "layers/readout",
-                 "core/activity/rate", "core/state/h", "muscle/activation", "muscle/force", "muscle/length",
-                 "muscle/velocity", "joint/qpos", "joint/qvel", "joint/actuator_torque",
-                 "joint/inverse_dynamics_torque", "body/contact_force", "reference/qpos", "metrics/site_pos_error_mm"):
+    for name in (
+        "layers/obs_norm",
+        "layers/core.input",
+        "layers/core.recurrent",
+        "layers/readout",
+        "core/activity/rate",
+        "core/state/h",
+        "muscle/activation",
+        "muscle/force",
+        "muscle/length",
+        "muscle/velocity",
+        "joint/qpos",
+        "joint/qvel",
+        "joint/actuator_torque",
+        "joint/inverse_dynamics_torque",
+        "body/contact_force",
+        "reference/qpos",
+        "metrics/site_pos_error_mm",
+    ):
         assert name in data, name
         assert data[name].shape[:2] == (8, steps), name
         assert recording.units[name], name
@@ -88,7 +103,18 @@ def test_analyze_record_cli_from_a_checkpoint(tmp_path, tiny_fit):
     loaded = Recording.load_h5(tmp_path / "rollout.h5")
     assert loaded["core/state/h"].shape == (8, 12, 128) and loaded.attrs["controller"]["core"]["class"] == "GRUCore"
     main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "export")])
-    main(["analyze", "record", "--ckpt", str(tmp_path / "export"), "--output", str(tmp_path / "rollout.nwb"), "--steps", "5"])
+    main(
+        [
+            "analyze",
+            "record",
+            "--ckpt",
+            str(tmp_path / "export"),
+            "--output",
+            str(tmp_path / "rollout.nwb"),
+            "--steps",
+            "5",
+        ]
+    )
     assert (tmp_path / "rollout.nwb").stat().st_size > 0
 
 
@@ -101,7 +127,10 @@ def test_recording_inside_body_perturbations_uses_the_perturbed_body(recording):
     torch.manual_seed(0)
     controller = Controller(controller_spec(CONFIG))
     humerus = env.backend.model.body("humerus").id
-    with perturb.weaken_muscles(env, {"Biceps_Long": 0.3}), perturb.force_pulse(env, "humerus", [0, 0, -0.01], 0.05, 0.03):
+    with (
+        perturb.weaken_muscles(env, {"Biceps_Long": 0.3}),
+        perturb.force_pulse(env, "humerus", [0, 0, -0.01], 0.05, 0.03),
+    ):
         weak = record(controller, env, steps=12)
     pushed = weak["body/external_force"][:, :, humerus, 2]
     assert (pushed[:, 5:8] == np.float32(-0.01)).all() and (pushed[:, :5] == 0).all() and (pushed[:, 8:] == 0).all()
@@ -113,6 +142,8 @@ def test_recording_inside_body_perturbations_uses_the_perturbed_body(recording):
             data.act[:] = weak["muscle/activation"][0, step]
             mujoco.mj_forward(model, data)
             moment = np.zeros((model.nu, model.nv))
-            mujoco.mju_sparse2dense(moment, data.actuator_moment, data.moment_rownnz, data.moment_rowadr, data.moment_colind)
+            mujoco.mju_sparse2dense(
+                moment, data.actuator_moment, data.moment_rownnz, data.moment_rowadr, data.moment_colind
+            )
             expected = moment.T @ weak["muscle/force"][0, step].astype(np.float64)
             np.testing.assert_allclose(weak["joint/actuator_torque"][0, step], expected, rtol=1e-3, atol=1e-7)

@@ -55,8 +55,14 @@ def test_video_logger_writes_videos_to_tensorboard(tmp_path, tiny_fit):
     except RenderingUnavailable as error:
         pytest.skip(f"no headless OpenGL here: {error}")
     tiny_fit(
-        "mlp", "--trainer.callbacks+=neuromimic.analysis.video.VideoLogger",
-        "--trainer.callbacks.every_n_steps", "4", "--trainer.callbacks.width", "64", "--trainer.callbacks.height", "48",
+        "mlp",
+        "--trainer.callbacks+=neuromimic.analysis.video.VideoLogger",
+        "--trainer.callbacks.every_n_steps",
+        "4",
+        "--trainer.callbacks.width",
+        "64",
+        "--trainer.callbacks.height",
+        "48",
         max_steps=6,
     )
     (events,) = (tmp_path / "lightning_logs" / "version_0").glob("events*")

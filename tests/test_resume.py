@@ -16,12 +16,24 @@ CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"
 # 8 bodies, 16-step rollouts, 2 x 2 = 4 updates per PPO iteration; checkpoints every 5
 # optimiser steps, so a checkpoint falls inside an iteration (25 = 6 iterations + 1 update).
 RUN = [
-    "--config", str(CONFIG), "--trainer.enable_progress_bar", "false",
-    "--model.env.num_envs", "8", "--model.ppo.rollout_steps", "16",
-    "--model.ppo.epochs", "2", "--model.ppo.minibatches", "2",
-    "--trainer.check_val_every_n_epoch", "100",
-    "--trainer.callbacks.every_n_train_steps", "5",
-    "--trainer.max_steps", "36",
+    "--config",
+    str(CONFIG),
+    "--trainer.enable_progress_bar",
+    "false",
+    "--model.env.num_envs",
+    "8",
+    "--model.ppo.rollout_steps",
+    "16",
+    "--model.ppo.epochs",
+    "2",
+    "--model.ppo.minibatches",
+    "2",
+    "--trainer.check_val_every_n_epoch",
+    "100",
+    "--trainer.callbacks.every_n_train_steps",
+    "5",
+    "--trainer.max_steps",
+    "36",
 ]
 
 
@@ -114,11 +126,21 @@ def test_slurm_requeue_signal_saves_between_steps_requeues_and_resumes_bitwise_e
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     scontrol.chmod(0o755)
     slurm = {
-        "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_NTASKS": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "train",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
     }
-    stopped = _fit(tmp_path, "--trainer.callbacks+=probes.SignalAt", "--trainer.callbacks.step=18",
-                   "--trainer.callbacks.name=SIGUSR1", env=slurm)
+    stopped = _fit(
+        tmp_path,
+        "--trainer.callbacks+=probes.SignalAt",
+        "--trainer.callbacks.step=18",
+        "--trainer.callbacks.name=SIGUSR1",
+        env=slurm,
+    )
     assert stopped.returncode == 128 + signal.SIGTERM, (stopped.returncode, stopped.stderr[-3000:])
     assert calls.read_text().split() == ["requeue", "4242"]
     assert _last(tmp_path)["global_step"] == 19

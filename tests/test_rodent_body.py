@@ -9,8 +9,7 @@ import pytest
 
 if importlib.util.find_spec("dm_control") is None:
     pytest.skip(
-        "dm-control is not installed (the rodent body loads its model from it): "
-        "pip install dm-control==1.0.50",
+        "dm-control is not installed (the rodent body loads its model from it): pip install dm-control==1.0.50",
         allow_module_level=True,
     )
 
@@ -29,22 +28,46 @@ from neuromimic.physics.model import compile_model, sensor_layout
 # The rat23 README's table and starting offsets (m, body frame), restated independently of
 # the module so that a slip in either shows up here.
 README_BODIES = {
-    "Snout": "skull", "EarL": "skull", "EarR": "skull", "SpineF": "vertebra_cervical_5",
-    "SpineM": "vertebra_1", "SpineL": "pelvis", "TailBase": "pelvis", "HipL": "pelvis",
-    "HipR": "pelvis", "ShoulderL": "scapula_L", "ShoulderR": "scapula_R",
-    "ElbowL": "upper_arm_L", "ElbowR": "upper_arm_R", "WristL": "lower_arm_L",
-    "WristR": "lower_arm_R", "HandL": "hand_L", "HandR": "hand_R", "KneeL": "upper_leg_L",
-    "KneeR": "upper_leg_R", "AnkleL": "lower_leg_L", "AnkleR": "lower_leg_R",
-    "FootL": "foot_L", "FootR": "foot_R",
+    "Snout": "skull",
+    "EarL": "skull",
+    "EarR": "skull",
+    "SpineF": "vertebra_cervical_5",
+    "SpineM": "vertebra_1",
+    "SpineL": "pelvis",
+    "TailBase": "pelvis",
+    "HipL": "pelvis",
+    "HipR": "pelvis",
+    "ShoulderL": "scapula_L",
+    "ShoulderR": "scapula_R",
+    "ElbowL": "upper_arm_L",
+    "ElbowR": "upper_arm_R",
+    "WristL": "lower_arm_L",
+    "WristR": "lower_arm_R",
+    "HandL": "hand_L",
+    "HandR": "hand_R",
+    "KneeL": "upper_leg_L",
+    "KneeR": "upper_leg_R",
+    "AnkleL": "lower_leg_L",
+    "AnkleR": "lower_leg_R",
+    "FootL": "foot_L",
+    "FootR": "foot_R",
 }
 README_OFFSETS = {
-    "ShoulderL": (0.0287, 0.00984, -0.02542), "ShoulderR": (0.0287, -0.00984, -0.02542),
-    "ElbowL": (-0.0159, 0.0104, -0.0223), "ElbowR": (-0.0159, -0.0104, -0.0223),
-    "HandL": (0.0030, 0.0015, -0.0083), "HandR": (0.0030, -0.0015, -0.0083),
-    "KneeL": (0.0154, 0.0175, -0.0257), "KneeR": (0.0154, -0.0175, -0.0257),
-    "AnkleL": (-0.0323, -0.0047, -0.0221), "AnkleR": (-0.0323, 0.0047, -0.0221),
-    "FootL": (0.0211, 0.0076, -0.0028), "FootR": (0.0211, -0.0076, -0.0028),
-    "HipL": (-0.015, 0.015, 0.0), "HipR": (-0.015, -0.015, 0.0), "SpineF": (-0.015, 0.0, 0.0),
+    "ShoulderL": (0.0287, 0.00984, -0.02542),
+    "ShoulderR": (0.0287, -0.00984, -0.02542),
+    "ElbowL": (-0.0159, 0.0104, -0.0223),
+    "ElbowR": (-0.0159, -0.0104, -0.0223),
+    "HandL": (0.0030, 0.0015, -0.0083),
+    "HandR": (0.0030, -0.0015, -0.0083),
+    "KneeL": (0.0154, 0.0175, -0.0257),
+    "KneeR": (0.0154, -0.0175, -0.0257),
+    "AnkleL": (-0.0323, -0.0047, -0.0221),
+    "AnkleR": (-0.0323, 0.0047, -0.0221),
+    "FootL": (0.0211, 0.0076, -0.0028),
+    "FootR": (0.0211, -0.0076, -0.0028),
+    "HipL": (-0.015, 0.015, 0.0),
+    "HipR": (-0.015, -0.015, 0.0),
+    "SpineF": (-0.015, 0.0, 0.0),
 }
 
 
@@ -98,7 +121,8 @@ def test_end_effectors_and_floor_arena(body, model):
     mujoco.mj_forward(model, data)
     distances = [
         mujoco.mj_geomDistance(model, data, floor.id, g, 0.1, None)
-        for g in range(model.ngeom) if g != floor.id and model.geom_contype[g]
+        for g in range(model.ngeom)
+        if g != floor.id and model.geom_contype[g]
     ]
     assert 0.0 < min(distances) < 3e-3
 
@@ -159,9 +183,7 @@ def test_compatibility_report_names_touch_sensors_without_contacts():
         geom.contype = geom.conaffinity = 0
     problems = check_backend_compatibility(spec.compile(), "mjx")
     assert {p.feature for p in problems} == {"touch sensor in a model without any collision pair"}
-    assert sorted(p.element for p in problems) == [
-        "sensor palm_L", "sensor palm_R", "sensor sole_L", "sensor sole_R"
-    ]
+    assert sorted(p.element for p in problems) == ["sensor palm_L", "sensor palm_R", "sensor sole_L", "sensor sole_R"]
 
 
 def test_mjx_edits_remove_touch_sensors(model):
@@ -178,9 +200,14 @@ def test_compatibility_tables_match_the_installed_mjx(model, unedited):
     pairs = {(int(a), int(b)) for a, b in collision_driver._COLLISION_FUNC}
     assert compat.MJX_COLLISION_PAIRS == pairs
     assert compat.MJX_SENSORS == {int(t) for t in types.SensorType}
-    enums = {"actuator_dyntype": types.DynType, "actuator_gaintype": types.GainType,
-             "actuator_biastype": types.BiasType, "actuator_trntype": types.TrnType,
-             "eq_type": types.EqType, "wrap_type": types.WrapType}
+    enums = {
+        "actuator_dyntype": types.DynType,
+        "actuator_gaintype": types.GainType,
+        "actuator_biastype": types.BiasType,
+        "actuator_trntype": types.TrnType,
+        "eq_type": types.EqType,
+        "wrap_type": types.WrapType,
+    }
     for name, _, supported in compat.MJX_ENUMS:
         assert supported == {int(t) for t in enums[name]}, name
     options = {"integrator": types.IntegratorType, "solver": types.SolverType}
@@ -224,8 +251,12 @@ def test_bodies_list_shows_the_rodent():
 
     rows = {row["key"]: row for row in _list_bodies()}
     assert rows["rodent"] == {
-        "key": "rodent", "dof": 73, "actuators": 38, "muscles": 0,
-        "source": f"dm-control {rodent_module.DM_CONTROL_VERSION}", "backends": ["mujoco", "mjx"],
+        "key": "rodent",
+        "dof": 73,
+        "actuators": 38,
+        "muscles": 0,
+        "source": f"dm-control {rodent_module.DM_CONTROL_VERSION}",
+        "backends": ["mujoco", "mjx"],
     }
 
 

@@ -42,8 +42,9 @@ def rat23_clips(tmp_path_factory):
     part = tmp_path_factory.mktemp("rat23") / "rat23_30.npz"
     np.savez(part, positions=kp.positions[:30] * 1e3, names=np.array(kp.names), fps=kp.fps)
     out = part.parent / "clips"
-    report = fit_file("rodent", str(part), str(out), units="mm", fps_out=50.0, scale=0.9,
-                      segment_seconds=0.2, val_fraction=0.2)
+    report = fit_file(
+        "rodent", str(part), str(out), units="mm", fps_out=50.0, scale=0.9, segment_seconds=0.2, val_fraction=0.2
+    )
     assert report["mean_residual_mm"] < 3.0
     return out, report
 
@@ -60,8 +61,21 @@ def test_rat_env_specs_and_servo_controls(rat23_clips):
     check_env_specs(env)
     assert env.action_layout[0][0] == "ctrl" and env.action_spec.shape == (4, 38)
     names = [name for name, _, _ in env.observation_layout]
-    assert names[:7] == ["root_height", "gravity_b", "root_lin_vel_b", "root_ang_vel_b", "joint_pos", "joint_vel", "actuator_activation"]
-    assert names[7:11] == ["ref_root_pos_h_t+1", "ref_root_rot_b_t+1", "ref_joint_pos_minus_joint_pos_t+1", "ref_site_minus_site_h_t+1"]
+    assert names[:7] == [
+        "root_height",
+        "gravity_b",
+        "root_lin_vel_b",
+        "root_ang_vel_b",
+        "joint_pos",
+        "joint_vel",
+        "actuator_activation",
+    ]
+    assert names[7:11] == [
+        "ref_root_pos_h_t+1",
+        "ref_root_rot_b_t+1",
+        "ref_joint_pos_minus_joint_pos_t+1",
+        "ref_site_minus_site_h_t+1",
+    ]
     world = make_env(_config(clips, frame="world"))
     assert [name for name, _, _ in world.observation_layout][:3] == ["qpos", "qvel", "actuator_activation"]
     env.reset()
@@ -96,12 +110,20 @@ def test_rat_root_is_tracked_apart_from_the_joints(rat23_clips):
 
 def test_rat_config_errors_name_the_fix(rat23_clips):
     clips, _ = rat23_clips
-    with pytest.raises(ValueError, match=r"model.env.rewards names 'muscle_force_l2', which needs muscles; body 'rodent' has none"):
+    with pytest.raises(
+        ValueError, match=r"model.env.rewards names 'muscle_force_l2', which needs muscles; body 'rodent' has none"
+    ):
         make_env(_config(clips, rewards={**REWARDS, "muscle_force_l2": {"weight": -0.1}}))
     with pytest.raises(ValueError, match="needs muscles.*use proprioception: joints"):
         make_env(_config(clips, proprioception="afferents"))
-    with pytest.raises(ValueError, match=r"'root_pos_error_exp', which needs free_root; body 'mouse_forelimb' has none"):
-        make_env(EnvConfig(rewards={"joint_pos_error_exp": {"weight": 1.0}, "root_pos_error_exp": {"weight": 1.0}}, num_envs=2))
+    with pytest.raises(
+        ValueError, match=r"'root_pos_error_exp', which needs free_root; body 'mouse_forelimb' has none"
+    ):
+        make_env(
+            EnvConfig(
+                rewards={"joint_pos_error_exp": {"weight": 1.0}, "root_pos_error_exp": {"weight": 1.0}}, num_envs=2
+            )
+        )
     with pytest.raises(ValueError, match=r"'reference_relative' needs servos; body 'mouse_forelimb' has none"):
         make_env(EnvConfig(action={"name": "reference_relative"}, num_envs=2))
 
@@ -111,7 +133,10 @@ def test_reference_relative_actions_hold_the_servos_on_the_next_reference_frame(
 
     clips, _ = rat23_clips
     env = make_env(_config(clips, action={"name": "reference_relative", "scale": 0.5}), evaluation=True, split="val")
-    assert env.action_layout[0][0] == "ctrl_offset" and env.controller_spec.action_term == {"name": "reference_relative", "scale": 0.5}
+    assert env.action_layout[0][0] == "ctrl_offset" and env.controller_spec.action_term == {
+        "name": "reference_relative",
+        "scale": 0.5,
+    }
     td = env.reset()
     target = env.clips.qpos[env.clip_index, env.frame + 1]
     env.step(td.set("action", torch.full(env.action_spec.shape, 0.5)))
@@ -133,15 +158,23 @@ def test_reference_relative_actions_hold_the_servos_on_the_next_reference_frame(
     data.qpos[:] = shifted[0].numpy()
     mujoco.mj_forward(model, data)
     base = -(bias[:, 0] + bias[:, 1] * data.actuator_length) / gain
-    expected = torch.as_tensor(base + 0.25 * span).clamp(torch.as_tensor(model.actuator_ctrlrange[:, 0]), torch.as_tensor(model.actuator_ctrlrange[:, 1]))
+    expected = torch.as_tensor(base + 0.25 * span).clamp(
+        torch.as_tensor(model.actuator_ctrlrange[:, 0]), torch.as_tensor(model.actuator_ctrlrange[:, 1])
+    )
     torch.testing.assert_close(env.backend.view.ctrl[0], expected, rtol=0, atol=1e-9)
 
 
 def test_rodent_config_trains_on_fitted_clips(rat23_clips, tiny_fit):
     clips, _ = rat23_clips
     last = tiny_fit(
-        "rodent_imitation_mlp.yaml", "--model.env.clips", str(clips), "--model.env.num_envs", "4",
-        "--trainer.callbacks.every_n_train_steps", "2", max_steps=2,
+        "rodent_imitation_mlp.yaml",
+        "--model.env.clips",
+        str(clips),
+        "--model.env.num_envs",
+        "4",
+        "--trainer.callbacks.every_n_train_steps",
+        "2",
+        max_steps=2,
     )
     assert last.is_file()
 
@@ -153,7 +186,9 @@ def test_an_exported_controller_brings_its_action_mapping(rat23_clips, tmp_path)
     clips, _ = rat23_clips
     config = _config(clips, action={"name": "reference_relative", "scale": 0.3})
     env = make_env(config)
-    directory = export_controller(Controller(env.controller_spec), tmp_path / "export", {"body": "rodent", "env": config.to_dict()})
+    directory = export_controller(
+        Controller(env.controller_spec), tmp_path / "export", {"body": "rodent", "env": config.to_dict()}
+    )
     assert neuromimic.load_controller(directory).spec.action_term == {"name": "reference_relative", "scale": 0.3}
     action_map = neuromimic.load_action_map(directory)
     generator = torch.Generator().manual_seed(0)

@@ -14,10 +14,20 @@ from neuromimic.tasks import BodyInfo, ReferenceFrame, StepState, rewards, rotat
 
 def _body(nq=4, nu=3, free_root=False, muscles=True, sites=1):
     return BodyInfo(
-        key="test", nq=nq, nv=nq - 1 if free_root else nq, nu=nu, na=nu if muscles else 0, num_sites=sites,
-        muscles=muscles, free_root=free_root, afferents=False, length_unit_m=1.0,
-        forward=torch.tensor([1.0, 0.0, 0.0]), max_force=torch.ones(nu) if muscles else None,
-        length_range=torch.tensor([[0.0, 1.0]] * nu), ctrl_range=torch.tensor([[0.0, 1.0]] * nu),
+        key="test",
+        nq=nq,
+        nv=nq - 1 if free_root else nq,
+        nu=nu,
+        na=nu if muscles else 0,
+        num_sites=sites,
+        muscles=muscles,
+        free_root=free_root,
+        afferents=False,
+        length_unit_m=1.0,
+        forward=torch.tensor([1.0, 0.0, 0.0]),
+        max_force=torch.ones(nu) if muscles else None,
+        length_range=torch.tensor([[0.0, 1.0]] * nu),
+        ctrl_range=torch.tensor([[0.0, 1.0]] * nu),
     )
 
 
@@ -63,9 +73,15 @@ def test_costs_and_weighted_reward_through_a_term_set():
     force = torch.tensor([[-0.5, -0.5, -0.5], [0.0, 0.0, 0.0]])
     state = _state(_view(torch.zeros(2, 4), torch.zeros(2, 1, 3), ctrl=ctrl, force=force))
     terms = TermSet(
-        _body(), ["qpos"],
-        {"site_pos_error_exp": {"weight": 1.0, "sigma": 0.01}, "ctrl_l2": {"weight": -0.5}, "muscle_force_l2": {"weight": -1.0}},
-        {"site_pos_error": {"distance": 0.003}}, (1,),
+        _body(),
+        ["qpos"],
+        {
+            "site_pos_error_exp": {"weight": 1.0, "sigma": 0.01},
+            "ctrl_l2": {"weight": -0.5},
+            "muscle_force_l2": {"weight": -1.0},
+        },
+        {"site_pos_error": {"distance": 0.003}},
+        (1,),
     )
     assert terms.reward_names == ("site_pos_error_exp", "ctrl_l2", "muscle_force_l2")
     values = terms.reward_terms(state)
@@ -87,11 +103,31 @@ def test_termination_threshold():
     [
         (["qpos"], {"wrist_bonus": {"weight": 1.0}}, {}, "model.env.rewards names 'wrist_bonus'; it must be one of"),
         (["qpos"], {"joint_pos_eror_exp": {"weight": 1.0}}, {}, "(did you mean 'joint_pos_error_exp'?)"),
-        (["qpos"], {"ctrl_l2": {"weight": 1.0, "sigma": 0.1}}, {}, "model.env.rewards.ctrl_l2 takes no parameters and weight, not ['sigma']"),
+        (
+            ["qpos"],
+            {"ctrl_l2": {"weight": 1.0, "sigma": 0.1}},
+            {},
+            "model.env.rewards.ctrl_l2 takes no parameters and weight, not ['sigma']",
+        ),
         (["qpos"], {"ctrl_l2": {}}, {}, "model.env.rewards.ctrl_l2 needs a numeric weight"),
-        (["qpos"], {"site_pos_error_exp": {"weight": 1.0, "sigma": 0}}, {}, "model.env.rewards.site_pos_error_exp.sigma is 0; it must be a number > 0"),
-        (["qpos"], {"root_pos_error_exp": {"weight": 1.0}}, {}, "'root_pos_error_exp', which needs free_root; body 'test' has none"),
-        (["root_height"], {"ctrl_l2": {"weight": 1.0}}, {}, "model.env.observations names 'root_height', which needs free_root"),
+        (
+            ["qpos"],
+            {"site_pos_error_exp": {"weight": 1.0, "sigma": 0}},
+            {},
+            "model.env.rewards.site_pos_error_exp.sigma is 0; it must be a number > 0",
+        ),
+        (
+            ["qpos"],
+            {"root_pos_error_exp": {"weight": 1.0}},
+            {},
+            "'root_pos_error_exp', which needs free_root; body 'test' has none",
+        ),
+        (
+            ["root_height"],
+            {"ctrl_l2": {"weight": 1.0}},
+            {},
+            "model.env.observations names 'root_height', which needs free_root",
+        ),
         (["qpos"], {"ctrl_l2": {"weight": 1.0}}, {"site_pos_eror": {}}, "model.env.terminations names 'site_pos_eror'"),
         (["qpos", "qpos"], {"ctrl_l2": {"weight": 1.0}}, {}, "names a term twice"),
     ],
@@ -105,7 +141,9 @@ def test_bad_term_configs_name_the_field(observations, rewards_, terminations, e
 def _turn(yaw: float, shift: torch.Tensor):
     """Rotation by ``yaw`` about z then a horizontal shift, on positions [..., 3] and quaternions [..., 4]."""
     q = torch.tensor([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)], dtype=torch.float64)
-    return (lambda p: rotations.quat_rotate(q.expand(*p.shape[:-1], 4), p) + shift), (lambda r: rotations.quat_multiply(q.expand_as(r), r))
+    return (lambda p: rotations.quat_rotate(q.expand(*p.shape[:-1], 4), p) + shift), (
+        lambda r: rotations.quat_multiply(q.expand_as(r), r)
+    )
 
 
 def test_egocentric_observation_is_unchanged_when_body_and_reference_turn_and_move_together():
@@ -113,22 +151,42 @@ def test_egocentric_observation_is_unchanged_when_body_and_reference_turn_and_mo
 
     torch.manual_seed(0)
     body = _body(nq=9, nu=3, free_root=True, muscles=False, sites=2)
-    body = BodyInfo(**{**body.__dict__, "forward": body.forward.double(), "ctrl_range": body.ctrl_range.double(), "length_range": body.length_range.double()})
+    body = BodyInfo(
+        **{
+            **body.__dict__,
+            "forward": body.forward.double(),
+            "ctrl_range": body.ctrl_range.double(),
+            "length_range": body.length_range.double(),
+        }
+    )
 
     def random_pose(batch):
         quat = torch.nn.functional.normalize(torch.randn(*batch, 4, dtype=torch.float64), dim=-1)
-        return torch.cat([torch.randn(*batch, 3, dtype=torch.float64), quat, torch.randn(*batch, 2, dtype=torch.float64)], dim=-1)
+        return torch.cat(
+            [torch.randn(*batch, 3, dtype=torch.float64), quat, torch.randn(*batch, 2, dtype=torch.float64)], dim=-1
+        )
 
     qpos, qvel = random_pose((2,)), torch.randn(2, 8, dtype=torch.float64)
     sites = torch.randn(2, 2, 3, dtype=torch.float64)
-    future = ReferenceFrame(random_pose((2, 3)), torch.randn(2, 3, 8, dtype=torch.float64), torch.randn(2, 3, 2, 3, dtype=torch.float64))
+    future = ReferenceFrame(
+        random_pose((2, 3)), torch.randn(2, 3, 8, dtype=torch.float64), torch.randn(2, 3, 2, 3, dtype=torch.float64)
+    )
     names = default_observations(body)
     assert names[:4] == ["root_height", "gravity_b", "root_lin_vel_b", "root_ang_vel_b"]
 
     def observe(qpos, qvel, sites, future, names=names):
-        sim = PhysicsView(qpos=qpos, qvel=qvel, act=torch.zeros(2, 0), ctrl=torch.zeros(2, 3), site_pos_w=sites,
-                          actuator_length=torch.zeros(2, 3), actuator_velocity=torch.zeros(2, 3), actuator_force=torch.zeros(2, 3),
-                          time=torch.zeros(2), unstable=torch.zeros(2, dtype=torch.bool))
+        sim = PhysicsView(
+            qpos=qpos,
+            qvel=qvel,
+            act=torch.zeros(2, 0),
+            ctrl=torch.zeros(2, 3),
+            site_pos_w=sites,
+            actuator_length=torch.zeros(2, 3),
+            actuator_velocity=torch.zeros(2, 3),
+            actuator_force=torch.zeros(2, 3),
+            time=torch.zeros(2),
+            unstable=torch.zeros(2, dtype=torch.bool),
+        )
         current = ReferenceFrame(future.qpos[:, 0], future.qvel[:, 0], future.site_pos_w[:, 0])
         state = StepState(sim, current, future, body, None)
         return torch.cat([OBSERVATIONS[n].fn(state).flatten(1) for n in names], dim=-1)
@@ -142,12 +200,23 @@ def test_egocentric_observation_is_unchanged_when_body_and_reference_turn_and_mo
         return torch.cat([move(v[..., :3]) - move(torch.zeros_like(v[..., :3])), v[..., 3:]], dim=-1)
 
     before = observe(qpos, qvel, sites, future)
-    after = observe(moved_pose(qpos), moved_vel(qvel), move(sites), ReferenceFrame(moved_pose(future.qpos), future.qvel, move(future.site_pos_w)))
+    after = observe(
+        moved_pose(qpos),
+        moved_vel(qvel),
+        move(sites),
+        ReferenceFrame(moved_pose(future.qpos), future.qvel, move(future.site_pos_w)),
+    )
     torch.testing.assert_close(after, before, rtol=1e-9, atol=1e-9)
     # The world-frame family sees the same motion: the test can tell the two apart.
     world = ["qpos", "ref_site_minus_site"]
     assert not torch.allclose(
-        observe(moved_pose(qpos), moved_vel(qvel), move(sites), ReferenceFrame(moved_pose(future.qpos), future.qvel, move(future.site_pos_w)), world),
+        observe(
+            moved_pose(qpos),
+            moved_vel(qvel),
+            move(sites),
+            ReferenceFrame(moved_pose(future.qpos), future.qvel, move(future.site_pos_w)),
+            world,
+        ),
         observe(qpos, qvel, sites, future, world),
     )
 

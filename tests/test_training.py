@@ -21,10 +21,14 @@ DEFAULT = ["--config", str(CONFIG), "--trainer.enable_progress_bar", "false"]
 # A small run: 16 bodies, 16-step rollouts, 4 updates per PPO iteration.
 SMALL = [
     *DEFAULT,
-    "--model.env.num_envs", "16",
-    "--model.ppo.rollout_steps", "16",
-    "--model.ppo.epochs", "2",
-    "--model.ppo.minibatches", "2",
+    "--model.env.num_envs",
+    "16",
+    "--model.ppo.rollout_steps",
+    "16",
+    "--model.ppo.epochs",
+    "2",
+    "--model.ppo.minibatches",
+    "2",
 ]
 
 
@@ -53,8 +57,16 @@ def test_fit_learns_logs_checkpoints_and_resumes(tmp_path):
     At 10 iterations, as this test ran before, seeds 0-4 gave 0.407, 0.897, 0.621, 0.333,
     0.302: a 0.5 margin there would have failed for two of five seeds.
     """
-    _fit(tmp_path, "--trainer.max_steps", "320", "--trainer.check_val_every_n_epoch", "5",
-         "--trainer.callbacks.init_args.every_n_train_steps", "80", base=DEFAULT)
+    _fit(
+        tmp_path,
+        "--trainer.max_steps",
+        "320",
+        "--trainer.check_val_every_n_epoch",
+        "5",
+        "--trainer.callbacks.init_args.every_n_train_steps",
+        "80",
+        base=DEFAULT,
+    )
     run = tmp_path / "lightning_logs" / "version_0"
     assert (run / "config.yaml").is_file()
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -63,19 +75,35 @@ def test_fit_learns_logs_checkpoints_and_resumes(tmp_path):
     untrained = scalars["val/site_pos_error_mm_untrained"][-1]
     trained = scalars["val/site_pos_error_mm"][-1]
     assert trained < 0.5 * untrained, (untrained, trained)
-    for tag in ("train/episode_return", "train/site_pos_error_mm", "train/joint_pos_error_deg",
-                "train/joint_pos_error_exp", "train/site_pos_error_exp", "train/ctrl_l2",
-                "train/muscle_force_l2", "perf/env_steps_per_s", "val/site_pos_error_mm",
-                "val/site_pos_error_mm_untrained", "train/unstable_total"):
+    for tag in (
+        "train/episode_return",
+        "train/site_pos_error_mm",
+        "train/joint_pos_error_deg",
+        "train/joint_pos_error_exp",
+        "train/site_pos_error_exp",
+        "train/ctrl_l2",
+        "train/muscle_force_l2",
+        "perf/env_steps_per_s",
+        "val/site_pos_error_mm",
+        "val/site_pos_error_mm_untrained",
+        "train/unstable_total",
+    ):
         assert tag in scalars, tag
     saved = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
     assert saved["global_step"] == 320
 
     # Resume: the run continues in the same folder from the restored state.
     probe = tmp_path / "probe"
-    _fit(tmp_path, "--trainer.max_steps", "352", "--ckpt_path", "last",
-         "--trainer.callbacks+=probes.RecordStartState", f"--trainer.callbacks.directory={probe}",
-         base=DEFAULT)
+    _fit(
+        tmp_path,
+        "--trainer.max_steps",
+        "352",
+        "--ckpt_path",
+        "last",
+        "--trainer.callbacks+=probes.RecordStartState",
+        f"--trainer.callbacks.directory={probe}",
+        base=DEFAULT,
+    )
     start = torch.load(probe / "start_state.pt", weights_only=True)
     (saved_state,) = saved["neuromimic"]["ranks"]  # one rank
     assert start["global_step"] == 320
@@ -100,8 +128,16 @@ def test_fit_on_the_warp_backend_learns(tmp_path):
     test runs seed 0 and asserts < 0.5.
     """
     pytest.importorskip("mujoco_warp")
-    _fit(tmp_path, "--model.env.backend", "warp", "--trainer.max_steps", "320",
-         "--trainer.check_val_every_n_epoch", "20", base=DEFAULT)
+    _fit(
+        tmp_path,
+        "--model.env.backend",
+        "warp",
+        "--trainer.max_steps",
+        "320",
+        "--trainer.check_val_every_n_epoch",
+        "20",
+        base=DEFAULT,
+    )
     scalars = _scalars(tmp_path / "lightning_logs" / "version_0")
     untrained = scalars["val/site_pos_error_mm_untrained"][-1]
     trained = scalars["val/site_pos_error_mm"][-1]
@@ -116,8 +152,17 @@ def test_runs_go_under_the_default_root_dir(tmp_path, monkeypatch):
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     root = tmp_path / "runs"
-    flags = [*SMALL, "--model.env.num_envs", "8", "--model.ppo.epochs", "1",
-             "--trainer.check_val_every_n_epoch", "100", "--trainer.default_root_dir", str(root)]
+    flags = [
+        *SMALL,
+        "--model.env.num_envs",
+        "8",
+        "--model.ppo.epochs",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "100",
+        "--trainer.default_root_dir",
+        str(root),
+    ]
     main(["fit", *flags, "--trainer.max_steps", "2"])
     run = root / "lightning_logs" / "version_0"
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
@@ -172,12 +217,25 @@ def test_ddp_on_cpu_keeps_ranks_identical(tmp_path):
     probe = tmp_path / "weights"
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     command = [
-        sys.executable, "-m", "neuromimic.cli", "fit", *SMALL,
-        "--model.env.num_envs", "8",
-        "--trainer.max_steps", "8",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-        "--trainer.check_val_every_n_epoch", "100",
-        "--trainer.callbacks+=probes.DumpWeights", f"--trainer.callbacks.directory={probe}",
+        sys.executable,
+        "-m",
+        "neuromimic.cli",
+        "fit",
+        *SMALL,
+        "--model.env.num_envs",
+        "8",
+        "--trainer.max_steps",
+        "8",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.check_val_every_n_epoch",
+        "100",
+        "--trainer.callbacks+=probes.DumpWeights",
+        f"--trainer.callbacks.directory={probe}",
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -218,8 +276,14 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_nan_physics_never_reaches_the_loss_or_the_weights(tmp_path):
-    _fit(tmp_path, "--trainer.max_steps", "8", "--trainer.check_val_every_n_epoch", "100",
-         "--trainer.callbacks+=probes.InjectNaN")
+    _fit(
+        tmp_path,
+        "--trainer.max_steps",
+        "8",
+        "--trainer.check_val_every_n_epoch",
+        "100",
+        "--trainer.callbacks+=probes.InjectNaN",
+    )
     run = tmp_path / "lightning_logs" / "version_0"
     scalars = _scalars(run)
     assert scalars["train/unstable_total"][-1] >= 1  # the corruption was seen and counted
@@ -233,7 +297,9 @@ def test_nan_physics_never_reaches_the_loss_or_the_weights(tmp_path):
 def test_the_learning_rate_follows_the_desired_kl(tmp_path, tiny_fit):
     # Every update moves the policy far less than a KL of 1, so the rate grows by 1.5 per
     # optimiser step until the top of its range (2 steps per PPO iteration here).
-    last = tiny_fit("mlp", "--model.ppo.desired_kl", "1.0", "--model.ppo.learning_rate_range", "[1e-5, 1e-3]", max_steps=4)
+    last = tiny_fit(
+        "mlp", "--model.ppo.desired_kl", "1.0", "--model.ppo.learning_rate_range", "[1e-5, 1e-3]", max_steps=4
+    )
     rates = _scalars(last.parents[1])["loss/learning_rate"]
     assert rates == pytest.approx([3e-4 * 1.5**2, 1e-3])
     saved = load_checkpoint_file(last)

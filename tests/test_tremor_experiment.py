@@ -99,8 +99,8 @@ def test_loop_off_holds_the_drive_and_loop_on_responds_after_the_loop_delay():
         if m["kind"] != "reflex":
             continue
         excitation = traces["excitation"][i]
-        assert traces["ia_pps"][i, onset:onset + 100].max() > traces["ia_pps"][i, onset - 1] + 10.0  # stretch felt
-        np.testing.assert_allclose(excitation[:onset + delay - 1], activation[i], rtol=1e-9)
+        assert traces["ia_pps"][i, onset : onset + 100].max() > traces["ia_pps"][i, onset - 1] + 10.0  # stretch felt
+        np.testing.assert_allclose(excitation[: onset + delay - 1], activation[i], rtol=1e-9)
         if m["loop"]:
             assert excitation[onset + delay + 20] > activation[i] + 0.01, m
         else:

@@ -64,9 +64,14 @@ def test_friction_below_mujocos_minimum_is_warned_at_load(caplog):
 def test_unstable_body_is_dumped_and_replays(tmp_path, tiny_fit, caplog):
     with caplog.at_level(logging.WARNING):
         tiny_fit(
-            "mlp", "--trainer.callbacks+=neuromimic.training.callbacks.UnstableBodyDump",
-            "--trainer.callbacks.max_dumps=2", "--trainer.callbacks+=probes.PushBody",
-            "--trainer.callbacks.step=2", "--model.env.terminations", '{"site_pos_error": {"distance": 1.0}}', max_steps=4,
+            "mlp",
+            "--trainer.callbacks+=neuromimic.training.callbacks.UnstableBodyDump",
+            "--trainer.callbacks.max_dumps=2",
+            "--trainer.callbacks+=probes.PushBody",
+            "--trainer.callbacks.step=2",
+            "--model.env.terminations",
+            '{"site_pos_error": {"distance": 1.0}}',
+            max_steps=4,
         )
     dumps = sorted((tmp_path / "lightning_logs" / "version_0" / "unstable_bodies").glob("*.npz"))
     assert len(dumps) == 2 and all(d.with_suffix(".mjb").is_file() for d in dumps)
@@ -81,20 +86,28 @@ def test_unstable_body_is_dumped_and_replays(tmp_path, tiny_fit, caplog):
         assert json.loads(str(dump["notes"]))["body"] == "mouse_forelimb"
     result = subprocess.run(
         [sys.executable, "-m", "neuromimic.physics.replay", str(dumps[0])],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == steps
     calm, blown = lines[:-1], lines[-1]
     # Before the push the replay follows the run; the pushed step blows up again.
     assert all(step["finite"] and step["max_abs_qpos_difference"] < 1e-6 for step in calm)
-    assert not blown["finite"] or blown["mujoco_warnings"] or blown["max_abs_qvel"] > get_body("mouse_forelimb").max_qvel
+    assert (
+        not blown["finite"] or blown["mujoco_warnings"] or blown["max_abs_qvel"] > get_body("mouse_forelimb").max_qvel
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="paths")
 def test_replay_of_a_missing_dump_is_one_message(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "neuromimic.physics.replay", str(tmp_path / "nothing.npz")],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 2 and "nothing.npz" in result.stderr and "Traceback" not in result.stderr

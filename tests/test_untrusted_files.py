@@ -86,18 +86,37 @@ def files(tmp_path_factory) -> dict[str, Path]:
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        main([
-            "fit", "--config", str(CONFIG), "--trainer.enable_progress_bar", "false",
-            "--model.env.num_envs", "8", "--model.ppo.rollout_steps", "16", "--model.ppo.epochs", "1",
-            "--model.ppo.minibatches", "2", "--trainer.max_steps", "4", "--trainer.check_val_every_n_epoch", "100",
-        ])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIG),
+                "--trainer.enable_progress_bar",
+                "false",
+                "--model.env.num_envs",
+                "8",
+                "--model.ppo.rollout_steps",
+                "16",
+                "--model.ppo.epochs",
+                "1",
+                "--model.ppo.minibatches",
+                "2",
+                "--trainer.max_steps",
+                "4",
+                "--trainer.check_val_every_n_epoch",
+                "100",
+            ]
+        )
     finally:
         os.chdir(cwd)
     good = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     checkpoint = load_checkpoint_file(good)
     out = {"good": good}
 
-    hparams = {**checkpoint, "hyper_parameters": {"controller": {"class_path": "os.system", "init_args": {"command": f"touch {MARKER}"}}}}
+    hparams = {
+        **checkpoint,
+        "hyper_parameters": {"controller": {"class_path": "os.system", "init_args": {"command": f"touch {MARKER}"}}},
+    }
     hparams[CONTENT_HASH_KEY] = content_hash(hparams)  # a forger can write a matching hash
     torch.save(hparams, out.setdefault("config_code", root / "config_code.ckpt"))
 
@@ -129,16 +148,32 @@ def _refused(caplog, monkeypatch, where: Path, argv: list[str], path: Path, kind
     assert exit_info.value.code == INPUT_ERROR_EXIT_CODE, (argv, caplog.text)
     errors = [r.getMessage() for r in caplog.records if r.name == "neuromimic" and r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors
-    named = str(path) in errors[0] or str(path.relative_to(where)) in errors[0] if path.is_relative_to(where) else str(path) in errors[0]
+    named = (
+        str(path) in errors[0] or str(path.relative_to(where)) in errors[0]
+        if path.is_relative_to(where)
+        else str(path) in errors[0]
+    )
     assert named and EXPECTED[kind] in errors[0], errors[0]
     assert not (where / MARKER).exists()
 
 
 def _with_fit_args(subcommand: str) -> list[str]:
     return [
-        subcommand, "--config", str(CONFIG), "--trainer.enable_progress_bar", "false",
-        "--model.env.num_envs", "8", "--model.ppo.rollout_steps", "16", "--model.ppo.epochs", "1",
-        "--model.ppo.minibatches", "2", "--trainer.max_steps", "8",
+        subcommand,
+        "--config",
+        str(CONFIG),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.env.num_envs",
+        "8",
+        "--model.ppo.rollout_steps",
+        "16",
+        "--model.ppo.epochs",
+        "1",
+        "--model.ppo.minibatches",
+        "2",
+        "--trainer.max_steps",
+        "8",
     ]
 
 

@@ -81,13 +81,18 @@ def main() -> None:
         for side in "lr"
         for k, axis in ((0, "X"), (2, "Z"))
     }
-    print(json.dumps({
-        "input": args.input,
-        "frames": cycle.num_frames,
-        "fps_from_stance": fps_from_stance(columns),
-        "stance_slip_m_per_s": slip,
-        "toe_correlation": correlation,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "input": args.input,
+                "frames": cycle.num_frames,
+                "fps_from_stance": fps_from_stance(columns),
+                "stance_slip_m_per_s": slip,
+                "toe_correlation": correlation,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ FIELDS = ("qpos", "qvel", "act", "site_pos_w", "actuator_length", "actuator_velo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="mjx", choices=["mjx", "warp"], help="the backend compared with native MuJoCo")
+    parser.add_argument(
+        "--backend", default="mjx", choices=["mjx", "warp"], help="the backend compared with native MuJoCo"
+    )
     parser.add_argument("--body", default="mouse_forelimb")
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

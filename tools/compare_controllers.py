@@ -33,8 +33,16 @@ def run(config: str, max_steps: int) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()
         command = [
-            sys.executable, "-m", "neuromimic.cli", "fit", "--config", str(path),
-            "--trainer.max_steps", str(max_steps), "--trainer.enable_progress_bar", "false",
+            sys.executable,
+            "-m",
+            "neuromimic.cli",
+            "fit",
+            "--config",
+            str(path),
+            "--trainer.max_steps",
+            str(max_steps),
+            "--trainer.enable_progress_bar",
+            "false",
         ]
         result = subprocess.run(command, cwd=directory, capture_output=True, text=True, check=False)
         if result.returncode != 0:

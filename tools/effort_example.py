@@ -35,7 +35,8 @@ EXTENSORS = ("Triceps_Lateral", "Triceps_Long")
 RUNS = {
     "with_effort_cost": [],
     "without_effort_cost": [
-        "--model.env.rewards", '{"joint_pos_error_exp": {"weight": 1.0, "sigma": 0.1}, "joint_vel_error_exp": {"weight": 0.1, "sigma": 2.0}, "site_pos_error_exp": {"weight": 1.0, "sigma": 0.001}}',
+        "--model.env.rewards",
+        '{"joint_pos_error_exp": {"weight": 1.0, "sigma": 0.1}, "joint_vel_error_exp": {"weight": 0.1, "sigma": 2.0}, "site_pos_error_exp": {"weight": 1.0, "sigma": 0.001}}',
     ],
 }
 
@@ -45,8 +46,17 @@ def train(name: str, extra: list[str], max_steps: int, output: Path) -> Path:
     directory = output / name
     directory.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "neuromimic.cli", "fit", "--config", str(ROOT / "configs" / "mouse_forelimb_reach_mlp.yaml"),
-        "--trainer.max_steps", str(max_steps), "--trainer.enable_progress_bar", "false", *extra,
+        sys.executable,
+        "-m",
+        "neuromimic.cli",
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "mouse_forelimb_reach_mlp.yaml"),
+        "--trainer.max_steps",
+        str(max_steps),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
     ]
     result = subprocess.run(command, cwd=directory, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -69,8 +79,12 @@ def muscle_summary(checkpoint: Path) -> dict:
         "total_activation": float(activation.sum(axis=1).mean()),
         "mean_activation_per_muscle": dict(zip(names, activation.mean(axis=0).round(4).tolist(), strict=True)),
         "wrist_error_mm": float(rollout["metrics/site_pos_error_mm"][valid].mean()),
-        "flexor_activation": rollout["muscle/activation"][0][:, [names.index(m) for m in FLEXORS]].mean(axis=1).tolist(),
-        "extensor_activation": rollout["muscle/activation"][0][:, [names.index(m) for m in EXTENSORS]].mean(axis=1).tolist(),
+        "flexor_activation": rollout["muscle/activation"][0][:, [names.index(m) for m in FLEXORS]]
+        .mean(axis=1)
+        .tolist(),
+        "extensor_activation": rollout["muscle/activation"][0][:, [names.index(m) for m in EXTENSORS]]
+        .mean(axis=1)
+        .tolist(),
         "time_s": rollout.time.tolist(),
     }
 

@@ -104,25 +104,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
     result = bench_env(num_envs=args.num_envs, steps=args.steps)
-    per_step = {name: 1e3 * args.num_envs / result[key] for name, key in (
-        ("raw_ms", "raw_steps_per_s"),
-        ("backend_ms", "backend_steps_per_s"),
-        ("env_ms", "steps_per_s"),
-    )}
+    per_step = {
+        name: 1e3 * args.num_envs / result[key]
+        for name, key in (
+            ("raw_ms", "raw_steps_per_s"),
+            ("backend_ms", "backend_steps_per_s"),
+            ("env_ms", "steps_per_s"),
+        )
+    }
     parts = env_parts_ms(args.num_envs, args.steps)
     target_ms = per_step["raw_ms"] / 0.7
-    print(json.dumps({
-        "num_envs": args.num_envs,
-        "raw_ms": per_step["raw_ms"],
-        "target_ms": target_ms,
-        "backend_ms": per_step["backend_ms"],
-        "torchrl_ms": parts["torchrl_ms"],
-        "env_ms": per_step["env_ms"],
-        "left_for_env_work_ms": target_ms - per_step["backend_ms"] - parts["torchrl_ms"],
-        "evaluate_ms": parts["evaluate_ms"],
-        "restart_ms": parts["restart_ms"],
-        "ratio": result["ratio"],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "num_envs": args.num_envs,
+                "raw_ms": per_step["raw_ms"],
+                "target_ms": target_ms,
+                "backend_ms": per_step["backend_ms"],
+                "torchrl_ms": parts["torchrl_ms"],
+                "env_ms": per_step["env_ms"],
+                "left_for_env_work_ms": target_ms - per_step["backend_ms"] - parts["torchrl_ms"],
+                "evaluate_ms": parts["evaluate_ms"],
+                "restart_ms": parts["restart_ms"],
+                "ratio": result["ratio"],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ from neuromimic.keypoints.fit import (
 _RAT23 = Path("data") / "rat23" / "rat23_1000_frames.nwb"
 #: The repository's ``shared/`` checkout if it has one, else the workspace's ``/work/shared``.
 DEFAULT_NWB = next(
-    (p for p in (Path(__file__).resolve().parents[1] / "shared" / _RAT23, Path("/work/shared") / _RAT23) if p.is_file()),
+    (
+        p
+        for p in (Path(__file__).resolve().parents[1] / "shared" / _RAT23, Path("/work/shared") / _RAT23)
+        if p.is_file()
+    ),
     Path("/work/shared") / _RAT23,
 )
 
@@ -61,7 +65,11 @@ def main() -> None:
     start = time.perf_counter()
     train = fit_keypoints(model, mapping, kp, options, frames=range(500))
     test = fit_keypoints(
-        model, mapping, kp, FitOptions(scale=args.scale, fit_offsets=False), frames=range(500, 1000),
+        model,
+        mapping,
+        kp,
+        FitOptions(scale=args.scale, fit_offsets=False),
+        frames=range(500, 1000),
         offsets=train.offsets,
     )
     held_seconds = time.perf_counter() - start

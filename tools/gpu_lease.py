@@ -67,8 +67,18 @@ DEFAULT_LEASE_DIR = Path("/tmp/neuromimic-lease")
 ZOO_SUBSTEPS = {"rodent": 10, "myoarm": 10, "myolegs": 10, "fruitfly": 20}
 #: Modules the stage processes fork from already imported (none of them touches CUDA).
 PRELOAD = [
-    "numpy", "torch", "jax", "mujoco", "mujoco.mjx", "warp", "mujoco_warp", "lightning",
-    "tensordict", "torchrl", "neuromimic.bench", "neuromimic.training",
+    "numpy",
+    "torch",
+    "jax",
+    "mujoco",
+    "mujoco.mjx",
+    "warp",
+    "mujoco_warp",
+    "lightning",
+    "tensordict",
+    "torchrl",
+    "neuromimic.bench",
+    "neuromimic.training",
 ]
 #: Packages each backend's stages import (``versions`` fails without them).
 NEEDS = {
@@ -77,8 +87,19 @@ NEEDS = {
     "warp": ["warp", "mujoco_warp"],
 }
 DISTRIBUTIONS = [
-    "torch", "jax", "jaxlib", "numpy", "mujoco", "mujoco-mjx", "mujoco-warp", "warp-lang", "torchrl",
-    "tensordict", "lightning", "dm-control", "myo-sim",
+    "torch",
+    "jax",
+    "jaxlib",
+    "numpy",
+    "mujoco",
+    "mujoco-mjx",
+    "mujoco-warp",
+    "warp-lang",
+    "torchrl",
+    "tensordict",
+    "lightning",
+    "dm-control",
+    "myo-sim",
 ]
 
 
@@ -106,10 +127,26 @@ class Stage:
 #: the bare scan, the bare per-step call); Warp compiles its kernels once, on the first
 #: backend of a body (``pointers:warp`` pays for the mouse), and captures a graph per size.
 BUDGETS: dict[str, dict[str, tuple[float, float]]] = {
-    "mjx": {"pointers": (25, 60), "nosync": (10, 45), "env": (30, 75), "env-big": (45, 90),
-            "train": (40, 90), "myolegs": (60, 100), "rodent": (80, 120), "train-small": (25, 60)},
-    "warp": {"pointers": (60, 150), "nosync": (10, 45), "env": (20, 60), "env-big": (20, 60),
-             "train": (40, 90), "myolegs": (50, 100), "rodent": (60, 120), "train-small": (25, 60)},
+    "mjx": {
+        "pointers": (25, 60),
+        "nosync": (10, 45),
+        "env": (30, 75),
+        "env-big": (45, 90),
+        "train": (40, 90),
+        "myolegs": (60, 100),
+        "rodent": (80, 120),
+        "train-small": (25, 60),
+    },
+    "warp": {
+        "pointers": (60, 150),
+        "nosync": (10, 45),
+        "env": (20, 60),
+        "env-big": (20, 60),
+        "train": (40, 90),
+        "myolegs": (50, 100),
+        "rodent": (60, 120),
+        "train-small": (25, 60),
+    },
 }
 BUDGETS["mujoco"] = BUDGETS["mjx"]
 
@@ -139,6 +176,7 @@ def plan(
     stages = [Stage("install", "install", 60, 10), Stage("versions", "versions", 60, 12)]
     tail = []
     for backend in backends:
+
         def stage(name: str, kind: str, key: str, min_s: float = 10.0, backend: str = backend, **params) -> Stage:
             estimate, timeout = BUDGETS[backend][key]
             return Stage(name, kind, timeout, estimate, {"backend": backend, **params}, min_s)
@@ -148,16 +186,51 @@ def plan(
             stage(f"nosync:{backend}", "nosync", "nosync", num_envs=check),
         ]
         for size in sizes:
-            stages.append(stage(f"env:{backend}:mouse_forelimb:{size}", "env", "env" if size <= 4096 else "env-big",
-                                body="mouse_forelimb", num_envs=size, steps=steps))
-        stages.append(stage(f"train:{backend}:mouse_forelimb:{train[0]}", "train", "train", 30,
-                            body="mouse_forelimb", num_envs=train[0], iterations=iterations))
+            stages.append(
+                stage(
+                    f"env:{backend}:mouse_forelimb:{size}",
+                    "env",
+                    "env" if size <= 4096 else "env-big",
+                    body="mouse_forelimb",
+                    num_envs=size,
+                    steps=steps,
+                )
+            )
+        stages.append(
+            stage(
+                f"train:{backend}:mouse_forelimb:{train[0]}",
+                "train",
+                "train",
+                30,
+                body="mouse_forelimb",
+                num_envs=train[0],
+                iterations=iterations,
+            )
+        )
         for body in zoo:
-            stages.append(stage(f"env:{backend}:{body}:{zoo_size}", "env", body if body in BUDGETS[backend] else "rodent",
-                                30, body=body, num_envs=zoo_size, steps=steps))
+            stages.append(
+                stage(
+                    f"env:{backend}:{body}:{zoo_size}",
+                    "env",
+                    body if body in BUDGETS[backend] else "rodent",
+                    30,
+                    body=body,
+                    num_envs=zoo_size,
+                    steps=steps,
+                )
+            )
         for size in train[1:]:
-            tail.append(stage(f"train:{backend}:mouse_forelimb:{size}", "train", "train-small", 30,
-                              body="mouse_forelimb", num_envs=size, iterations=iterations))
+            tail.append(
+                stage(
+                    f"train:{backend}:mouse_forelimb:{size}",
+                    "train",
+                    "train-small",
+                    30,
+                    body="mouse_forelimb",
+                    num_envs=size,
+                    iterations=iterations,
+                )
+            )
     if cpu_smoke:  # MJX compiles for about a minute per function on a small CPU
         for each in stages + tail:
             each.timeout_s *= 6
@@ -217,13 +290,20 @@ class Lease:
         return self.context
 
     def run(self, stage: Stage) -> dict:
-        line: dict[str, Any] = {"stage": stage.name, "part": self.args.part,
-                                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        line: dict[str, Any] = {
+            "stage": stage.name,
+            "part": self.args.part,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         timeout = self.args.timeouts.get(stage.name, stage.timeout_s)
         left = self.remaining() - self.args.reserve_s
         if left < min(stage.min_s, timeout):
-            line.update(ok=False, seconds=0.0, skipped=f"no time left: {left:.0f} s of the call's budget remain, "
-                        f"the stage needs at least {min(stage.min_s, timeout):.0f} s")
+            line.update(
+                ok=False,
+                seconds=0.0,
+                skipped=f"no time left: {left:.0f} s of the call's budget remain, "
+                f"the stage needs at least {min(stage.min_s, timeout):.0f} s",
+            )
             self.write(line)
             return line
         timeout = min(timeout, left)
@@ -253,8 +333,9 @@ class Lease:
         started = time.monotonic()
         context = self._context()
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_child, args=(sender, stage.kind, stage.params, self.settings),
-                                  name=stage.name, daemon=True)
+        process = context.Process(
+            target=_child, args=(sender, stage.kind, stage.params, self.settings), name=stage.name, daemon=True
+        )
         process.start()  # the first one waits for the fork server's imports: the timeout counts them
         sender.close()
         outcome: dict[str, Any] | None = None
@@ -305,8 +386,11 @@ def _child(conn, kind: str, params: dict, settings: dict) -> None:
     except Skip as reason:
         message = {"ok": True, "skipped": str(reason)}
     except BaseException as error:  # noqa: BLE001 - everything is reported, nothing escapes
-        message = {"ok": False, "error": f"{type(error).__name__}: {error}",
-                   "traceback": traceback.format_exc()[-4000:]}
+        message = {
+            "ok": False,
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc()[-4000:],
+        }
     conn.send(message)
     conn.close()
 
@@ -323,8 +407,11 @@ def _install(args: argparse.Namespace, timeout: float) -> dict:
     """
     site, stash, installed = (args.lease_dir / name for name in ("site", "stash", "installed"))
     if not args.wheels:
-        return {"ok": True, "skipped": "no wheels given (--wheels): this Python's packages are used",
-                "result": {"python": sys.executable}}
+        return {
+            "ok": True,
+            "skipped": "no wheels given (--wheels): this Python's packages are used",
+            "result": {"python": sys.executable},
+        }
     missing = [str(folder) for folder in args.wheels if not folder.is_dir()]
     if missing:
         return {"ok": False, "error": f"no such wheel folder: {missing} (was it in the call's carry list?)"}
@@ -365,13 +452,19 @@ def _install(args: argparse.Namespace, timeout: float) -> dict:
                     digest.update(data)
                     out.write(data)
             if digest.hexdigest() != whole["sha256"]:
-                return {"ok": False, "error": f"{name}: the joined chunks do not match its SHA-256; "
-                        "make the wheels again (tools/make_lease_wheels.py) and rerun both parts"}
+                return {
+                    "ok": False,
+                    "error": f"{name}: the joined chunks do not match its SHA-256; "
+                    "make the wheels again (tools/make_lease_wheels.py) and rerun both parts",
+                }
             target.with_suffix(".partial").replace(target)
             wheels[name] = target
     if args.part == "2" and waiting:
-        return {"ok": False, "error": f"chunks from part 1 are missing ({waiting}): the machine was given back "
-                "between the calls (or part 1 did not run); run part 1 and part 2 again, back to back"}
+        return {
+            "ok": False,
+            "error": f"chunks from part 1 are missing ({waiting}): the machine was given back "
+            "between the calls (or part 1 did not run); run part 1 and part 2 again, back to back",
+        }
     todo = [path for name, path in sorted(wheels.items()) if not (installed / name).exists()]
     try:
         import lzma  # noqa: F401 - pip needs it for the Warp wheel's LZMA member
@@ -379,12 +472,30 @@ def _install(args: argparse.Namespace, timeout: float) -> dict:
         lzma_ok = True
     except ImportError:
         lzma_ok = False
-    result = {"site": str(site), "installed_now": [p.name for p in todo], "waiting_for_chunks": waiting,
-              "already_installed": sorted(p.name for p in installed.iterdir()), "python_has_lzma": lzma_ok}
+    result = {
+        "site": str(site),
+        "installed_now": [p.name for p in todo],
+        "waiting_for_chunks": waiting,
+        "already_installed": sorted(p.name for p in installed.iterdir()),
+        "python_has_lzma": lzma_ok,
+    }
     if todo:
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
-                   "--no-cache-dir", "--upgrade", "--disable-pip-version-check", "--target", str(site),
-                   *map(str, todo)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            *map(str, todo),
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
@@ -394,8 +505,9 @@ def _install(args: argparse.Namespace, timeout: float) -> dict:
             return {"ok": False, "error": f"pip install failed{hint}: {done.stderr[-3000:]}", "result": result}
         for path in todo:
             (installed / path.name).touch()
-    result["site_mib"] = round(sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 2**20, 1) \
-        if site.exists() else 0
+    result["site_mib"] = (
+        round(sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 2**20, 1) if site.exists() else 0
+    )
     return {"ok": True, "result": result}
 
 
@@ -417,8 +529,12 @@ def _export_caches(lease: Lease) -> None:
         return
     started = time.monotonic()
     try:
-        subprocess.run(["tar", "-C", str(args.lease_dir), "-czf", str(target), *folders],
-                       check=True, capture_output=True, timeout=min(60.0, left))
+        subprocess.run(
+            ["tar", "-C", str(args.lease_dir), "-czf", str(target), *folders],
+            check=True,
+            capture_output=True,
+            timeout=min(60.0, left),
+        )
         size = target.stat().st_size
         line["result"] = {"file": target.name, "mib": round(size / 2**20, 2), "folders": folders}
         if size > CACHE_EXPORT_LIMIT:
@@ -465,8 +581,10 @@ def _device(settings: dict, backend: str) -> str:
 
         wp.config.quiet = True
         if not wp.is_cpu_available():
-            raise Skip("this Warp has no CPU compiler (warp-clang.so is left out of the carried wheel) "
-                       "and there is no GPU: Warp stages need one")
+            raise Skip(
+                "this Warp has no CPU compiler (warp-clang.so is left out of the carried wheel) "
+                "and there is no GPU: Warp stages need one"
+            )
     return "cpu"
 
 
@@ -491,8 +609,12 @@ def stage_versions(settings: dict) -> dict:
     import importlib
     import importlib.metadata
 
-    result: dict[str, Any] = {"python": sys.version.split()[0], "executable": sys.executable,
-                              "platform": platform.platform(), "cpu_count": os.cpu_count()}
+    result: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
     versions = {}
     for name in DISTRIBUTIONS:
         try:
@@ -519,8 +641,13 @@ def stage_versions(settings: dict) -> dict:
         result["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
         result["gpu_multiprocessors"] = props.multi_processor_count
     try:
-        query = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                                "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=False)
+        query = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
         result["nvidia_smi"] = query.stdout.strip() or query.stderr.strip()
     except (OSError, subprocess.TimeoutExpired) as error:
         result["nvidia_smi"] = f"unavailable: {error}"
@@ -534,9 +661,13 @@ def stage_versions(settings: dict) -> dict:
 
         wp.config.quiet = True
         wp.init()
-        result["warp"] = {"version": wp.config.version, "devices": [str(d) for d in wp.get_devices()],
-                          "cpu_available": wp.is_cpu_available(), "cuda_devices": wp.get_cuda_device_count(),
-                          "kernel_cache_dir": wp.config.kernel_cache_dir}
+        result["warp"] = {
+            "version": wp.config.version,
+            "devices": [str(d) for d in wp.get_devices()],
+            "cpu_available": wp.is_cpu_available(),
+            "cuda_devices": wp.get_cuda_device_count(),
+            "kernel_cache_dir": wp.config.kernel_cache_dir,
+        }
     result["commit"] = os.environ.get("NEUROMIMIC_COMMIT")
     if result["commit"] is None and (REPO / ".git").exists():
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
@@ -600,10 +731,17 @@ def stage_pointers(settings: dict, backend: str, num_envs: int) -> dict:
             mine = getattr(view, name).data_ptr()
             fields[name] = {"view": hex(mine), "simulator": hex(pointer), "equal": mine == pointer}
     checked = [f["equal"] for f in fields.values()]
-    return {"backend": backend, "num_envs": num_envs, "device": str(sim.device), "fields": fields,
-            "all_equal": bool(checked) and all(checked), "build_s": build_s, "step_s": times,
-            "compile_s": compile_seconds(times),
-            "_ok": bool(checked) and all(checked)}
+    return {
+        "backend": backend,
+        "num_envs": num_envs,
+        "device": str(sim.device),
+        "fields": fields,
+        "all_equal": bool(checked) and all(checked),
+        "build_s": build_s,
+        "step_s": times,
+        "compile_s": compile_seconds(times),
+        "_ok": bool(checked) and all(checked),
+    }
 
 
 def stage_nosync(settings: dict, backend: str, num_envs: int, sleep_s: float = 0.2) -> dict:
@@ -639,8 +777,15 @@ def stage_nosync(settings: dict, backend: str, num_envs: int, sleep_s: float = 0
             _, td = env.step_and_maybe_reset(td)
         return time.perf_counter() - begin
 
-    result: dict[str, Any] = {"backend": backend, "num_envs": num_envs, "steps": steps, "device": str(env.device),
-                              "build_s": build_s, "warmup_step_s": warmup, "compile_s": compile_seconds(warmup)}
+    result: dict[str, Any] = {
+        "backend": backend,
+        "num_envs": num_envs,
+        "steps": steps,
+        "device": str(env.device),
+        "build_s": build_s,
+        "warmup_step_s": warmup,
+        "compile_s": compile_seconds(warmup),
+    }
     with env.stepping():
         result["host_burst_s"] = burst()  # no sleep queued: the host's own cost
         _sync(env.device)
@@ -668,10 +813,13 @@ def stage_nosync(settings: dict, backend: str, num_envs: int, sleep_s: float = 0
         total_s = time.perf_counter() - start
     waited = host_s > result["host_burst_s"] + 0.5 * sleep_s
     result.update(
-        sleep_s=sleep_s, host_with_sleep_s=host_s, until_done_s=total_s,
-        torch_sync_warnings=[str(w.message)[:200] for w in caught][:5], host_waited=waited,
+        sleep_s=sleep_s,
+        host_with_sleep_s=host_s,
+        until_done_s=total_s,
+        torch_sync_warnings=[str(w.message)[:200] for w in caught][:5],
+        host_waited=waited,
         note="host_with_sleep_s near host_burst_s: no step waited for the GPU; near sleep_s: one did "
-             "(or the launch queue filled: rerun with fewer --nosync-steps)",
+        "(or the launch queue filled: rerun with fewer --nosync-steps)",
     )
     result["_ok"] = not waited and total_s >= 0.9 * sleep_s
     return result
@@ -777,8 +925,13 @@ def stage_train(settings: dict, backend: str, body: str, num_envs: int, iteratio
     def make_env(*args, **kw):
         begin = time.perf_counter()
         env = original(*args, **kw)
-        builds.append({"split": kw.get("split"), "num_envs": env.batch_size[0] if env.batch_size else None,
-                       "seconds": time.perf_counter() - begin})
+        builds.append(
+            {
+                "split": kw.get("split"),
+                "num_envs": env.batch_size[0] if env.batch_size else None,
+                "seconds": time.perf_counter() - begin,
+            }
+        )
         progress(env_builds=builds)
         return env
 
@@ -805,39 +958,79 @@ STAGES = {
 # ------------------------------------------------------------------------------ main
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["1", "2", "all"], default="all",
-                        help="1: install + MJX stages; 2: Warp's second chunk + Warp stages; all: both")
+    parser.add_argument(
+        "--part",
+        choices=["1", "2", "all"],
+        default="all",
+        help="1: install + MJX stages; 2: Warp's second chunk + Warp stages; all: both",
+    )
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on a CPU; GPU-only checks skipped")
-    parser.add_argument("--backends", nargs="+", choices=["mujoco", "mjx", "warp"],
-                        help="backends of the plan (default: mjx for part 1, warp for part 2; "
-                             "--cpu-smoke adds mujoco)")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=["mujoco", "mjx", "warp"],
+        help="backends of the plan (default: mjx for part 1, warp for part 2; --cpu-smoke adds mujoco)",
+    )
     parser.add_argument("--sizes", type=int, nargs="+", help="mouse bodies of the env stages (default 4096 16384)")
-    parser.add_argument("--train-sizes", type=int, nargs="+",
-                        help="mouse bodies of the PPO stages (default 16384 4096; the second runs last)")
-    parser.add_argument("--zoo", nargs="*", choices=sorted(ZOO_SUBSTEPS),
-                        help="zoo bodies benchmarked on a rest-pose clip (default myolegs rodent)")
+    parser.add_argument(
+        "--train-sizes",
+        type=int,
+        nargs="+",
+        help="mouse bodies of the PPO stages (default 16384 4096; the second runs last)",
+    )
+    parser.add_argument(
+        "--zoo",
+        nargs="*",
+        choices=sorted(ZOO_SUBSTEPS),
+        help="zoo bodies benchmarked on a rest-pose clip (default myolegs rodent)",
+    )
     parser.add_argument("--zoo-size", type=int, help="bodies of the zoo stages (default 4096)")
-    parser.add_argument("--stages", nargs="+", metavar="GLOB",
-                        help="run only the stages whose names match one of these (fnmatch) patterns")
-    parser.add_argument("--timeout", nargs="+", default=[], metavar="GLOB=SECONDS",
-                        help="override the timeout of the stages matching GLOB")
-    parser.add_argument("--budget-s", type=float,
-                        help="seconds this call may take in all (default 280, for a 300 s device call; "
-                             "1800 with --cpu-smoke)")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        metavar="GLOB",
+        help="run only the stages whose names match one of these (fnmatch) patterns",
+    )
+    parser.add_argument(
+        "--timeout",
+        nargs="+",
+        default=[],
+        metavar="GLOB=SECONDS",
+        help="override the timeout of the stages matching GLOB",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        help="seconds this call may take in all (default 280, for a 300 s device call; 1800 with --cpu-smoke)",
+    )
     parser.add_argument("--reserve-s", type=float, default=3.0, help="kept back from the budget (default 3)")
-    parser.add_argument("--wheels", nargs="*", type=Path,
-                        help="carried wheel folders to install (default .whl/lease<part> on a GPU, none with "
-                             "--cpu-smoke)")
-    parser.add_argument("--lease-dir", type=Path, default=DEFAULT_LEASE_DIR,
-                        help="site, wheel chunks, caches and clips on the machine's disk (kept between warm calls)")
+    parser.add_argument(
+        "--wheels",
+        nargs="*",
+        type=Path,
+        help="carried wheel folders to install (default .whl/lease<part> on a GPU, none with --cpu-smoke)",
+    )
+    parser.add_argument(
+        "--lease-dir",
+        type=Path,
+        default=DEFAULT_LEASE_DIR,
+        help="site, wheel chunks, caches and clips on the machine's disk (kept between warm calls)",
+    )
     parser.add_argument("--out", type=Path, help="the JSON-lines file (default $OUT/lease-part<N>.jsonl)")
-    parser.add_argument("--isolation", choices=["fork", "spawn"], default="fork",
-                        help="fork: stage processes fork from a server that imported torch, JAX, MuJoCo... "
-                             "once (default); spawn: each stage imports everything itself")
+    parser.add_argument(
+        "--isolation",
+        choices=["fork", "spawn"],
+        default="fork",
+        help="fork: stage processes fork from a server that imported torch, JAX, MuJoCo... "
+        "once (default); spawn: each stage imports everything itself",
+    )
     parser.add_argument("--nosync-steps", type=int, default=5, help="env steps in the no-sync burst (default 5)")
-    parser.add_argument("--export-caches", action=argparse.BooleanOptionalAction,
-                        help="return the compile caches as lease-caches-part<N>.tar.gz beside the output when "
-                             "under 15 MiB (default: on when $OUT is set, off with --cpu-smoke)")
+    parser.add_argument(
+        "--export-caches",
+        action=argparse.BooleanOptionalAction,
+        help="return the compile caches as lease-caches-part<N>.tar.gz beside the output when "
+        "under 15 MiB (default: on when $OUT is set, off with --cpu-smoke)",
+    )
     parser.add_argument("--plan", action="store_true", help="print the stages and their budgets, run nothing")
     args = parser.parse_args(argv)
     stages = plan(args.part, args.backends, args.cpu_smoke, args.sizes, args.train_sizes, args.zoo, args.zoo_size)
@@ -848,8 +1041,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.export_caches = bool(os.environ.get("OUT")) and not args.cpu_smoke
     if args.budget_s is None:
         args.budget_s = 1800.0 if args.cpu_smoke else 280.0
-    args.stage_backends = sorted({s.params["backend"] for s in stages if "backend" in s.params} or
-                                 set(args.backends or []))
+    args.stage_backends = sorted(
+        {s.params["backend"] for s in stages if "backend" in s.params} or set(args.backends or [])
+    )
     args.timeouts = {}
     for item in args.timeout:
         pattern, _, seconds = item.rpartition("=")
@@ -859,8 +1053,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     carried = [REPO / ".whl" / "lease1", REPO / ".whl" / "lease2"]
     args.extra_wheel_dirs = []
     if args.wheels is None:
-        args.wheels = [] if args.cpu_smoke else (
-            carried if args.part == "all" else [REPO / ".whl" / f"lease{args.part}"])
+        args.wheels = (
+            [] if args.cpu_smoke else (carried if args.part == "all" else [REPO / ".whl" / f"lease{args.part}"])
+        )
         args.extra_wheel_dirs = [] if args.cpu_smoke else carried
     if args.out is None:
         base = Path(os.environ["OUT"]) if os.environ.get("OUT") else args.lease_dir
@@ -893,8 +1088,15 @@ def main(argv: list[str] | None = None) -> int:
             _use_site(lease_dir)
             if not line["ok"]:
                 for later in args.plan_stages[1:]:
-                    lease.write({"stage": later.name, "part": args.part, "ok": False, "seconds": 0.0,
-                                 "skipped": "the install stage failed"})
+                    lease.write(
+                        {
+                            "stage": later.name,
+                            "part": args.part,
+                            "ok": False,
+                            "seconds": 0.0,
+                            "skipped": "the install stage failed",
+                        }
+                    )
                 return 1
         failures += not line["ok"]
     if args.export_caches:
@@ -904,8 +1106,11 @@ def main(argv: list[str] | None = None) -> int:
         combined, target = lease_dir / "lease.jsonl", args.out.with_name("lease.jsonl")
         if combined.exists() and combined.resolve() != target.resolve():
             shutil.copy2(combined, target)
-    print(f"[lease] {len(args.plan_stages) - failures} of {len(args.plan_stages)} stages ok; "
-          f"{time.monotonic() - lease.start:.0f} s; lines in {args.out}", flush=True)
+    print(
+        f"[lease] {len(args.plan_stages) - failures} of {len(args.plan_stages)} stages ok; "
+        f"{time.monotonic() - lease.start:.0f} s; lines in {args.out}",
+        flush=True,
+    )
     return 1 if failures else 0
 
 

@@ -33,13 +33,26 @@ VARIANTS = {
 }
 
 
-def run(config: str, clips: str | None, max_steps: int, name: str, flags: list[str], output: Path, extra: list[str]) -> dict:
+def run(
+    config: str, clips: str | None, max_steps: int, name: str, flags: list[str], output: Path, extra: list[str]
+) -> dict:
     directory = output / name
     directory.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "neuromimic.cli", "fit", "--config", str(Path(config).resolve()),
-        "--trainer.max_steps", str(max_steps), "--trainer.enable_progress_bar", "false",
-        "--trainer.check_val_every_n_epoch", "1000000", *flags, *extra,
+        sys.executable,
+        "-m",
+        "neuromimic.cli",
+        "fit",
+        "--config",
+        str(Path(config).resolve()),
+        "--trainer.max_steps",
+        str(max_steps),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.check_val_every_n_epoch",
+        "1000000",
+        *flags,
+        *extra,
     ]
     if clips:
         command += ["--model.env.clips", str(Path(clips).resolve())]
@@ -86,7 +99,15 @@ def main() -> None:
         row = run(args.config, args.clips, args.max_steps, name, VARIANTS[name], Path(args.output), extra)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print(json.dumps({"summary": {r["variant"]: {k: r.get(k) for k in ("held_out_mm", "held_out_tracked_fraction")} for r in rows}}))
+    print(
+        json.dumps(
+            {
+                "summary": {
+                    r["variant"]: {k: r.get(k) for k in ("held_out_mm", "held_out_tracked_fraction")} for r in rows
+                }
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

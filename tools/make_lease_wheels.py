@@ -133,14 +133,22 @@ MYOLEGS_ASSETS = tuple(
     for name in (
         ["hat_cervical", "hat_jaw", "hat_skull", "sacrum", "thorax"]
         + [f"lumbar{i}" for i in range(1, 6)]
-        + [f"{side}_{bone}" for side in "lr"
-           for bone in ("bofoot", "femur", "fibula", "foot", "patella", "pelvis", "talus", "tibia")]
+        + [
+            f"{side}_{bone}"
+            for side in "lr"
+            for bone in ("bofoot", "femur", "fibula", "foot", "patella", "pelvis", "talus", "tibia")
+        ]
         + [f"thoracic{i}_s" for i in range(1, 13)]
     )
 ) + tuple(
     f"myo_sim/models/scene/{name}"
-    for name in ("floor0.png", "myosuite_logo.msh", "myosuite_logo.png", "myosuite_scene.png",
-                 "myosuite_scene_noFloor.msh")
+    for name in (
+        "floor0.png",
+        "myosuite_logo.msh",
+        "myosuite_logo.png",
+        "myosuite_scene.png",
+        "myosuite_scene_noFloor.msh",
+    )
 )
 #: Asset suffixes the myo-sim slimming drops unless listed in `MYOLEGS_ASSETS`.
 BINARY_ASSETS = (".stl", ".msh", ".obj", ".png", ".skn")
@@ -149,19 +157,28 @@ BINARY_ASSETS = (".stl", ".msh", ".obj", ".png", ".skn")
 #: trailing ``/`` drops a folder), or ``keep`` (only these files, plus the metadata), or
 #: a function; ``lzma``: members stored with LZMA at its strongest preset.
 SLIM: dict[str, dict] = {
-    "mujoco": {"drop": ["mujoco/experimental/", "mujoco/_render_filament.*", "mujoco/mjrf.py",
-                        "mujoco/rendering/filament/", "mujoco/testdata/", "*_test.py"]},
+    "mujoco": {
+        "drop": [
+            "mujoco/experimental/",
+            "mujoco/_render_filament.*",
+            "mujoco/mjrf.py",
+            "mujoco/rendering/filament/",
+            "mujoco/testdata/",
+            "*_test.py",
+        ]
+    },
     "mujoco-mjx": {"drop": ["mujoco/mjx/test_data/", "mujoco/mjx/integration_test/", "*_test.py"]},
     "mujoco-warp": {"drop": ["mujoco_warp/test_data/", "*_test.py"]},
-    "warp-lang": {"drop": ["warp/bin/warp-clang.so", "warp/examples/", "warp/tests/"],
-                  "lzma": ["warp/bin/warp.so"]},
+    "warp-lang": {"drop": ["warp/bin/warp-clang.so", "warp/examples/", "warp/tests/"], "lzma": ["warp/bin/warp.so"]},
     "torchrl": {"drop": ["sota-implementations/", "sota-check/", "benchmarks/"]},
     "dm-control": {"keep": list(RODENT_FILES)},
     "myo-sim": {"assets": list(MYOLEGS_ASSETS)},
 }
 
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35)] + [
-    "manylinux2014_x86_64", "manylinux1_x86_64", "manylinux_2_5_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+    "manylinux_2_5_x86_64",
 ]
 
 
@@ -188,10 +205,29 @@ def download(download_dir: Path) -> dict[str, Path]:
 
     missing = [f"{name}=={version}" for name, version in CARRIED.items() if name not in found()]
     if missing:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                   "--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--abi", "abi3",
-                   "--abi", "none", *[arg for p in PLATFORMS for arg in ("--platform", p)],
-                   "-d", str(download_dir), *missing]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp312",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            *[arg for p in PLATFORMS for arg in ("--platform", p)],
+            "-d",
+            str(download_dir),
+            *missing,
+        ]
         print("downloading:", " ".join(missing), flush=True)
         subprocess.run(command, check=True)
     have = found()
@@ -212,9 +248,17 @@ def check_requirements(wheels: dict[str, Path]) -> list[str]:
     extras) that is neither carried at a matching version nor in the image, nor waived."""
     from packaging.requirements import Requirement
 
-    environment = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    environment = {
+        "python_version": "3.12",
+        "python_full_version": "3.12.3",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
     problems = []
     for name, path in sorted(wheels.items()):
         if name in NOT_FOLLOWED:
@@ -282,8 +326,10 @@ def slim(source: Path, rule: dict, out_dir: Path) -> Path:
                 copy = zipfile.ZipInfo(info.filename, date_time=info.date_time)
                 copy.external_attr = info.external_attr
                 if info.filename in rule.get("lzma", []):
-                    print(f"  {source.name}: LZMA 9e of {info.filename} ({len(data) / MIB:.0f} MiB), minutes...",
-                          flush=True)
+                    print(
+                        f"  {source.name}: LZMA 9e of {info.filename} ({len(data) / MIB:.0f} MiB), minutes...",
+                        flush=True,
+                    )
                     copy.compress_type = zipfile.ZIP_LZMA
                     previous, zipfile.LZMACompressor = zipfile.LZMACompressor, _StrongLZMA
                     try:
@@ -326,8 +372,9 @@ def verify_record(path: Path) -> None:
 def tree_bytes() -> int:
     """Bytes of the working tree the device tool sends (tracked and untracked, not ignored)."""
     try:
-        listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO,
-                                capture_output=True, check=True).stdout.split(b"\0")
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+        ).stdout.split(b"\0")
     except (OSError, subprocess.CalledProcessError):
         return 0
     total = 0
@@ -367,8 +414,16 @@ def split_parts(wheels: list[Path], warp: Path, part2_only: list[Path], out: Pat
         manifest = {
             "part": index,
             "wheels": sorted(p.name for p in members),
-            "chunks": [{"file": chunk_name, "of": warp.name, "index": index, "count": 2,
-                        "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()}],
+            "chunks": [
+                {
+                    "file": chunk_name,
+                    "of": warp.name,
+                    "index": index,
+                    "count": 2,
+                    "bytes": len(chunk),
+                    "sha256": hashlib.sha256(chunk).hexdigest(),
+                }
+            ],
             "assembled": {warp.name: {"bytes": size, "sha256": whole, "chunks": 2}},
             "bytes": sum(p.stat().st_size for p in folder.iterdir()),
         }
@@ -406,15 +461,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--download-dir", type=Path, default=Path("/tmp/neuromimic-lease/download"))
     parser.add_argument("--slim-dir", type=Path, default=Path("/tmp/neuromimic-lease/slim"))
     parser.add_argument("--out", type=Path, default=REPO / ".whl", help="folder of lease1/ and lease2/ (ignored)")
-    parser.add_argument("--margin-mib", type=float, default=4.0,
-                        help="room left in each call for the working tree to grow (default 4)")
+    parser.add_argument(
+        "--margin-mib", type=float, default=4.0, help="room left in each call for the working tree to grow (default 4)"
+    )
     parser.add_argument("--no-check-bodies", dest="check_bodies", action="store_false")
     parser.add_argument("--list", action="store_true", help="print what is carried and why, then stop")
     args = parser.parse_args(argv)
 
     if args.list:
-        print(json.dumps({"carried": CARRIED, "slimmed": SLIM, "not_carried": NOT_CARRIED,
-                          "requirements_not_followed": NOT_FOLLOWED}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "carried": CARRIED,
+                    "slimmed": SLIM,
+                    "not_carried": NOT_CARRIED,
+                    "requirements_not_followed": NOT_FOLLOWED,
+                },
+                indent=1,
+            )
+        )
         return
     downloaded = download(args.download_dir)
     problems = check_requirements(downloaded)
@@ -432,16 +497,20 @@ def main(argv: list[str] | None = None) -> None:
     warp = ready.pop("warp-lang")
     part2 = [ready.pop("mujoco-warp")]
     manifests = split_parts(sorted(ready.values()), warp, part2, args.out, budget)
-    rows = [(name, downloaded[name].stat().st_size, path.stat().st_size)
-            for name, path in sorted({**ready, "warp-lang": warp, "mujoco-warp": part2[0]}.items())]
+    rows = [
+        (name, downloaded[name].stat().st_size, path.stat().st_size)
+        for name, path in sorted({**ready, "warp-lang": warp, "mujoco-warp": part2[0]}.items())
+    ]
     print(f"{'distribution':22s} {'wheel MiB':>10s} {'carried MiB':>12s}")
     for name, before, after in rows:
         print(f"{name:22s} {before / MIB:10.2f} {after / MIB:12.2f}")
     for manifest in manifests:
         folder = args.out / f"lease{manifest['part']}"
-        print(f"{folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder}: "
-              f"{manifest['bytes'] / MIB:.2f} MiB; with the working tree ({tree / MIB:.2f} MiB): "
-              f"{(manifest['bytes'] + tree) / MIB:.2f} of {CARRY_LIMIT_MIB:.0f} MiB")
+        print(
+            f"{folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder}: "
+            f"{manifest['bytes'] / MIB:.2f} MiB; with the working tree ({tree / MIB:.2f} MiB): "
+            f"{(manifest['bytes'] + tree) / MIB:.2f} of {CARRY_LIMIT_MIB:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -84,14 +84,19 @@ def measure(key: str, num_envs: int, calls: int, rounds: int, real: bool) -> dic
     xfrc = jax.device_put(np.zeros((num_envs, model.nbody, 6), np.float32), device)
 
     def whole_data():
-        return jax.device_put(jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (num_envs, *x.shape)), template), device)
+        return jax.device_put(
+            jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (num_envs, *x.shape)), template), device
+        )
 
     def flat_state():
         return tuple(jax.device_put(x, device) for x in layout.flat_batch(template))
 
     result = {
         "arrays_per_call": {
-            "whole": {"in": len(jax.tree_util.tree_leaves((mx, whole_data(), ctrl, xfrc))), "out": len(jax.tree_util.tree_leaves(whole_data())) + 1},
+            "whole": {
+                "in": len(jax.tree_util.tree_leaves((mx, whole_data(), ctrl, xfrc))),
+                "out": len(jax.tree_util.tree_leaves(whole_data())) + 1,
+            },
             "flat": {"in": len(flat_model) + len(flat_state()) + 2, "out": len(flat_state()) + 1},
         },
     }
@@ -110,7 +115,9 @@ def measure(key: str, num_envs: int, calls: int, rounds: int, real: bool) -> dic
     if real:
         backend = MjxBackend(body, num_envs, substeps=2)
         backend.step(backend.view.ctrl.clone())  # applies the rest pose; compiles the step
-        step_whole = jax.jit(jax.vmap(control_step(backend.substeps, backend.max_qvel, model.opt.timestep), in_axes=(None, 0, 0, 0)))
+        step_whole = jax.jit(
+            jax.vmap(control_step(backend.substeps, backend.max_qvel, model.opt.timestep), in_axes=(None, 0, 0, 0))
+        )
         result["step_us"] = _interleaved(
             {
                 "whole": (step_whole, lambda: (mx, backend.data, ctrl, xfrc)),
@@ -139,7 +146,9 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=1, help="B (small, so that the device never holds a call back)")
     parser.add_argument("--calls", type=int, default=300, help="calls per form and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, each timing both forms in turn")
-    parser.add_argument("--real", nargs="*", default=["mouse_forelimb"], help="bodies whose real step is timed too (compiled here)")
+    parser.add_argument(
+        "--real", nargs="*", default=["mouse_forelimb"], help="bodies whose real step is timed too (compiled here)"
+    )
     args = parser.parse_args()
     result = {
         "tool": "mjx_host_overhead",

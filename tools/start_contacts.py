@@ -80,7 +80,11 @@ def measure(body: str, clips: str, samples: int = 64, seed: int = 0) -> dict:
         first, fifth = [], []
         for _ in range(samples):
             c = int(rng.integers(len(loaded)))
-            frames = np.flatnonzero(valid[c][: max(1, loaded[c].num_frames - 6)]) if only_valid else np.arange(max(1, loaded[c].num_frames - 6))
+            frames = (
+                np.flatnonzero(valid[c][: max(1, loaded[c].num_frames - 6)])
+                if only_valid
+                else np.arange(max(1, loaded[c].num_frames - 6))
+            )
             if frames.size == 0:
                 continue
             per_step = _step_cost(model, data, loaded[c], int(rng.choice(frames)), 5, substeps, action_map)
@@ -91,8 +95,14 @@ def measure(body: str, clips: str, samples: int = 64, seed: int = 0) -> dict:
         first, fifth = np.array(first), np.array(fifth)
         return {
             "starts": len(first),
-            "first_step": {"contacts": round(float(first[:, 0].mean()), 2), "solver_iterations": round(float(first[:, 1].mean()), 2)},
-            "fifth_step": {"contacts": round(float(fifth[:, 0].mean()), 2), "solver_iterations": round(float(fifth[:, 1].mean()), 2)},
+            "first_step": {
+                "contacts": round(float(first[:, 0].mean()), 2),
+                "solver_iterations": round(float(first[:, 1].mean()), 2),
+            },
+            "fifth_step": {
+                "contacts": round(float(fifth[:, 0].mean()), 2),
+                "solver_iterations": round(float(fifth[:, 1].mean()), 2),
+            },
         }
 
     all_valid = np.concatenate(valid)

@@ -189,8 +189,11 @@ class Muscle:
 
     def passive_force(self, lf):
         k = 4.0
-        return torch.where(lf > 1.0, (torch.exp(k * (lf - 1.0) / self.passive_strain) - 1.0) / (math.exp(k) - 1.0),
-                           torch.zeros_like(lf))
+        return torch.where(
+            lf > 1.0,
+            (torch.exp(k * (lf - 1.0) / self.passive_strain) - 1.0) / (math.exp(k) - 1.0),
+            torch.zeros_like(lf),
+        )
 
     def tendon_force(self, strain):
         """Thelen (2003) tendon: exponential toe up to 0.609 e0 (force 0.333 F0), then linear."""
@@ -216,7 +219,9 @@ class Muscle:
 
     def fibre_length(self, mtu, force):
         """Fascicle length (L0) when the tendon carries ``force`` (F0)."""
-        return (mtu - self.tendon_slack_m * (1.0 + self.tendon_strain(force))) / (self.fascicle_gear * self.optimal_fibre_m)
+        return (mtu - self.tendon_slack_m * (1.0 + self.tendon_strain(force))) / (
+            self.fascicle_gear * self.optimal_fibre_m
+        )
 
     def tendon_force_at(self, mtu, lf):
         """Tendon force (F0) when the muscle-tendon length is ``mtu`` (m) and the fascicles ``lf`` (L0)."""
@@ -392,8 +397,9 @@ def gamma_static_for(rule: str, hold_length, neutral_length, loop: Loop):
     raise ValueError(f"unknown gamma rule {rule!r}; choose from {GAMMA_RULES}")
 
 
-def simulate(rows: Rows, duration_s: float, muscle: Muscle, loop: Loop, perturbation: Perturbation,
-             seed: int = 0) -> dict[str, np.ndarray]:
+def simulate(
+    rows: Rows, duration_s: float, muscle: Muscle, loop: Loop, perturbation: Perturbation, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Run every row for ``duration_s``; returns 1 ms traces [B, T] (torque in Nm, Ia in pps,
     fascicle length in L0, excitation) and per-row statics."""
     dtype = torch.float64
@@ -408,8 +414,11 @@ def simulate(rows: Rows, duration_s: float, muscle: Muscle, loop: Loop, perturba
     target_force = loop.target_fraction * max_force
     lf, activation = muscle.hold(angle0, target_force)
     gs, gd = rows.gamma_static.to(dtype)[:, None], rows.gamma_dynamic.to(dtype)[:, None]
-    afferents = Afferents(AfferentConfig(dt_ms=DT_MS, ia_delay_ms=loop.ia_delay_ms, ii_delay_ms=loop.ii_delay_ms,
-                                         ib_delay_ms=loop.ib_delay_ms))
+    afferents = Afferents(
+        AfferentConfig(
+            dt_ms=DT_MS, ia_delay_ms=loop.ia_delay_ms, ii_delay_ms=loop.ii_delay_ms, ib_delay_ms=loop.ib_delay_ms
+        )
+    )
     state = afferents.initial_state(lf[:, None], target_force[:, None], gs, gd)
     rates = state["in_flight"][:, -1, :, 0].clone()  # [B, 3]: the settled (tonic) rates
     ia = rates[:, 0]
@@ -504,8 +513,9 @@ def rule_gammas(muscle: Muscle, loop: Loop) -> dict[str, list[float]]:
     return {rule: [round(float(g), 6) for g in gamma_static_for(rule, lengths, neutral, loop)] for rule in GAMMA_RULES}
 
 
-def build_rows(muscle: Muscle, loop: Loop, trials: int, sweep_gammas: tuple[float, ...] = (),
-               sweep_trials: int = 1) -> Rows:
+def build_rows(
+    muscle: Muscle, loop: Loop, trials: int, sweep_gammas: tuple[float, ...] = (), sweep_trials: int = 1
+) -> Rows:
     """Rows of the experiment. Each (angle, gamma-static) condition of the two rules gets
     ``trials`` noisy holds with the afferent loop on and one noise-free ramp-and-hold with
     the loop on; each angle gets ``trials`` noisy holds and one ramp-and-hold with the loop
@@ -520,14 +530,23 @@ def build_rows(muscle: Muscle, loop: Loop, trials: int, sweep_gammas: tuple[floa
             conditions[(angle, gammas[rule][i])] = max(conditions.get((angle, gammas[rule][i]), 0), trials)
         for gamma in sweep_gammas:
             conditions[(angle, float(gamma))] = max(conditions.get((angle, float(gamma)), 0), sweep_trials)
-    columns = {name: [] for name in ("angle_deg", "gamma_static", "gamma_dynamic", "afferent_loop", "noise_cv", "perturb", "voluntary")}
+    columns = {
+        name: []
+        for name in ("angle_deg", "gamma_static", "gamma_dynamic", "afferent_loop", "noise_cv", "perturb", "voluntary")
+    }
     meta = []
 
     def add(angle, gamma, kind, loop_on):
         hold = kind == "hold"
-        values = {"angle_deg": angle, "gamma_static": gamma, "gamma_dynamic": loop.gamma_dynamic_pps,
-                  "afferent_loop": 1.0 if loop_on else 0.0, "noise_cv": loop.noise_cv if hold else 0.0,
-                  "perturb": 0.0 if hold else 1.0, "voluntary": 1.0 if hold else 0.0}
+        values = {
+            "angle_deg": angle,
+            "gamma_static": gamma,
+            "gamma_dynamic": loop.gamma_dynamic_pps,
+            "afferent_loop": 1.0 if loop_on else 0.0,
+            "noise_cv": loop.noise_cv if hold else 0.0,
+            "perturb": 0.0 if hold else 1.0,
+            "voluntary": 1.0 if hold else 0.0,
+        }
         for name, value in values.items():
             columns[name].append(value)
         meta.append({"angle": angle, "gamma_static": gamma, "kind": kind, "loop": loop_on})
@@ -544,8 +563,9 @@ def build_rows(muscle: Muscle, loop: Loop, trials: int, sweep_gammas: tuple[floa
     return Rows(**tensors, meta=meta)
 
 
-def analyse(rows: Rows, traces: dict[str, np.ndarray], loop: Loop, perturbation: Perturbation,
-            settle_s: float = SETTLE_S) -> dict:
+def analyse(
+    rows: Rows, traces: dict[str, np.ndarray], loop: Loop, perturbation: Perturbation, settle_s: float = SETTLE_S
+) -> dict:
     """The measures of every (angle, gamma-static) condition (module docstring), arranged as
     ``conditions`` (angle x rule) and ``gamma_sweep`` (angle x gamma-static)."""
     fs = 1000.0 / DT_MS
@@ -555,8 +575,14 @@ def analyse(rows: Rows, traces: dict[str, np.ndarray], loop: Loop, perturbation:
     torque = traces["torque_nm"]
 
     def pick(kind, loop_on, angle, gamma=None):
-        return [i for i, m in enumerate(rows.meta) if m["kind"] == kind and m["loop"] == loop_on and m["angle"] == angle
-                and (gamma is None or m["gamma_static"] == gamma)]
+        return [
+            i
+            for i, m in enumerate(rows.meta)
+            if m["kind"] == kind
+            and m["loop"] == loop_on
+            and m["angle"] == angle
+            and (gamma is None or m["gamma_static"] == gamma)
+        ]
 
     def measure(angle, gamma):
         on, off = pick("hold", True, angle, gamma), pick("hold", False, angle)
@@ -567,8 +593,8 @@ def analyse(rows: Rows, traces: dict[str, np.ndarray], loop: Loop, perturbation:
         freqs, psd = spectrum(hold_on, fs)
         mean_psd = psd.mean(axis=0)
         search = (freqs >= PEAK_SEARCH_HZ[0]) & (freqs <= PEAK_SEARCH_HZ[1])
-        reflex = torque[reflex_on, onset:onset + window] - torque[reflex_off, onset:onset + window]
-        ia_rise = traces["ia_pps"][reflex_on, onset:onset + window] - traces["ia_pps"][reflex_on, onset - 1]
+        reflex = torque[reflex_on, onset : onset + window] - torque[reflex_off, onset : onset + window]
+        ia_rise = traces["ia_pps"][reflex_on, onset : onset + window] - traces["ia_pps"][reflex_on, onset - 1]
         peak = int(np.argmax(reflex))
         above = np.nonzero(reflex > 0.1 * reflex[peak])[0] if reflex[peak] > 0 else np.array([])
         return {
@@ -604,8 +630,11 @@ def analyse(rows: Rows, traces: dict[str, np.ndarray], loop: Loop, perturbation:
 
 def arrange(measured: dict, gammas: dict[str, list[float]], sweep_gammas: tuple[float, ...]) -> dict:
     """``conditions`` (rule x angle) and ``gamma_sweep`` (angle x gamma) from the measures."""
-    conditions = [{"gamma_rule": rule, **measured[(angle, gammas[rule][i])]}
-                  for rule in GAMMA_RULES for i, angle in enumerate(ANGLES_DEG)]
+    conditions = [
+        {"gamma_rule": rule, **measured[(angle, gammas[rule][i])]}
+        for rule in GAMMA_RULES
+        for i, angle in enumerate(ANGLES_DEG)
+    ]
     sweep = [measured[(angle, float(g))] for angle in ANGLES_DEG for g in sweep_gammas]
     return {"conditions": conditions, "gamma_sweep": sweep}
 
@@ -634,23 +663,41 @@ def plot(result: dict, path: Path) -> None:
 
     conditions, sweep = result["conditions"], result["gamma_sweep"]
     fig, axes = plt.subplots(1, 4 if sweep else 3, figsize=(18 if sweep else 14, 4.2))
-    styles = {"constant": ("tab:gray", "o", "constant gamma"), "length_dependent": ("tab:red", "s", "length-dependent gamma-static")}
+    styles = {
+        "constant": ("tab:gray", "o", "constant gamma"),
+        "length_dependent": ("tab:red", "s", "length-dependent gamma-static"),
+    }
     xlabel = "ankle angle (deg; + = dorsiflexed, muscle longer)"
     for rule in GAMMA_RULES:
         color, marker, label = styles[rule]
         rows = [c for c in conditions if c["gamma_rule"] == rule]
         angles = [c["angle_deg"] for c in rows]
-        axes[0].errorbar(angles, [c["tremor_sd_nm"] for c in rows], yerr=[c["tremor_sd_sem_nm"] for c in rows],
-                         color=color, marker=marker, label=label, capsize=3)
+        axes[0].errorbar(
+            angles,
+            [c["tremor_sd_nm"] for c in rows],
+            yerr=[c["tremor_sd_sem_nm"] for c in rows],
+            color=color,
+            marker=marker,
+            label=label,
+            capsize=3,
+        )
         axes[1].plot(angles, [c["reflex_amplitude_nm"] for c in rows], color=color, marker=marker, label=label)
         for c, ls in zip(rows, ("-", "--", ":"), strict=True):
             if rule == "constant" or c["angle_deg"] != 0.0:
                 freqs, psd = c["_psd"]
                 keep = (freqs >= 1) & (freqs <= 25)
-                axes[2].semilogy(freqs[keep], psd[keep], color=color, ls=ls, label=f"{label}, {c['angle_deg']:+.0f} deg")
+                axes[2].semilogy(
+                    freqs[keep], psd[keep], color=color, ls=ls, label=f"{label}, {c['angle_deg']:+.0f} deg"
+                )
     off = [c for c in conditions if c["gamma_rule"] == GAMMA_RULES[0]]
-    axes[0].plot([c["angle_deg"] for c in off], [c["tremor_sd_ia_loop_off_nm"] for c in off], color="k", ls=":",
-                 marker="x", label="afferent loop off")
+    axes[0].plot(
+        [c["angle_deg"] for c in off],
+        [c["tremor_sd_ia_loop_off_nm"] for c in off],
+        color="k",
+        ls=":",
+        marker="x",
+        label="afferent loop off",
+    )
     axes[0].set(xlabel=xlabel, ylabel="torque SD, 4-12 Hz (Nm)", title="physiological tremor (30 % MVC hold)")
     axes[1].set(xlabel=xlabel, ylabel="reflex torque peak (Nm)", title="stretch reflex (4 deg at 150 deg/s)")
     axes[2].set(xlabel="frequency (Hz)", ylabel="torque PSD (Nm$^2$/Hz)", title="torque spectra, afferent loop on")
@@ -668,8 +715,14 @@ def plot(result: dict, path: Path) -> None:
         twin = axes[3].twinx()
         for angle, color in zip(ANGLES_DEG, ("tab:blue", "tab:green", "tab:orange"), strict=True):
             rows = sorted((c for c in sweep if c["angle_deg"] == angle), key=lambda c: c["gamma_static_pps"])
-            twin.plot([c["gamma_static_pps"] for c in rows], [c["reflex_amplitude_nm"] for c in rows], color=color, ls="--",
-                      marker="^", mfc="none")
+            twin.plot(
+                [c["gamma_static_pps"] for c in rows],
+                [c["reflex_amplitude_nm"] for c in rows],
+                color=color,
+                ls="--",
+                marker="^",
+                mfc="none",
+            )
         twin.set_ylabel("reflex torque peak (Nm), dashed")
         twin.set_ylim(bottom=0)
         axes[3].set(xlabel="gamma-static (pps)", ylabel="tremor SD 4-12 Hz (Nm), solid", title="gamma-static sweep")
@@ -680,9 +733,16 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(duration_s: float = 12.0, trials: int = 4, seed: int = 0, muscle: Muscle | None = None,
-        loop: Loop | None = None, perturbation: Perturbation | None = None,
-        sweep_gammas: tuple[float, ...] = SWEEP_GAMMAS, sweep_trials: int = 2) -> dict:
+def run(
+    duration_s: float = 12.0,
+    trials: int = 4,
+    seed: int = 0,
+    muscle: Muscle | None = None,
+    loop: Loop | None = None,
+    perturbation: Perturbation | None = None,
+    sweep_gammas: tuple[float, ...] = SWEEP_GAMMAS,
+    sweep_trials: int = 2,
+) -> dict:
     """Build, simulate and analyse the whole experiment; the JSON-ready summary (plus arrays
     under ``_`` keys for the figure)."""
     muscle, loop, perturbation = muscle or Muscle(), loop or Loop(), perturbation or Perturbation()
@@ -695,15 +755,25 @@ def run(duration_s: float = 12.0, trials: int = 4, seed: int = 0, muscle: Muscle
     result = arrange(analyse(rows, traces, loop, perturbation)["measured"], gammas, sweep_gammas)
     result["trends"] = trends(result["conditions"])
     result["wall_clock_s"] = time.perf_counter() - start
-    result["settings"] = {"duration_s": duration_s, "trials": trials, "seed": seed, "settle_s": SETTLE_S,
-                          "sweep_gammas_pps": list(sweep_gammas), "sweep_trials": sweep_trials,
-                          "muscle": asdict(muscle), "loop": asdict(loop), "perturbation": asdict(perturbation),
-                          "angles_deg": list(ANGLES_DEG), "rows": len(rows.meta)}
+    result["settings"] = {
+        "duration_s": duration_s,
+        "trials": trials,
+        "seed": seed,
+        "settle_s": SETTLE_S,
+        "sweep_gammas_pps": list(sweep_gammas),
+        "sweep_trials": sweep_trials,
+        "muscle": asdict(muscle),
+        "loop": asdict(loop),
+        "perturbation": asdict(perturbation),
+        "angles_deg": list(ANGLES_DEG),
+        "rows": len(rows.meta),
+    }
     return result
 
 
 def public(result: dict) -> dict:
     """``result`` without the arrays kept for plotting."""
+
     def strip(items):
         return [{k: v for k, v in c.items() if not k.startswith("_")} for c in items]
 
@@ -712,20 +782,36 @@ def public(result: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=12.0, help="seconds per hold, the first 2 s excluded (default 12)")
+    parser.add_argument(
+        "--duration", type=float, default=12.0, help="seconds per hold, the first 2 s excluded (default 12)"
+    )
     parser.add_argument("--trials", type=int, default=4, help="noisy holds per condition (default 4)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gamma-slope", type=float, default=Loop.gamma_slope_pps_per_l0,
-                        help="length-dependent rule: gamma-static rise per L0 of shortening (pps/L0)")
-    parser.add_argument("--ia-presynaptic", type=float, default=Loop.ia_presynaptic,
-                        help="presynaptic control of the Ia input (sigmoid-argument units)")
+    parser.add_argument(
+        "--gamma-slope",
+        type=float,
+        default=Loop.gamma_slope_pps_per_l0,
+        help="length-dependent rule: gamma-static rise per L0 of shortening (pps/L0)",
+    )
+    parser.add_argument(
+        "--ia-presynaptic",
+        type=float,
+        default=Loop.ia_presynaptic,
+        help="presynaptic control of the Ia input (sigmoid-argument units)",
+    )
     parser.add_argument("--no-sweep", action="store_true", help="skip the gamma-static sweep at each angle")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     loop = Loop(gamma_slope_pps_per_l0=args.gamma_slope, ia_presynaptic=args.ia_presynaptic)
-    result = run(args.duration, args.trials, args.seed, loop=loop, sweep_gammas=() if args.no_sweep else SWEEP_GAMMAS,
-                 sweep_trials=max(1, args.trials // 2))
+    result = run(
+        args.duration,
+        args.trials,
+        args.seed,
+        loop=loop,
+        sweep_gammas=() if args.no_sweep else SWEEP_GAMMAS,
+        sweep_trials=max(1, args.trials // 2),
+    )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plot(result, args.output_dir / "tremor.png")
     summary = public(result)

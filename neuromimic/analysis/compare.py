@@ -112,9 +112,7 @@ def blocked_folds(n_samples: int, n_folds: int = 5, groups=None) -> list[tuple[n
         raise ValueError(f"groups must have shape [n_samples] = [{n_samples}], got {groups.shape}")
     n_groups = len(np.unique(groups))
     if n_folds > n_groups:
-        raise ValueError(
-            f"n_folds={n_folds} exceeds the {n_groups} distinct groups; use n_folds <= {n_groups}"
-        )
+        raise ValueError(f"n_folds={n_folds} exceeds the {n_groups} distinct groups; use n_folds <= {n_groups}")
     return list(GroupKFold(n_splits=n_folds).split(samples, groups=groups))
 
 
@@ -223,9 +221,7 @@ def cca(X, Y, n_components: int | None = None) -> np.ndarray:
     if n_components is None:
         return correlations
     if not 1 <= n_components <= len(correlations):
-        raise ValueError(
-            f"n_components must be in [1, {len(correlations)}] (min rank of X, Y), got {n_components}"
-        )
+        raise ValueError(f"n_components must be in [1, {len(correlations)}] (min rank of X, Y), got {n_components}")
     return correlations[:n_components]
 
 

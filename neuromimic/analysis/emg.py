@@ -52,9 +52,7 @@ def _zero_phase(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
     """`x` filtered forwards and backwards along time (axis 0)."""
     min_length = 3 * (2 * len(sos) + 1) + 1
     if len(x) < min_length:
-        raise ValueError(
-            f"raw has {len(x)} samples; filtering needs at least {min_length} (or a lower order)"
-        )
+        raise ValueError(f"raw has {len(x)} samples; filtering needs at least {min_length} (or a lower order)")
     return sosfiltfilt(sos, x, axis=0)
 
 
@@ -122,9 +120,7 @@ def compare_emg(
     _check_mapping(muscles, channels, mapping)
     max_lag = round(max_lag_s * fs)
     if not 0 <= max_lag < len(sim) // 2:
-        raise ValueError(
-            f"max_lag_s={max_lag_s} is {max_lag} samples; it must be in [0, T/2) = [0, {len(sim) // 2})"
-        )
+        raise ValueError(f"max_lag_s={max_lag_s} is {max_lag} samples; it must be in [0, T/2) = [0, {len(sim) // 2})")
     results = {}
     for c, channel in enumerate(channels):
         muscle = mapping[channel]
@@ -184,9 +180,7 @@ def _lagged_correlations(sim: np.ndarray, rec: np.ndarray, max_lag: int) -> tupl
     """
     n = len(sim)
     lags = np.arange(-max_lag, max_lag + 1)
-    r = np.array(
-        [np.corrcoef(sim[max(0, -k) : n - max(0, k)], rec[max(0, k) : n - max(0, -k)])[0, 1] for k in lags]
-    )
+    r = np.array([np.corrcoef(sim[max(0, -k) : n - max(0, k)], rec[max(0, k) : n - max(0, -k)])[0, 1] for k in lags])
     return lags, r
 
 

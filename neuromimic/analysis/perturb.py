@@ -63,8 +63,7 @@ def select_units(controller: Controller, units: Units, seed: int = 0) -> torch.T
         sign = getattr(core, "recurrent", None) and getattr(core.recurrent, "parametrizations", None)
         if units not in ("excitatory", "inhibitory") or not sign:
             raise PerturbationError(
-                f"units={units!r}: populations need a RateRNNCore with Dale's law; otherwise give "
-                "indices or a fraction"
+                f"units={units!r}: populations need a RateRNNCore with Dale's law; otherwise give indices or a fraction"
             )
         signs = core.recurrent.parametrizations.weight[0].sign
         if signs is None:
@@ -103,7 +102,9 @@ def _unit_perturbation(controller: Controller, perturbation: UnitPerturbation) -
 def clamp_units(controller: Controller, units: Units, value: float, seed: int = 0):
     """Hold the activity of chosen units at ``value`` (a context manager)."""
     mask = select_units(controller, units, seed)
-    return _unit_perturbation(controller, UnitPerturbation(mask, torch.full(mask.shape, float(value), device=mask.device)))
+    return _unit_perturbation(
+        controller, UnitPerturbation(mask, torch.full(mask.shape, float(value), device=mask.device))
+    )
 
 
 def silence_units(controller: Controller, units: Units, seed: int = 0):
@@ -115,7 +116,9 @@ def inject_current(controller: Controller, units: Units, current: float, seed: i
     """Add ``current`` to the drive ``W r + U x + b`` of chosen units of a `RateRNNCore`
     (a context manager)."""
     if not isinstance(controller.core, RateRNNCore):
-        raise PerturbationError(f"inject_current needs a RateRNNCore; this controller's core is {type(controller.core).__name__}")
+        raise PerturbationError(
+            f"inject_current needs a RateRNNCore; this controller's core is {type(controller.core).__name__}"
+        )
     mask = select_units(controller, units, seed)
     none = torch.zeros(mask.shape, dtype=torch.bool, device=mask.device)
     return _unit_perturbation(
@@ -205,11 +208,15 @@ def sensory_delay(controller: Controller, delay_ms: float, blocks: Sequence[str]
 
 
 @contextlib.contextmanager
-def scale_time_constants(controller: Controller, factor: float, units: Units | None = None, seed: int = 0) -> Iterator[None]:
+def scale_time_constants(
+    controller: Controller, factor: float, units: Units | None = None, seed: int = 0
+) -> Iterator[None]:
     """Multiply the time constants of a `RateRNNCore` (all units, or chosen ones) by ``factor``."""
     core = controller.core
     if not isinstance(core, RateRNNCore):
-        raise PerturbationError(f"scale_time_constants needs a RateRNNCore; this controller's core is {type(core).__name__}")
+        raise PerturbationError(
+            f"scale_time_constants needs a RateRNNCore; this controller's core is {type(core).__name__}"
+        )
     if not factor > 0:
         raise PerturbationError(f"time constants must stay positive: factor must be > 0; got {factor}")
     mask = torch.ones(core.output_size, dtype=torch.bool) if units is None else select_units(controller, units, seed)
@@ -273,7 +280,9 @@ def weaken_muscles(env, scales: dict[str, float]):
     backend = _body_backend(env)
     model = backend.model
     ids = _ids(model, mujoco.mjtObj.mjOBJ_ACTUATOR, list(scales))
-    not_muscles = [name for name, i in zip(scales, ids, strict=True) if model.actuator_gaintype[i] != mujoco.mjtGain.mjGAIN_MUSCLE]
+    not_muscles = [
+        name for name, i in zip(scales, ids, strict=True) if model.actuator_gaintype[i] != mujoco.mjtGain.mjGAIN_MUSCLE
+    ]
     if not_muscles:
         raise PerturbationError(f"weaken_muscles scales MuJoCo muscles; {not_muscles} are other actuators")
     # Muscle parameters: [range0, range1, force, scale, ...] for the active (gain) and passive
@@ -296,8 +305,11 @@ def scale_body_mass(env, scales: dict[str, float]):
     massless = [name for name, i in zip(scales, ids, strict=True) if backend.model.body_mass[i] == 0]
     if massless:
         raise PerturbationError(f"bodies {massless} have no mass to scale")
-    changes = [(field, (i,), factor) for i, factor in zip(ids, scales.values(), strict=True)
-               for field in ("body_mass", "body_inertia")]
+    changes = [
+        (field, (i,), factor)
+        for i, factor in zip(ids, scales.values(), strict=True)
+        for field in ("body_mass", "body_inertia")
+    ]
     return _scaled_model(backend, changes)
 
 
@@ -319,12 +331,19 @@ def scale_segment_length(env, scales: dict[str, float]):
         if i == 0:
             raise PerturbationError("the world body is not a segment")
         changes.append(("body_ipos", (i,), factor))
-        changes += [("body_pos", (child,), factor) for child in range(model.nbody) if child != i and model.body_parentid[child] == i]
+        changes += [
+            ("body_pos", (child,), factor)
+            for child in range(model.nbody)
+            if child != i and model.body_parentid[child] == i
+        ]
         changes += [("geom_pos", (g,), factor) for g in range(model.ngeom) if model.geom_bodyid[g] == i]
         changes += [("site_pos", (k,), factor) for k in range(model.nsite) if model.site_bodyid[k] == i]
         elongated = (mujoco.mjtGeom.mjGEOM_CAPSULE, mujoco.mjtGeom.mjGEOM_CYLINDER)
-        changes += [("geom_size", (g, 1), factor) for g in range(model.ngeom)
-                    if model.geom_bodyid[g] == i and model.geom_type[g] in elongated]
+        changes += [
+            ("geom_size", (g, 1), factor)
+            for g in range(model.ngeom)
+            if model.geom_bodyid[g] == i and model.geom_type[g] in elongated
+        ]
     return _scaled_model(backend, changes)
 
 

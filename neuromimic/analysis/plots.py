@@ -59,9 +59,7 @@ def joint_errors_deg(recording: Recording) -> np.ndarray:
     qpos = _get(recording, "joint/qpos")
     reference = _get(recording, "reference/qpos")
     if qpos.shape != reference.shape:
-        raise ValueError(
-            f"joint/qpos {qpos.shape} and reference/qpos {reference.shape} must have the same shape"
-        )
+        raise ValueError(f"joint/qpos {qpos.shape} and reference/qpos {reference.shape} must have the same shape")
     return np.degrees(np.abs(qpos.astype(np.float64) - reference.astype(np.float64)))
 
 

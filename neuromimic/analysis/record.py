@@ -200,7 +200,9 @@ def record(
     if isinstance(env, EnvConfig):
         env = make_env(env, split=split, num_envs=num_envs, evaluation=True)
     if not env.sequential_clips:
-        raise ValueError("record needs an env made with make_env(..., evaluation=True) (one clip per env, from frame 0)")
+        raise ValueError(
+            "record needs an env made with make_env(..., evaluation=True) (one clip per env, from frame 0)"
+        )
     problem = controller.spec.mismatch(env.controller_spec, env.backend.body.key)
     if problem:
         raise ControllerLoadError(f"{problem}: load the controller trained for this body and env config")
@@ -237,7 +239,16 @@ def record(
                     keep(f"core/activity/{name}", value)
                 for name, value in state.items():
                     keep(f"core/state/{name}", value)
-                for name in ("qpos", "qvel", "act", "ctrl", "actuator_length", "actuator_velocity", "actuator_force", "site_pos_w"):
+                for name in (
+                    "qpos",
+                    "qvel",
+                    "act",
+                    "ctrl",
+                    "actuator_length",
+                    "actuator_velocity",
+                    "actuator_force",
+                    "site_pos_w",
+                ):
                     keep(f"sim/{name}", getattr(sim, name))
                 if env.afferent_rates is not None:  # afferents as they arrive, after their delays
                     for k, name in enumerate(AFFERENT_CLASSES):

@@ -30,7 +30,9 @@ class VideoLogger(L.Callback):
         frame_step: draw every n-th control step; the video still plays in real time.
     """
 
-    def __init__(self, every_n_steps: int = 1600, clip: int = 0, width: int = 320, height: int = 240, frame_step: int = 4) -> None:
+    def __init__(
+        self, every_n_steps: int = 1600, clip: int = 0, width: int = 320, height: int = 240, frame_step: int = 4
+    ) -> None:
         self.every_n_steps = every_n_steps
         self.clip = clip
         self.width, self.height = width, height
@@ -67,7 +69,9 @@ class VideoLogger(L.Callback):
             return
         fps = 1.0 / (recording.attrs["control_dt"] * self.frame_step)
         image = Summary.Image(
-            height=self.height, width=self.width, colorspace=3,
+            height=self.height,
+            width=self.width,
+            colorspace=3,
             encoded_image_string=gif_bytes(frames[:: self.frame_step], fps),
         )
         summary = Summary(value=[Summary.Value(tag="video/val", image=image)])

@@ -81,9 +81,7 @@ class Body:
 
     def __post_init__(self) -> None:
         if (self.mjcf_path is None) == (self.build_spec is None):
-            raise ValueError(
-                f"body {self.key!r}: give exactly one of mjcf_path and build_spec"
-            )
+            raise ValueError(f"body {self.key!r}: give exactly one of mjcf_path and build_spec")
 
     def rest_qpos(self, model: mujoco.MjModel) -> np.ndarray:
         """The rest pose [nq] of the compiled ``model`` (see ``default_qpos``)."""

@@ -71,48 +71,113 @@ def _values(*members: object) -> frozenset[int]:
 
 #: Enum values MJX (JAX implementation) accepts, per model field: (field, enum, supported).
 MJX_ENUMS: tuple[tuple[str, type, frozenset[int]], ...] = (
-    ("actuator_dyntype", mujoco.mjtDyn, _values(
-        mujoco.mjtDyn.mjDYN_NONE, mujoco.mjtDyn.mjDYN_INTEGRATOR, mujoco.mjtDyn.mjDYN_FILTER,
-        mujoco.mjtDyn.mjDYN_FILTEREXACT, mujoco.mjtDyn.mjDYN_MUSCLE)),
-    ("actuator_gaintype", mujoco.mjtGain, _values(
-        mujoco.mjtGain.mjGAIN_FIXED, mujoco.mjtGain.mjGAIN_AFFINE, mujoco.mjtGain.mjGAIN_MUSCLE)),
-    ("actuator_biastype", mujoco.mjtBias, _values(
-        mujoco.mjtBias.mjBIAS_NONE, mujoco.mjtBias.mjBIAS_AFFINE, mujoco.mjtBias.mjBIAS_MUSCLE)),
-    ("actuator_trntype", mujoco.mjtTrn, _values(
-        mujoco.mjtTrn.mjTRN_JOINT, mujoco.mjtTrn.mjTRN_JOINTINPARENT, mujoco.mjtTrn.mjTRN_SITE,
-        mujoco.mjtTrn.mjTRN_TENDON)),
-    ("eq_type", mujoco.mjtEq, _values(
-        mujoco.mjtEq.mjEQ_CONNECT, mujoco.mjtEq.mjEQ_WELD, mujoco.mjtEq.mjEQ_JOINT,
-        mujoco.mjtEq.mjEQ_TENDON)),
-    ("wrap_type", mujoco.mjtWrap, _values(
-        mujoco.mjtWrap.mjWRAP_JOINT, mujoco.mjtWrap.mjWRAP_PULLEY, mujoco.mjtWrap.mjWRAP_SITE,
-        mujoco.mjtWrap.mjWRAP_SPHERE, mujoco.mjtWrap.mjWRAP_CYLINDER)),
+    (
+        "actuator_dyntype",
+        mujoco.mjtDyn,
+        _values(
+            mujoco.mjtDyn.mjDYN_NONE,
+            mujoco.mjtDyn.mjDYN_INTEGRATOR,
+            mujoco.mjtDyn.mjDYN_FILTER,
+            mujoco.mjtDyn.mjDYN_FILTEREXACT,
+            mujoco.mjtDyn.mjDYN_MUSCLE,
+        ),
+    ),
+    (
+        "actuator_gaintype",
+        mujoco.mjtGain,
+        _values(mujoco.mjtGain.mjGAIN_FIXED, mujoco.mjtGain.mjGAIN_AFFINE, mujoco.mjtGain.mjGAIN_MUSCLE),
+    ),
+    (
+        "actuator_biastype",
+        mujoco.mjtBias,
+        _values(mujoco.mjtBias.mjBIAS_NONE, mujoco.mjtBias.mjBIAS_AFFINE, mujoco.mjtBias.mjBIAS_MUSCLE),
+    ),
+    (
+        "actuator_trntype",
+        mujoco.mjtTrn,
+        _values(
+            mujoco.mjtTrn.mjTRN_JOINT,
+            mujoco.mjtTrn.mjTRN_JOINTINPARENT,
+            mujoco.mjtTrn.mjTRN_SITE,
+            mujoco.mjtTrn.mjTRN_TENDON,
+        ),
+    ),
+    (
+        "eq_type",
+        mujoco.mjtEq,
+        _values(mujoco.mjtEq.mjEQ_CONNECT, mujoco.mjtEq.mjEQ_WELD, mujoco.mjtEq.mjEQ_JOINT, mujoco.mjtEq.mjEQ_TENDON),
+    ),
+    (
+        "wrap_type",
+        mujoco.mjtWrap,
+        _values(
+            mujoco.mjtWrap.mjWRAP_JOINT,
+            mujoco.mjtWrap.mjWRAP_PULLEY,
+            mujoco.mjtWrap.mjWRAP_SITE,
+            mujoco.mjtWrap.mjWRAP_SPHERE,
+            mujoco.mjtWrap.mjWRAP_CYLINDER,
+        ),
+    ),
 )
 
 _S = mujoco.mjtSensor
 #: Sensor types MJX (JAX implementation) accepts in ``put_model``.
 MJX_SENSORS: frozenset[int] = _values(
-    _S.mjSENS_MAGNETOMETER, _S.mjSENS_CAMPROJECTION, _S.mjSENS_RANGEFINDER, _S.mjSENS_JOINTPOS,
-    _S.mjSENS_TENDONPOS, _S.mjSENS_ACTUATORPOS, _S.mjSENS_BALLQUAT, _S.mjSENS_FRAMEPOS,
-    _S.mjSENS_FRAMEXAXIS, _S.mjSENS_FRAMEYAXIS, _S.mjSENS_FRAMEZAXIS, _S.mjSENS_FRAMEQUAT,
-    _S.mjSENS_SUBTREECOM, _S.mjSENS_CLOCK, _S.mjSENS_VELOCIMETER, _S.mjSENS_GYRO,
-    _S.mjSENS_JOINTVEL, _S.mjSENS_TENDONVEL, _S.mjSENS_ACTUATORVEL, _S.mjSENS_BALLANGVEL,
-    _S.mjSENS_FRAMELINVEL, _S.mjSENS_FRAMEANGVEL, _S.mjSENS_SUBTREELINVEL,
-    _S.mjSENS_SUBTREEANGMOM, _S.mjSENS_TOUCH, _S.mjSENS_CONTACT, _S.mjSENS_ACCELEROMETER,
-    _S.mjSENS_FORCE, _S.mjSENS_TORQUE, _S.mjSENS_ACTUATORFRC, _S.mjSENS_JOINTACTFRC,
-    _S.mjSENS_TENDONACTFRC, _S.mjSENS_FRAMELINACC, _S.mjSENS_FRAMEANGACC, _S.mjSENS_TACTILE,
+    _S.mjSENS_MAGNETOMETER,
+    _S.mjSENS_CAMPROJECTION,
+    _S.mjSENS_RANGEFINDER,
+    _S.mjSENS_JOINTPOS,
+    _S.mjSENS_TENDONPOS,
+    _S.mjSENS_ACTUATORPOS,
+    _S.mjSENS_BALLQUAT,
+    _S.mjSENS_FRAMEPOS,
+    _S.mjSENS_FRAMEXAXIS,
+    _S.mjSENS_FRAMEYAXIS,
+    _S.mjSENS_FRAMEZAXIS,
+    _S.mjSENS_FRAMEQUAT,
+    _S.mjSENS_SUBTREECOM,
+    _S.mjSENS_CLOCK,
+    _S.mjSENS_VELOCIMETER,
+    _S.mjSENS_GYRO,
+    _S.mjSENS_JOINTVEL,
+    _S.mjSENS_TENDONVEL,
+    _S.mjSENS_ACTUATORVEL,
+    _S.mjSENS_BALLANGVEL,
+    _S.mjSENS_FRAMELINVEL,
+    _S.mjSENS_FRAMEANGVEL,
+    _S.mjSENS_SUBTREELINVEL,
+    _S.mjSENS_SUBTREEANGMOM,
+    _S.mjSENS_TOUCH,
+    _S.mjSENS_CONTACT,
+    _S.mjSENS_ACCELEROMETER,
+    _S.mjSENS_FORCE,
+    _S.mjSENS_TORQUE,
+    _S.mjSENS_ACTUATORFRC,
+    _S.mjSENS_JOINTACTFRC,
+    _S.mjSENS_TENDONACTFRC,
+    _S.mjSENS_FRAMELINACC,
+    _S.mjSENS_FRAMEANGACC,
+    _S.mjSENS_TACTILE,
 )
 
 #: Option values MJX (JAX implementation) accepts: (option, enum, supported).
 MJX_OPTIONS: tuple[tuple[str, type, frozenset[int]], ...] = (
-    ("integrator", mujoco.mjtIntegrator, _values(
-        mujoco.mjtIntegrator.mjINT_EULER, mujoco.mjtIntegrator.mjINT_RK4,
-        mujoco.mjtIntegrator.mjINT_IMPLICITFAST, mujoco.mjtIntegrator.mjINT_DISCRETE)),
+    (
+        "integrator",
+        mujoco.mjtIntegrator,
+        _values(
+            mujoco.mjtIntegrator.mjINT_EULER,
+            mujoco.mjtIntegrator.mjINT_RK4,
+            mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
+            mujoco.mjtIntegrator.mjINT_DISCRETE,
+        ),
+    ),
     ("solver", mujoco.mjtSolver, _values(mujoco.mjtSolver.mjSOL_CG, mujoco.mjtSolver.mjSOL_NEWTON)),
 )
 #: Enable flags MJX (JAX implementation) accepts; any other set flag is a problem.
 MJX_ENABLE_FLAGS: frozenset[int] = _values(
-    mujoco.mjtEnableBit.mjENBL_INVDISCRETE, mujoco.mjtEnableBit.mjENBL_SLEEP,
+    mujoco.mjtEnableBit.mjENBL_INVDISCRETE,
+    mujoco.mjtEnableBit.mjENBL_SLEEP,
     mujoco.mjtEnableBit.mjENBL_IPC,
 )
 
@@ -135,10 +200,7 @@ class Incompatibility:
 
     def __str__(self) -> str:
         where = ", ".join(self.supported_by) or "no neuromimic backend"
-        return (
-            f"{self.feature}: {self.element} "
-            f"(not supported by {self.backend}; supported by: {where})"
-        )
+        return f"{self.feature}: {self.element} (not supported by {self.backend}; supported by: {where})"
 
 
 class BackendCompatibilityError(InputError):
@@ -242,16 +304,15 @@ def _mjx_problems(model: mujoco.MjModel) -> list[Incompatibility]:
         types = (int(m.geom_type[g1]), int(m.geom_type[g2]))
         if types not in MJX_COLLISION_PAIRS:
             unsupported.setdefault(types, []).append(geoms(g1, g2))
-        elif {int(_G.mjGEOM_MESH), int(_G.mjGEOM_HFIELD)} & set(types) and (
-            m.geom_margin[g1] + m.geom_margin[g2] > 0
-        ):
+        elif {int(_G.mjGEOM_MESH), int(_G.mjGEOM_HFIELD)} & set(types) and (m.geom_margin[g1] + m.geom_margin[g2] > 0):
             add(f"collision margin with {_G(max(types)).name}", f"geoms {geoms(g1, g2)}")
     for (t1, t2), names in unsupported.items():
         shown = "; ".join(names[:5]) + (f"; ... ({len(names)} pairs)" if len(names) > 5 else "")
         add(f"collision ({_G(t1).name}, {_G(t2).name})", f"geoms {shown}")
     for field_name, enum, supported in MJX_ENUMS:
         objtype = {
-            "actuator": mujoco.mjtObj.mjOBJ_ACTUATOR, "eq": mujoco.mjtObj.mjOBJ_EQUALITY,
+            "actuator": mujoco.mjtObj.mjOBJ_ACTUATOR,
+            "eq": mujoco.mjtObj.mjOBJ_EQUALITY,
         }.get(field_name.split("_")[0])
         for index, value in enumerate(getattr(m, field_name)):
             if int(value) not in supported:
@@ -371,9 +432,7 @@ def _warp_problems(model: mujoco.MjModel) -> list[Incompatibility]:
     return problems
 
 
-def require_backend_compatibility(
-    model: mujoco.MjModel, backend: str, body_key: str | None = None
-) -> None:
+def require_backend_compatibility(model: mujoco.MjModel, backend: str, body_key: str | None = None) -> None:
     """Raise if ``backend`` cannot simulate ``model``; call it before building the simulator.
 
     Args:

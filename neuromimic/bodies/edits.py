@@ -29,7 +29,12 @@ def warn_if_not_pinned(distribution: str, pinned: str, body: str) -> None:
         log.warning(
             "%s %s is installed; the %s body was written for %s (pip install %s==%s); "
             "its model hash will differ from clips made with that release",
-            distribution, installed, body, pinned, distribution, pinned,
+            distribution,
+            installed,
+            body,
+            pinned,
+            distribution,
+            pinned,
         )
 
 
@@ -90,8 +95,11 @@ def add_floor(spec: mujoco.MjSpec, half_size: float = 4.0, tile: float = 0.1) ->
         condim=3,
     )
     spec.worldbody.add_light(
-        name="floor_light", pos=[0.0, 0.0, 2.0], dir=[0.0, 0.0, -1.0],
-        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, diffuse=[0.5, 0.5, 0.5],
+        name="floor_light",
+        pos=[0.0, 0.0, 2.0],
+        dir=[0.0, 0.0, -1.0],
+        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+        diffuse=[0.5, 0.5, 0.5],
     )
 
 

@@ -61,7 +61,8 @@ def fruitfly() -> Body:
     """The dm-control fruit fly on a floor, runnable on every backend."""
     legs = {
         f"leg_T{segment}_{side}": tuple(
-            f"{joint}_T{segment}_{side}" for joint in ("coxa_abduct", "coxa_twist", "coxa", "femur_twist", "femur", "tibia", "tarsus", "tarsus2")
+            f"{joint}_T{segment}_{side}"
+            for joint in ("coxa_abduct", "coxa_twist", "coxa", "femur_twist", "femur", "tibia", "tarsus", "tarsus2")
         )
         for segment in (1, 2, 3)
         for side in ("left", "right")

@@ -70,9 +70,20 @@ def load_myo_spec(name: str, postures: tuple[str, ...] = ()) -> mujoco.MjSpec:
 ARM_END_EFFECTORS = ("S_grasp_r", "Elbow_Lateral_marker_r")
 #: MyoArm motion-capture markers and fingertips, usable as keypoints (site = keypoint name).
 ARM_KEYPOINTS = (
-    "C7_marker_r", "Clavicle_marker_r", "Shoulder_marker_r", "Bicep_marker_r",
-    "Elbow_Lateral_marker_r", "Elbow_Medial_marker_r", "Ulna_marker_r", "Forearm_marker_r",
-    "Radius_marker_r", "THtip_r", "IFtip_r", "MFtip_r", "RFtip_r", "LFtip_r",
+    "C7_marker_r",
+    "Clavicle_marker_r",
+    "Shoulder_marker_r",
+    "Bicep_marker_r",
+    "Elbow_Lateral_marker_r",
+    "Elbow_Medial_marker_r",
+    "Ulna_marker_r",
+    "Forearm_marker_r",
+    "Radius_marker_r",
+    "THtip_r",
+    "IFtip_r",
+    "MFtip_r",
+    "RFtip_r",
+    "LFtip_r",
 )
 
 
@@ -85,7 +96,23 @@ def myoarm() -> Body:
         build_spec=lambda: load_myo_spec("myoarm"),
         end_effector_sites=ARM_END_EFFECTORS,
         muscle_groups={
-            "shoulder": ("DELT1", "DELT2", "DELT3", "SUPSP", "INFSP", "SUBSC", "TMIN", "TMAJ", "PECM1", "PECM2", "PECM3", "LAT1", "LAT2", "LAT3", "CORB"),
+            "shoulder": (
+                "DELT1",
+                "DELT2",
+                "DELT3",
+                "SUPSP",
+                "INFSP",
+                "SUBSC",
+                "TMIN",
+                "TMAJ",
+                "PECM1",
+                "PECM2",
+                "PECM3",
+                "LAT1",
+                "LAT2",
+                "LAT3",
+                "CORB",
+            ),
             "elbow_flexors": ("BIClong", "BICshort", "BRA", "BRD"),
             "elbow_extensors": ("TRIlong", "TRIlat", "TRImed", "ANC"),
         },

@@ -50,23 +50,56 @@ TORSO_HEIGHT = 0.0684
 
 #: rat23 keypoints, in the file order of the rat23 NWB's ndx-pose nodes.
 RAT23_KEYPOINTS: tuple[str, ...] = (
-    "Snout", "EarL", "EarR", "SpineF", "SpineM", "SpineL", "TailBase",
-    "ShoulderL", "ElbowL", "WristL", "HandL", "ShoulderR", "ElbowR", "WristR", "HandR",
-    "HipL", "KneeL", "AnkleL", "FootL", "HipR", "KneeR", "AnkleR", "FootR",
+    "Snout",
+    "EarL",
+    "EarR",
+    "SpineF",
+    "SpineM",
+    "SpineL",
+    "TailBase",
+    "ShoulderL",
+    "ElbowL",
+    "WristL",
+    "HandL",
+    "ShoulderR",
+    "ElbowR",
+    "WristR",
+    "HandR",
+    "HipL",
+    "KneeL",
+    "AnkleL",
+    "FootL",
+    "HipR",
+    "KneeR",
+    "AnkleR",
+    "FootR",
 )
 
 #: keypoint -> rodent body it is attached to (the rat23 README's table).
 KEYPOINT_BODIES: dict[str, str] = {
-    "Snout": "skull", "EarL": "skull", "EarR": "skull",
-    "SpineF": "vertebra_cervical_5", "SpineM": "vertebra_1",
-    "SpineL": "pelvis", "TailBase": "pelvis", "HipL": "pelvis", "HipR": "pelvis",
-    "ShoulderL": "scapula_L", "ShoulderR": "scapula_R",
-    "ElbowL": "upper_arm_L", "ElbowR": "upper_arm_R",
-    "WristL": "lower_arm_L", "WristR": "lower_arm_R",
-    "HandL": "hand_L", "HandR": "hand_R",
-    "KneeL": "upper_leg_L", "KneeR": "upper_leg_R",
-    "AnkleL": "lower_leg_L", "AnkleR": "lower_leg_R",
-    "FootL": "foot_L", "FootR": "foot_R",
+    "Snout": "skull",
+    "EarL": "skull",
+    "EarR": "skull",
+    "SpineF": "vertebra_cervical_5",
+    "SpineM": "vertebra_1",
+    "SpineL": "pelvis",
+    "TailBase": "pelvis",
+    "HipL": "pelvis",
+    "HipR": "pelvis",
+    "ShoulderL": "scapula_L",
+    "ShoulderR": "scapula_R",
+    "ElbowL": "upper_arm_L",
+    "ElbowR": "upper_arm_R",
+    "WristL": "lower_arm_L",
+    "WristR": "lower_arm_R",
+    "HandL": "hand_L",
+    "HandR": "hand_R",
+    "KneeL": "upper_leg_L",
+    "KneeR": "upper_leg_R",
+    "AnkleL": "lower_leg_L",
+    "AnkleR": "lower_leg_R",
+    "FootL": "foot_L",
+    "FootR": "foot_R",
 }
 
 # Left-side starting offsets (m, body frame) from the rat23 README; right = y mirrored.
@@ -113,15 +146,26 @@ ACTUATOR_GROUPS: dict[str, tuple[str, ...]] = {
     **{
         f"hindlimb_{side}": tuple(
             f"{joint}_{side}{suffix}"
-            for joint, suffix in (("hip", "_supinate"), ("hip", "_abduct"), ("hip", "_extend"),
-                                  ("knee", ""), ("ankle", ""), ("toe", ""))
+            for joint, suffix in (
+                ("hip", "_supinate"),
+                ("hip", "_abduct"),
+                ("hip", "_extend"),
+                ("knee", ""),
+                ("ankle", ""),
+                ("toe", ""),
+            )
         )
         for side in "LR"
     },
     **{
         f"forelimb_{side}": (
-            f"scapula_{side}_supinate", f"scapula_{side}_abduct", f"scapula_{side}_extend",
-            f"shoulder_{side}", f"shoulder_sup_{side}", f"elbow_{side}", f"wrist_{side}",
+            f"scapula_{side}_supinate",
+            f"scapula_{side}_abduct",
+            f"scapula_{side}_extend",
+            f"shoulder_{side}",
+            f"shoulder_sup_{side}",
+            f"elbow_{side}",
+            f"wrist_{side}",
             f"finger_{side}",
         )
         for side in "LR"

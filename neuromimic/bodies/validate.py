@@ -140,7 +140,12 @@ def muscle_count(model: mujoco.MjModel) -> int:
 def _counts(body: Body, model: mujoco.MjModel) -> dict:
     found = {"dof": int(model.nv), "actuators": int(model.nu), "muscles": muscle_count(model)}
     wrong = {name: {"documented": n, "found": found[name]} for name, n in body.counts.items() if found.get(name) != n}
-    return {"passed": bool(body.counts) and not wrong, "found": found, "documented": dict(body.counts), "mismatches": wrong}
+    return {
+        "passed": bool(body.counts) and not wrong,
+        "found": found,
+        "documented": dict(body.counts),
+        "mismatches": wrong,
+    }
 
 
 # ---------------------------------------------------------------------------- symmetry
@@ -157,7 +162,9 @@ def _twin(name: str, right: str, left: str) -> str | None:
     return None
 
 
-def _pairs(model: mujoco.MjModel, objtype: mujoco.mjtObj, count: int, suffixes: tuple[str, str]) -> list[tuple[int, int, str]]:
+def _pairs(
+    model: mujoco.MjModel, objtype: mujoco.mjtObj, count: int, suffixes: tuple[str, str]
+) -> list[tuple[int, int, str]]:
     """``(right id, left id, right name)`` of every right-side element with a left twin."""
     right, left = suffixes
     names = {mujoco.mj_id2name(model, objtype, i): i for i in range(count)}
@@ -184,11 +191,20 @@ def _symmetry(body: Body, model: mujoco.MjModel, rest: np.ndarray, tolerances: T
 
     def compare(kind: str, name: str, what: str, a: float, b: float, absolute: float) -> None:
         if not _close(a, b, tolerances, absolute):
-            mismatches.append({"pair": name, "kind": kind, "quantity": what, "right": round(float(a), 6), "left": round(float(b), 6)})
+            mismatches.append(
+                {"pair": name, "kind": kind, "quantity": what, "right": round(float(a), 6), "left": round(float(b), 6)}
+            )
 
     for i, j, name in bodies:
         compare("body", name, "mass", model.body_mass[i], model.body_mass[j], 1e-9)
-        compare("body", name, "segment_length", np.linalg.norm(model.body_pos[i]), np.linalg.norm(model.body_pos[j]), tolerances.length_m)
+        compare(
+            "body",
+            name,
+            "segment_length",
+            np.linalg.norm(model.body_pos[i]),
+            np.linalg.norm(model.body_pos[j]),
+            tolerances.length_m,
+        )
     for i, j, name in joints:
         if not model.jnt_limited[i] and not model.jnt_limited[j]:
             continue
@@ -196,19 +212,45 @@ def _symmetry(body: Body, model: mujoco.MjModel, rest: np.ndarray, tolerances: T
         same = abs(a0 - b0) + abs(a1 - b1)
         mirrored = abs(a0 + b1) + abs(a1 + b0)
         if min(same, mirrored) > 2 * tolerances.angle_rad:
-            mismatches.append({"pair": name, "kind": "joint", "quantity": "range", "right": [round(float(a0), 4), round(float(a1), 4)], "left": [round(float(b0), 4), round(float(b1), 4)]})
+            mismatches.append(
+                {
+                    "pair": name,
+                    "kind": "joint",
+                    "quantity": "range",
+                    "right": [round(float(a0), 4), round(float(a1), 4)],
+                    "left": [round(float(b0), 4), round(float(b1), 4)],
+                }
+            )
     muscles = [(i, j, n) for i, j, n in actuators if model.actuator_gaintype[i] == mujoco.mjtGain.mjGAIN_MUSCLE]
     for i, j, name in muscles:
         for k, what in ((0, "range_min"), (1, "range_max"), (2, "peak_force")):
             compare("muscle", name, what, model.actuator_gainprm[i, k], model.actuator_gainprm[j, k], 1e-6)
         for k, what in ((0, "length_range_min"), (1, "length_range_max")):
-            compare("muscle", name, what, model.actuator_lengthrange[i, k], model.actuator_lengthrange[j, k], tolerances.length_m)
+            compare(
+                "muscle",
+                name,
+                what,
+                model.actuator_lengthrange[i, k],
+                model.actuator_lengthrange[j, k],
+                tolerances.length_m,
+            )
     if muscles:
         moments = _moment_arms(model, rest)
-        dof_pairs = [(model.jnt_dofadr[i], model.jnt_dofadr[j], name) for i, j, name in joints if int(model.jnt_type[i]) in _SCALAR_JOINTS]
+        dof_pairs = [
+            (model.jnt_dofadr[i], model.jnt_dofadr[j], name)
+            for i, j, name in joints
+            if int(model.jnt_type[i]) in _SCALAR_JOINTS
+        ]
         for i, j, muscle in muscles:
             for di, dj, joint in dof_pairs:
-                compare("moment_arm", f"{muscle} about {joint}", "abs_moment_arm", abs(moments[i, di]), abs(moments[j, dj]), tolerances.length_m)
+                compare(
+                    "moment_arm",
+                    f"{muscle} about {joint}",
+                    "abs_moment_arm",
+                    abs(moments[i, di]),
+                    abs(moments[j, dj]),
+                    tolerances.length_m,
+                )
     return {
         "passed": not mismatches,
         "pairs": {"bodies": len(bodies), "joints": len(joints), "muscles": len(muscles)},
@@ -284,12 +326,14 @@ def _moment_arm_continuity(model: mujoco.MjModel, rest: np.ndarray, grid: int, t
         unexplained = unexplained[:, tendon_actuators] / span[tendon_actuators]
         for g, a in zip(*np.nonzero(unexplained > tolerances.jump_fraction), strict=True):
             actuator = int(tendon_actuators[a])
-            jumps.append({
-                "muscle": model.actuator(actuator).name,
-                "joint": model.joint(joint).name,
-                "between": [round(float(angles[g]), 4), round(float(angles[g + 1]), 4)],
-                "jump_fraction_of_length_range": round(float(unexplained[g, a]), 4),
-            })
+            jumps.append(
+                {
+                    "muscle": model.actuator(actuator).name,
+                    "joint": model.joint(joint).name,
+                    "between": [round(float(angles[g]), 4), round(float(angles[g + 1]), 4)],
+                    "jump_fraction_of_length_range": round(float(unexplained[g, a]), 4),
+                }
+            )
     return {"passed": not jumps, "joints_swept": swept, "grid": grid, "jumps": jumps}
 
 
@@ -320,7 +364,11 @@ def _stability(body: Body, model: mujoco.MjModel, rest: np.ndarray, seconds: flo
                 failure = f"a joint moved at {fastest:.1f} > max_qvel {body.max_qvel:g} at t = {data.time:.4f} s"
             if failure:
                 break
-        results[name] = {"passed": failure is None, "max_abs_qvel": round(fastest, 3), **({"failure": failure} if failure else {})}
+        results[name] = {
+            "passed": failure is None,
+            "max_abs_qvel": round(fastest, 3),
+            **({"failure": failure} if failure else {}),
+        }
         passed &= failure is None
     return {"passed": passed, "seconds": seconds, "runs": results}
 

@@ -97,9 +97,7 @@ class ClipBank:
 
         nq, nv = first.qpos.shape[1], first.qvel.shape[1]
         num_sites = len(self.site_names)
-        self.frames = torch.cat(
-            [stack("qpos"), stack("qvel"), stack("site_pos_w").flatten(2)], dim=-1
-        )
+        self.frames = torch.cat([stack("qpos"), stack("qvel"), stack("site_pos_w").flatten(2)], dim=-1)
         self.qpos = self.frames[..., :nq]
         self.qvel = self.frames[..., nq : nq + nv]
         self.site_pos_w = self.frames[..., nq + nv :].unflatten(-1, (num_sites, 3))
@@ -108,12 +106,18 @@ class ClipBank:
         self.generator.manual_seed(seed)
         self._set_start_frames(clips, valid_starts, min_frames_left)
 
-    def _set_start_frames(self, clips: Sequence[ReferenceClip], valid_starts: Sequence[np.ndarray] | None, min_frames_left: int) -> None:
+    def _set_start_frames(
+        self, clips: Sequence[ReferenceClip], valid_starts: Sequence[np.ndarray] | None, min_frames_left: int
+    ) -> None:
         """The frames random starts draw from: valid ones leaving ``min_frames_left``."""
         frames = []
         for c, clip in enumerate(clips):
             last = max(clip.num_frames - min_frames_left, 0)
-            allowed = np.ones(clip.num_frames, dtype=bool) if valid_starts is None else np.asarray(valid_starts[c], dtype=bool)
+            allowed = (
+                np.ones(clip.num_frames, dtype=bool)
+                if valid_starts is None
+                else np.asarray(valid_starts[c], dtype=bool)
+            )
             frames.append(np.flatnonzero(allowed[: last + 1]))
         counts = [len(f) for f in frames]
         if max(counts) == 0:
@@ -143,7 +147,9 @@ class ClipBank:
             ClipError: naming what differs and the fix.
         """
         if self.body != body.key:
-            raise ClipError(f"the clips were recorded for body {self.body!r} but the env simulates {body.key!r}; load clips made for {body.key!r}")
+            raise ClipError(
+                f"the clips were recorded for body {self.body!r} but the env simulates {body.key!r}; load clips made for {body.key!r}"
+            )
         timestep = model.opt.timestep
         if abs(substeps * timestep - 1.0 / self.fps) > 1e-9:
             raise ClipError(
@@ -153,7 +159,9 @@ class ClipBank:
                 f"{1.0 / (substeps * timestep):g} Hz"
             )
         if tuple(self.site_names) != tuple(body.end_effector_sites):
-            raise ClipError(f"clips track sites {list(self.site_names)} but body {body.key!r} tracks {list(body.end_effector_sites)}; regenerate the clips for this body")
+            raise ClipError(
+                f"clips track sites {list(self.site_names)} but body {body.key!r} tracks {list(body.end_effector_sites)}; regenerate the clips for this body"
+            )
         if self.qpos.shape[-1] != model.nq or self.qvel.shape[-1] != model.nv:
             raise ClipError(
                 f"clips have nq={self.qpos.shape[-1]}, nv={self.qvel.shape[-1]} but body "

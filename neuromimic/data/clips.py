@@ -156,15 +156,15 @@ class ReferenceClip:
         data = mujoco.MjData(model)
         qpos = np.asarray(qpos, dtype=np.float64)
         if qpos.ndim != 2 or qpos.shape[1] != model.nq or qpos.shape[0] < 2:
-            raise ClipError(
-                f"qpos of clip {name!r} has shape {qpos.shape}; body {body!r} needs "
-                f"[T >= 2, {model.nq}]"
-            )
+            raise ClipError(f"qpos of clip {name!r} has shape {qpos.shape}; body {body!r} needs [T >= 2, {model.nq}]")
         check_quaternions(qpos, model, spec.rest_qpos(model), f"clip {name!r}")
         qpos, lift = lift_out_of_floor(model, qpos)
         meta = dict(meta or {})
         if lift.any():
-            meta |= {"floor_lift_max_mm": round(float(lift.max()) * 1e3 * spec.length_unit_m, 3), "floor_lifted_frames": int((lift > 0).sum())}
+            meta |= {
+                "floor_lift_max_mm": round(float(lift.max()) * 1e3 * spec.length_unit_m, 3),
+                "floor_lifted_frames": int((lift > 0).sum()),
+            }
         num_frames = qpos.shape[0]
         site_ids = [model.site(site).id for site in spec.end_effector_sites]
         qvel = np.empty((num_frames, model.nv))
@@ -227,9 +227,7 @@ class ReferenceClip:
                         shuffle=True,
                     )
                     dset.attrs["units"] = units
-                f.create_dataset(
-                    "site_names", data=list(self.site_names), dtype=h5py.string_dtype()
-                )
+                f.create_dataset("site_names", data=list(self.site_names), dtype=h5py.string_dtype())
                 meta = f.create_group("meta")
                 for key, value in self.meta.items():
                     meta.attrs[key] = value
@@ -262,8 +260,7 @@ class ReferenceClip:
             raise ClipError(f"{where} does not exist")
         if not h5py.is_hdf5(path):
             raise ClipError(
-                f"{where} is not an HDF5 file; reference clips are HDF5 files written "
-                "by `ReferenceClip.save`"
+                f"{where} is not an HDF5 file; reference clips are HDF5 files written by `ReferenceClip.save`"
             )
         with h5py.File(path, "r") as f:
             if "schema_version" not in f.attrs:
@@ -307,8 +304,7 @@ class ReferenceClip:
                     )
                 arrays[key] = np.asarray(f[key][()], dtype=np.float64)
             site_names = tuple(
-                name.decode() if isinstance(name, bytes) else str(name)
-                for name in np.atleast_1d(f["site_names"][()])
+                name.decode() if isinstance(name, bytes) else str(name) for name in np.atleast_1d(f["site_names"][()])
             )
             attrs = {key: f.attrs[key] for key in _ROOT_ATTRS}
             meta = {key: _python_scalar(value) for key, value in f["meta"].attrs.items()}
@@ -348,13 +344,9 @@ class ReferenceClip:
         shapes = {key: tuple(np.shape(getattr(self, key))) for key in _ARRAYS}
         for key, (_, trailing) in _ARRAYS.items():
             fixed = [(i + 1, dim) for i, dim in enumerate(trailing) if isinstance(dim, int)]
-            if len(shapes[key]) != 1 + len(trailing) or any(
-                shapes[key][i] != dim for i, dim in fixed
-            ):
+            if len(shapes[key]) != 1 + len(trailing) or any(shapes[key][i] != dim for i, dim in fixed):
                 dims = ", ".join(str(d) for d in ("T", *trailing))
-                raise ClipError(
-                    f"{where}: dataset `{key}` has shape {shapes[key]}; expected [{dims}]"
-                )
+                raise ClipError(f"{where}: dataset `{key}` has shape {shapes[key]}; expected [{dims}]")
         for key in _ARRAYS:
             if shapes[key][0] != shapes["qpos"][0]:
                 raise ClipError(
@@ -461,9 +453,7 @@ def _check_root_upright(quat: np.ndarray, rest_up: float, name: str, where: str)
     )
 
 
-def load_clips(
-    source: str | os.PathLike, body: str | None = None, split: str | None = None
-) -> list[ReferenceClip]:
+def load_clips(source: str | os.PathLike, body: str | None = None, split: str | None = None) -> list[ReferenceClip]:
     """Load and validate every clip of a source, optionally keeping one split.
 
     Args:
@@ -499,8 +489,7 @@ def load_clips(
         files = [path]
     else:
         raise ClipError(
-            f"clip source {text!r} does not exist; give a .h5 file, a directory of .h5 "
-            f"files or {BUNDLED_PREFIX}<name>"
+            f"clip source {text!r} does not exist; give a .h5 file, a directory of .h5 files or {BUNDLED_PREFIX}<name>"
         )
     clips = [ReferenceClip.load(file, body=body) for file in files]
     if split is not None:

@@ -98,7 +98,9 @@ def lift_out_of_floor(model: mujoco.MjModel, qpos: np.ndarray) -> tuple[np.ndarr
     return qpos, lift
 
 
-def valid_starts(model: mujoco.MjModel, qpos: np.ndarray, tolerance: float, rest_qpos: np.ndarray | None = None) -> np.ndarray:
+def valid_starts(
+    model: mujoco.MjModel, qpos: np.ndarray, tolerance: float, rest_qpos: np.ndarray | None = None
+) -> np.ndarray:
     """[T] bool: the frames of ``qpos`` [T, nq] where the body penetrates neither the floor
     nor itself by more than ``tolerance`` (model length units); overlaps already present
     in the rest pose ``rest_qpos`` [nq] count only by how much they grow."""
@@ -150,7 +152,9 @@ def clear_floor(
     planes = _plane_geoms(model)
     columns = np.flatnonzero(dofs)
     if not planes.any() or columns.size == 0:
-        return qpos, np.array([penetrations(model, mujoco.MjData(model), q)[0] for q in qpos]) if planes.any() else depth_left
+        return qpos, np.array(
+            [penetrations(model, mujoco.MjData(model), q)[0] for q in qpos]
+        ) if planes.any() else depth_left
     qadr = np.array([model.jnt_qposadr[model.dof_jntid[d]] for d in columns])
     joints = model.dof_jntid[columns]
     limited = model.jnt_limited[joints].astype(bool)

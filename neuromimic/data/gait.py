@@ -143,7 +143,9 @@ def read_gait_cycle(path: str | os.PathLike, fps: float = GAIT_CSV_FPS) -> GaitC
     try:
         table = np.array([[float(row[header.index(name)]) for name in needed] for row in body if row])
     except (ValueError, IndexError) as error:
-        raise ClipError(f"{path}: a row is short or not numeric ({error}); every row needs {len(header)} numbers") from error
+        raise ClipError(
+            f"{path}: a row is short or not numeric ({error}); every row needs {len(header)} numbers"
+        ) from error
     if table.shape[0] < 8:
         raise ClipError(f"{path}: {table.shape[0]} frames; a gait cycle needs at least 8")
     bad = ~np.isfinite(table)
@@ -188,7 +190,9 @@ def lowest_geom_z(model: mujoco.MjModel, data: mujoco.MjData, geoms: np.ndarray)
         elif kind == mujoco.mjtGeom.mjGEOM_BOX:
             drop = np.sum(np.abs(up) * size)
         else:
-            raise ClipError(f"geom {model.geom(g).name!r} has type {int(kind)}; grounding handles primitive shapes only")
+            raise ClipError(
+                f"geom {model.geom(g).name!r} has type {int(kind)}; grounding handles primitive shapes only"
+            )
         lowest = min(lowest, data.geom_xpos[g][2] - drop)
     return float(lowest)
 
@@ -252,18 +256,20 @@ def make_gait_clips(
     """
     clips = []
     for i, phase in enumerate(CLIP_PHASES):
-        clips.append(ReferenceClip.from_qpos(
-            body,
-            gait_qpos(cycle, fps, duration, phase, body),
-            fps,
-            name=f"gait_phase{phase:.3f}",
-            split="val" if i == len(CLIP_PHASES) - 1 else "train",
-            meta={
-                "procedure": "one gait cycle resampled, repeated and grounded (neuromimic.data.gait)",
-                "source": cycle.source,
-                "source_fps": cycle.fps,
-                "start_phase": phase,
-                "mean_speed_m_per_s": float(cycle.pelvis_velocity[:, 0].mean()),
-            },
-        ))
+        clips.append(
+            ReferenceClip.from_qpos(
+                body,
+                gait_qpos(cycle, fps, duration, phase, body),
+                fps,
+                name=f"gait_phase{phase:.3f}",
+                split="val" if i == len(CLIP_PHASES) - 1 else "train",
+                meta={
+                    "procedure": "one gait cycle resampled, repeated and grounded (neuromimic.data.gait)",
+                    "source": cycle.source,
+                    "source_fps": cycle.fps,
+                    "start_phase": phase,
+                    "mean_speed_m_per_s": float(cycle.pelvis_velocity[:, 0].mean()),
+                },
+            )
+        )
     return clips

@@ -40,13 +40,15 @@ def joint_reach_qpos(key: str, targets: dict[str, float], fps: float) -> np.ndar
         joint = model.joint(name)
         goal[joint.qposadr[0]] = np.clip(angle, *joint.range)
     hold0, move, hold1, back, hold2 = (round(s * fps) for s in PHASES_S)
-    s = np.concatenate([
-        np.zeros(hold0),
-        min_jerk(np.arange(move) / move),
-        np.ones(hold1),
-        1.0 - min_jerk(np.arange(back) / back),
-        np.zeros(hold2 + 1),
-    ])
+    s = np.concatenate(
+        [
+            np.zeros(hold0),
+            min_jerk(np.arange(move) / move),
+            np.ones(hold1),
+            1.0 - min_jerk(np.arange(back) / back),
+            np.zeros(hold2 + 1),
+        ]
+    )
     return np.stack([coupled_pose(model, rest + si * (goal - rest))[0] for si in s])
 
 
@@ -120,13 +122,17 @@ def make_joint_reach_clips(name: str, fps: float | None = None) -> list[Referenc
         if reach_set.mirror is not None:
             suffix, mirrored = reach_set.mirror
             moved |= {joint.replace(suffix, mirrored): angle for joint, angle in targets.items()}
-        clips.append(ReferenceClip.from_qpos(
-            reach_set.body,
-            joint_reach_qpos(reach_set.body, moved, fps),
-            fps,
-            name=f"{name}_{i}",
-            split="val" if i in reach_set.val else "train",
-            meta={"procedure": "synthetic joint-space reach: min-jerk out and back (neuromimic.data.joint_reach)",
-                  **{f"target_{k}_rad": v for k, v in targets.items()}},
-        ))
+        clips.append(
+            ReferenceClip.from_qpos(
+                reach_set.body,
+                joint_reach_qpos(reach_set.body, moved, fps),
+                fps,
+                name=f"{name}_{i}",
+                split="val" if i in reach_set.val else "train",
+                meta={
+                    "procedure": "synthetic joint-space reach: min-jerk out and back (neuromimic.data.joint_reach)",
+                    **{f"target_{k}_rad": v for k, v in targets.items()},
+                },
+            )
+        )
     return clips

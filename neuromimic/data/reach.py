@@ -264,8 +264,7 @@ def make_reach_clip(
     path = wrist_path(target, reach_duration)
     qpos, residual = solve_ik(model, site, path, qpos_start, qpos_start)
     meta: dict[str, str | float | int] = {
-        "procedure": "synthetic center-out reach: min-jerk wrist path + DLS IK "
-        "(neuromimic.data.reach)",
+        "procedure": "synthetic center-out reach: min-jerk wrist path + DLS IK (neuromimic.data.reach)",
         "target_index": target_index,
         "target_x_m": float(target[0]),
         "target_y_m": float(target[1]),
@@ -292,9 +291,7 @@ def make_reach_clips() -> list[ReferenceClip]:
     qpos_start = start_pose(model)
     durations = [(d, "train") for d in TRAIN_DURATIONS] + [(d, "val") for d in VAL_DURATIONS]
     clips = [
-        make_reach_clip(model, qpos_start, k, d, split)
-        for k in range(NUM_TARGETS)
-        for d, split in sorted(durations)
+        make_reach_clip(model, qpos_start, k, d, split) for k in range(NUM_TARGETS) for d, split in sorted(durations)
     ]
     log.info(
         "made %d reaching clips; max IK residual %.3g m",

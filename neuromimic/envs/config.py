@@ -83,24 +83,37 @@ class EnvConfig:
         """Check every field on its own (what needs the body or the clips is checked when
         the env is built); raise `ConfigError` naming the field."""
         check_config(
-            self.backend in BACKENDS, "model.env.backend", self.backend,
+            self.backend in BACKENDS,
+            "model.env.backend",
+            self.backend,
             f"one of {list(BACKENDS)}{did_you_mean(str(self.backend), BACKENDS)}",
         )
         check_config(
-            isinstance(self.num_envs, int) and self.num_envs >= 1, "model.env.num_envs", self.num_envs,
+            isinstance(self.num_envs, int) and self.num_envs >= 1,
+            "model.env.num_envs",
+            self.num_envs,
             "an integer >= 1 (bodies simulated in parallel per training process)",
         )
         check_config(
-            isinstance(self.substeps, int) and self.substeps >= 1, "model.env.substeps", self.substeps,
+            isinstance(self.substeps, int) and self.substeps >= 1,
+            "model.env.substeps",
+            self.substeps,
             "an integer >= 1 (physics steps per control step; substeps x the body's timestep "
             "must equal the clips' frame period)",
         )
         frames = tuple(self.future_frames)
         check_config(
-            bool(frames) and all(isinstance(k, int) and k >= 1 for k in frames), "model.env.future_frames",
-            list(frames), "a non-empty list of positive frame offsets (1 is the next frame)",
+            bool(frames) and all(isinstance(k, int) and k >= 1 for k in frames),
+            "model.env.future_frames",
+            list(frames),
+            "a non-empty list of positive frame offsets (1 is the next frame)",
         )
-        check_config(self.proprioception in PROPRIOCEPTION, "model.env.proprioception", self.proprioception, f"one of {list(PROPRIOCEPTION)}")
+        check_config(
+            self.proprioception in PROPRIOCEPTION,
+            "model.env.proprioception",
+            self.proprioception,
+            f"one of {list(PROPRIOCEPTION)}",
+        )
         check_config(self.frame in FRAMES, "model.env.frame", self.frame, f"one of {list(FRAMES)}")
         if self.fusimotor_action and self.proprioception == "joints" and not self.observations:
             raise ConfigError(
@@ -142,13 +155,22 @@ _LEGACY_SIGMAS = {
 
 def _legacy_task(task: dict) -> dict:
     """``rewards`` and ``terminations`` of the ``task`` group written before declared terms."""
-    defaults = {"joint_pos_sigma": 0.1, "joint_vel_sigma": 2.0, "site_pos_sigma": 0.001, "root_pos_sigma": 0.02, "root_rot_sigma": 0.3}
+    defaults = {
+        "joint_pos_sigma": 0.1,
+        "joint_vel_sigma": 2.0,
+        "site_pos_sigma": 0.001,
+        "root_pos_sigma": 0.02,
+        "root_rot_sigma": 0.3,
+    }
     rewards = {}
     for name, weight in task.get("weights", {}).items():
         sigma = _LEGACY_SIGMAS.get(name)
         rewards[name] = {"weight": weight} | ({"sigma": task.get(sigma, defaults[sigma])} if sigma else {})
     distance = task.get("termination_distance", 0.003)
-    return {"rewards": rewards, "terminations": {"site_pos_error": {"distance": distance}} if math.isfinite(distance) else {}}
+    return {
+        "rewards": rewards,
+        "terminations": {"site_pos_error": {"distance": distance}} if math.isfinite(distance) else {},
+    }
 
 
 def body_info(config: EnvConfig, model, device="cpu", dtype=torch.float64) -> BodyInfo:
@@ -168,14 +190,18 @@ def term_set(config: EnvConfig, info: BodyInfo, evaluation: bool = False) -> Ter
             f"organs) but body {info.key!r} has none; use proprioception: joints"
         )
     observations = config.observations or default_observations(info, config.proprioception, config.frame)
-    return TermSet(info, list(observations), config.rewards, {} if evaluation else config.terminations, config.future_frames)
+    return TermSet(
+        info, list(observations), config.rewards, {} if evaluation else config.terminations, config.future_frames
+    )
 
 
 def action_layout(info: BodyInfo, term: ActionTerm, fusimotor_action: bool) -> list[tuple[str, int, str]]:
     """The blocks of the action, in order: ``(name, size, units)``."""
     missing = [need for need in term.needs if not info.has(need)]
     if missing:
-        raise ConfigError(f"model.env.action {term.name!r} needs {' and '.join(missing)}; body {info.key!r} has none: use action: {{name: absolute}}")
+        raise ConfigError(
+            f"model.env.action {term.name!r} needs {' and '.join(missing)}; body {info.key!r} has none: use action: {{name: absolute}}"
+        )
     if not info.muscles:
         if fusimotor_action:
             raise ConfigError(f"model.env.fusimotor_action needs muscles; body {info.key!r} has none")
@@ -183,8 +209,13 @@ def action_layout(info: BodyInfo, term: ActionTerm, fusimotor_action: bool) -> l
     layout = [("alpha", info.nu, "muscle excitation 0..1")]
     if fusimotor_action:
         if not info.afferents:
-            raise ConfigError("model.env.fusimotor_action needs afferent observations (spindle_Ia, spindle_II or tendon_organ_Ib)")
-        layout += [("gamma_static", info.nu, "0..1 of afferents.gamma_max_pps"), ("gamma_dynamic", info.nu, "0..1 of afferents.gamma_max_pps")]
+            raise ConfigError(
+                "model.env.fusimotor_action needs afferent observations (spindle_Ia, spindle_II or tendon_organ_Ib)"
+            )
+        layout += [
+            ("gamma_static", info.nu, "0..1 of afferents.gamma_max_pps"),
+            ("gamma_dynamic", info.nu, "0..1 of afferents.gamma_max_pps"),
+        ]
     return layout
 
 
@@ -195,8 +226,10 @@ def controller_spec(config: EnvConfig) -> ControllerSpec:
     info = body_info(config, model)
     term, params = action_term(config.action)
     return ControllerSpec.of(
-        term_set(config, info).layout, action_layout(info, term, config.fusimotor_action),
-        {"name": term.name, **params}, config.substeps * model.opt.timestep,
+        term_set(config, info).layout,
+        action_layout(info, term, config.fusimotor_action),
+        {"name": term.name, **params},
+        config.substeps * model.opt.timestep,
     )
 
 
@@ -229,7 +262,9 @@ def make_env(
     clips = load_clips(config.clips, body=body.key, split=split)
     if num_envs is None:
         num_envs = len(clips) if evaluation else config.num_envs
-    backend = make_backend(config.backend, body, num_envs=num_envs, substeps=config.substeps, device=device, **config.backend_kwargs)
+    backend = make_backend(
+        config.backend, body, num_envs=num_envs, substeps=config.substeps, device=device, **config.backend_kwargs
+    )
     rest_qpos = body.rest_qpos(backend.model)
     for clip in clips:
         check_quaternions(clip.qpos, backend.model, rest_qpos, f"clip {clip.name!r} of {config.clips!r}")

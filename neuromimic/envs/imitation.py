@@ -75,7 +75,11 @@ class ImitationEnv(EnvBase):
         self.sequential_clips = sequential_clips
         self.observation_layout = terms.layout
         model, num_envs, device = backend.model, backend.num_envs, self.device
-        self.sensor = AfferentSensor(afferents, model, num_envs, fusimotor_action, device, backend.view.qpos.dtype) if afferents else None
+        self.sensor = (
+            AfferentSensor(afferents, model, num_envs, fusimotor_action, device, backend.view.qpos.dtype)
+            if afferents
+            else None
+        )
         hold = holding_activation(model)
         #: Its `hold` gives the activations [B, na] that hold poses [B, nq] (filtered servos); None: zero.
         self._holding = None if hold is None else hold.to(device=device, dtype=backend.view.qpos.dtype)
@@ -103,7 +107,9 @@ class ImitationEnv(EnvBase):
         obs_dim = self.observation_spec["observation"].shape[-1]
         #: Each env's outputs at its current state, as its last step or reset returned them.
         self._last_packed = torch.zeros(num_envs, obs_dim + 1 + len(self.metric_names), device=device)
-        self._starts = ResetTable(clips.num_clips, clips.frames.shape[1], self._last_packed.shape[-1], reset_table_mb * 2**20, device)
+        self._starts = ResetTable(
+            clips.num_clips, clips.frames.shape[1], self._last_packed.shape[-1], reset_table_mb * 2**20, device
+        )
         self._build_reset_table()
 
     def _make_specs(self, num_envs: int) -> None:
@@ -111,7 +117,11 @@ class ImitationEnv(EnvBase):
         obs_dim = sum(size for _, size, _ in self.observation_layout)
         self.observation_spec = Composite(
             observation=Unbounded((*batch, obs_dim), dtype=torch.float32, device=device),
-            metrics=Composite({n: Unbounded(batch, dtype=torch.float32, device=device) for n in self.metric_names}, shape=batch, device=device),
+            metrics=Composite(
+                {n: Unbounded(batch, dtype=torch.float32, device=device) for n in self.metric_names},
+                shape=batch,
+                device=device,
+            ),
             is_init=Categorical(2, shape=(*batch, 1), dtype=torch.bool, device=device),
             shape=batch,
             device=device,
@@ -120,7 +130,9 @@ class ImitationEnv(EnvBase):
         self.action_spec = Bounded(low=0.0, high=1.0, shape=(*batch, action_size), dtype=torch.float32, device=device)
         self.reward_spec = Unbounded((*batch, 1), dtype=torch.float32, device=device)
         flag = Categorical(2, shape=(*batch, 1), dtype=torch.bool, device=device)
-        self.done_spec = Composite(done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=batch, device=device)
+        self.done_spec = Composite(
+            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=batch, device=device
+        )
 
     # ----------------------------------------------------------------------------- layout
     @property
@@ -169,7 +181,9 @@ class ImitationEnv(EnvBase):
         """The reference at each env's current frame."""
         return self.clips.unpack(self._reference(self.clip_index, self.frame)[:, 0])
 
-    def _evaluate(self, sim: PhysicsView, clip_index: torch.Tensor, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _evaluate(
+        self, sim: PhysicsView, clip_index: torch.Tensor, frame: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The outputs of state ``sim`` against frame ``frame`` [B] of clips ``clip_index`` [B].
 
         Returns:
@@ -287,7 +301,14 @@ class ImitationEnv(EnvBase):
         observation, _, metrics = self._split(self._last_packed)
         done = torch.zeros((mask.shape[0], 1), dtype=torch.bool, device=self.device)
         return self._tensordict(
-            {"observation": observation, "metrics": metrics, "is_init": mask[:, None].clone(), "done": done, "terminated": done.clone(), "truncated": done.clone()}
+            {
+                "observation": observation,
+                "metrics": metrics,
+                "is_init": mask[:, None].clone(),
+                "done": done,
+                "terminated": done.clone(),
+                "truncated": done.clone(),
+            }
         )
 
     # ---------------------------------------------------------------------- snapshots

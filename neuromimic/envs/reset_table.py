@@ -37,8 +37,10 @@ class ResetTable:
         self.model_version = -1
         if not self.enabled:
             log.info(
-                "reset outputs are computed at each reset: a table of %d x %d clip frames would take "
-                "more than %g MiB", num_clips, max_frames, max_bytes / 2**20,
+                "reset outputs are computed at each reset: a table of %d x %d clip frames would take more than %g MiB",
+                num_clips,
+                max_frames,
+                max_bytes / 2**20,
             )
 
     def row(self, clip_index: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
@@ -49,7 +51,12 @@ class ResetTable:
         """Whether the table exists and was made with this version of the body model."""
         return self.table is not None and self.model_version == model_version
 
-    def build(self, starts: list[tuple[torch.Tensor, torch.Tensor]], evaluate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model_version: int) -> None:
+    def build(
+        self,
+        starts: list[tuple[torch.Tensor, torch.Tensor]],
+        evaluate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        model_version: int,
+    ) -> None:
         """Fill the table.
 
         Args:

@@ -80,8 +80,12 @@ class TermSet:
             term = _lookup(REWARDS, name, "model.env.rewards", body)
             config = dict(config or {})
             if not isinstance(config.get("weight"), int | float):
-                raise ConfigError(f"model.env.rewards.{name} needs a numeric weight ({{weight: 1.0, ...}}); got {config}")
-            self.rewards.append((term, float(config["weight"]), _params(term, config, "model.env.rewards", ("weight",))))
+                raise ConfigError(
+                    f"model.env.rewards.{name} needs a numeric weight ({{weight: 1.0, ...}}); got {config}"
+                )
+            self.rewards.append(
+                (term, float(config["weight"]), _params(term, config, "model.env.rewards", ("weight",)))
+            )
         self.terminations = [
             (term, _params(term, dict(config or {}), "model.env.terminations"))
             for name, config in terminations.items()
@@ -94,7 +98,12 @@ class TermSet:
         order, then for each future frame ``k`` every reference term as ``<name>_t+<k>``;
         terms of size 0 (a body without activation states) leave no block."""
         now = [(t.name, t.size(self.body), t.units) for t in self.observations if not t.future]
-        future = [(f"{t.name}_t+{k}", t.size(self.body), t.units) for k in self.future_frames for t in self.observations if t.future]
+        future = [
+            (f"{t.name}_t+{k}", t.size(self.body), t.units)
+            for k in self.future_frames
+            for t in self.observations
+            if t.future
+        ]
         return [block for block in now + future if block[1] > 0]
 
     def describe(self) -> dict:

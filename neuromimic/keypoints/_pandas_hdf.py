@@ -166,10 +166,7 @@ def read_frame(group: h5py.Group) -> tuple[np.ndarray, list[tuple[str, ...]]]:
             if f"block{i}_items_level0" in group:
                 levels = [_strings(group[f"block{i}_items_level{j}"][()]) for j in range(nlevels)]
                 codes = [np.asarray(group[f"block{i}_items_label{j}"][()]) for j in range(nlevels)]
-                cols = [
-                    tuple(levels[j][codes[j][c]] for j in range(nlevels))
-                    for c in range(len(codes[0]))
-                ]
+                cols = [tuple(levels[j][codes[j][c]] for j in range(nlevels)) for c in range(len(codes[0]))]
             else:
                 cols = [(s,) for s in _strings(group[f"block{i}_items"][()])]
             if values.shape[1] != len(cols) and values.shape[0] == len(cols):

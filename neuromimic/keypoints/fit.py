@@ -112,7 +112,9 @@ def make_mapping(model: mujoco.MjModel, entries: dict[str, object]) -> KeypointM
     names, bodies, ids, offsets = [], [], [], []
     for keypoint, entry in entries.items():
         if isinstance(entry, str):
-            entry = {"site": entry} if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, entry) >= 0 else {"body": entry}
+            entry = (
+                {"site": entry} if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, entry) >= 0 else {"body": entry}
+            )
         if not isinstance(entry, dict) or not ({"site", "body"} & set(entry)):
             raise KeypointsError(
                 f"keypoint mapping entry {keypoint!r}: {entry!r} is neither a site name, a body "
@@ -145,7 +147,9 @@ def make_mapping(model: mujoco.MjModel, entries: dict[str, object]) -> KeypointM
     return KeypointMapping(tuple(names), tuple(bodies), np.array(ids), np.array(offsets, dtype=np.float64))
 
 
-def load_mapping(model: mujoco.MjModel, keypoint_sites: dict[str, str], path: str | Path | None = None) -> KeypointMapping:
+def load_mapping(
+    model: mujoco.MjModel, keypoint_sites: dict[str, str], path: str | Path | None = None
+) -> KeypointMapping:
     """The mapping of a YAML file (``{keypoint: site | body | {body:, offset:}}``), or the
     body's ``keypoint_sites`` when ``path`` is None."""
     if path is None:
@@ -245,15 +249,17 @@ class KeypointFit:
         for k, n in enumerate(self.names):
             seen = mm[:, k][ok[:, k]]
             per_keypoint[n] = round(float(seen.mean()), 3) if seen.size else None
-        return json_safe({
-            "mean_residual_mm": round(float(mm[ok].mean()), 4) if ok.any() else None,
-            "p95_residual_mm": round(float(np.percentile(mm[ok], 95)), 4) if ok.any() else None,
-            "per_keypoint_mm": per_keypoint,
-            "joint_limit_violations_pct": self.limit_violations_pct,
-            "frames": int(mm.shape[0]),
-            "seconds": round(self.seconds, 2),
-            "scale": round(self.scale, 4),
-        })
+        return json_safe(
+            {
+                "mean_residual_mm": round(float(mm[ok].mean()), 4) if ok.any() else None,
+                "p95_residual_mm": round(float(np.percentile(mm[ok], 95)), 4) if ok.any() else None,
+                "per_keypoint_mm": per_keypoint,
+                "joint_limit_violations_pct": self.limit_violations_pct,
+                "frames": int(mm.shape[0]),
+                "seconds": round(self.seconds, 2),
+                "scale": round(self.scale, 4),
+            }
+        )
 
 
 def json_safe(value: Any) -> Any:
@@ -278,7 +284,9 @@ def json_safe(value: Any) -> Any:
 class _Problem:
     """Tensors of one fitting problem: model, keypoint bodies, data [T, K, 3] and weights."""
 
-    def __init__(self, model: mujoco.MjModel, mapping: KeypointMapping, data: np.ndarray, valid: np.ndarray, opts: FitOptions):
+    def __init__(
+        self, model: mujoco.MjModel, mapping: KeypointMapping, data: np.ndarray, valid: np.ndarray, opts: FitOptions
+    ):
         self.model, self.opts = model, opts
         self.fk = TorchKinematics(model)
         self.body_ids = torch.as_tensor(mapping.body_ids)
@@ -345,7 +353,9 @@ class _Problem:
             J[..., model.jnt_dofadr[hinge]] = torch.linalg.cross(axis.expand_as(r), r).transpose(2, 3)
         slide = [j for j in range(model.njnt) if self.types[j] == SLIDE]
         if slide:
-            J[..., model.jnt_dofadr[slide]] = (scale * out.xaxis[:, slide])[:, None].expand(n, self.K, -1, 3).transpose(2, 3)
+            J[..., model.jnt_dofadr[slide]] = (
+                (scale * out.xaxis[:, slide])[:, None].expand(n, self.K, -1, 3).transpose(2, 3)
+            )
         return J * self.mask[None, :, None, :]
 
     def step(self, qpos: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -398,7 +408,9 @@ class _Problem:
             r = (points - y).reshape(n, -1)
             H = J.transpose(1, 2) @ (sw[..., None] * J)
             g = J.transpose(1, 2) @ (sw * r)[..., None]
-            qh[:, self.hinge_dofs] = qpos[:, self.dof_qadr[self.hinge_dofs]] - self.fk.qpos0[self.dof_qadr[self.hinge_dofs]]
+            qh[:, self.hinge_dofs] = (
+                qpos[:, self.dof_qadr[self.hinge_dofs]] - self.fk.qpos0[self.dof_qadr[self.hinge_dofs]]
+            )
             H = H + torch.diag(hinge[active])
             g = g + (hinge[active] * qh[:, active])[..., None]
             diag = torch.diagonal(H, dim1=1, dim2=2)
@@ -410,6 +422,7 @@ class _Problem:
             ccost = self.cost(cpoints, y, w, cand)
             better = ccost < cost
             lam = torch.where(better, lam / 3, lam * 4).clamp(1e-9, 1e9)
+
             def pick(new, old, better=better):
                 return torch.where(better.view(-1, *[1] * (new.dim() - 1)), new, old)
 
@@ -483,7 +496,9 @@ class _Problem:
         return qpos, offsets
 
     # -- initial root placement
-    def rigid_init(self, frames: torch.Tensor, offsets: torch.Tensor, scale: float, kp_weight: torch.Tensor) -> torch.Tensor:
+    def rigid_init(
+        self, frames: torch.Tensor, offsets: torch.Tensor, scale: float, kp_weight: torch.Tensor
+    ) -> torch.Tensor:
         """Rest pose (qpos0) with each free joint moved by the rigid transform that best
         maps the rest-pose keypoints onto the data (Kabsch, on the weighted keypoints)."""
         n = len(frames)
@@ -569,7 +584,9 @@ def _usable_keypoints(
     return mapping, None if offsets is None else np.asarray(offsets)[keep]
 
 
-def _stage_dofs(problem: _Problem, mapping: KeypointMapping, trunk: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _stage_dofs(
+    problem: _Problem, mapping: KeypointMapping, trunk: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(root dofs, trunk dofs) as bool [nv], and trunk keypoint weights [K]."""
     kw = torch.as_tensor([1.0 if n in trunk else 0.0 for n in mapping.names], dtype=torch.float64)
     root = torch.zeros(problem.nv, dtype=torch.bool)
@@ -645,8 +662,10 @@ def fit_keypoints(
         idx = keypoints.index(mapping.names)
         data, valid = keypoints.positions[:, idx], keypoints.valid[:, idx]
         problem = _Problem(model, mapping, data, valid, opts)
-        trunk = tuple(opts.trunk_keypoints) if opts.trunk_keypoints is not None else tuple(
-            n for n in mapping.names if n in RAT23_TRUNK_KEYPOINTS
+        trunk = (
+            tuple(opts.trunk_keypoints)
+            if opts.trunk_keypoints is not None
+            else tuple(n for n in mapping.names if n in RAT23_TRUNK_KEYPOINTS)
         )
         if not trunk:
             trunk = mapping.names
@@ -855,7 +874,9 @@ def fit_to_clips(
     ]
 
 
-def _clear_floor_with_unobserved_joints(body: str, qpos: np.ndarray, keypoint_bodies: Sequence[str]) -> tuple[np.ndarray, dict]:
+def _clear_floor_with_unobserved_joints(
+    body: str, qpos: np.ndarray, keypoint_bodies: Sequence[str]
+) -> tuple[np.ndarray, dict]:
     """``qpos`` [T, nq] of the unscaled body with the joints that move no keypoint (a
     rat's tail) posed to clear the floor (`neuromimic.data.contacts.clear_floor`), and
     what was done, for the clips' meta."""
@@ -867,7 +888,12 @@ def _clear_floor_with_unobserved_joints(body: str, qpos: np.ndarray, keypoint_bo
     cleared, depth_left = clear_floor(model, qpos, dofs)
     names = sorted({model.joint(model.dof_jntid[d]).name for d in np.flatnonzero(dofs)})
     changed = np.abs(cleared - qpos).max(axis=1) > 0
-    log.info("floor: joints without keypoints (%d) moved in %d of %d frames to clear the floor", len(names), changed.sum(), len(qpos))
+    log.info(
+        "floor: joints without keypoints (%d) moved in %d of %d frames to clear the floor",
+        len(names),
+        changed.sum(),
+        len(qpos),
+    )
     return cleared, {
         "floor_cleared_by_joints": _json(names),
         "floor_cleared_frames": int(changed.sum()),
@@ -884,9 +910,7 @@ def _nan_if_none(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def body_keypoint_size(
-    model: mujoco.MjModel, mapping: KeypointMapping, qpos: np.ndarray, scale: float = 1.0
-) -> float:
+def body_keypoint_size(model: mujoco.MjModel, mapping: KeypointMapping, qpos: np.ndarray, scale: float = 1.0) -> float:
     """Size of a body's mapped keypoints in a pose, measured like `Keypoints.size`.
 
     Args:
@@ -929,9 +953,7 @@ def check_keypoints_for_body(
     size = body_keypoint_size(model, mapping, qpos, 1.0 if scale is None else scale)
     scaled = "" if scale is None else f" at scale {scale:g}"
     subset = kp.select(mapping.names)
-    check_plausible_size(
-        subset, size, body=f"the {body} body (its mapped keypoints in the rest pose{scaled})"
-    )
+    check_plausible_size(subset, size, body=f"the {body} body (its mapped keypoints in the rest pose{scaled})")
     if _has_floor(model):
         check_up_axis(subset, floor=f"the floor of the {body} body")
 
@@ -1001,16 +1023,29 @@ def fit_file(
     keypoint_map = load_mapping(model, spec.keypoint_sites, mapping)
     thresholds = {"confidence_threshold": confidence_threshold, "max_gap_frames": max_gap_frames}
     kp = read_keypoints(
-        input, format=format, units=units, fps=fps, up_axis=up_axis, skeleton=skeleton,
-        keypoint_names=keypoint_names, individual=individual,
+        input,
+        format=format,
+        units=units,
+        fps=fps,
+        up_axis=up_axis,
+        skeleton=skeleton,
+        keypoint_names=keypoint_names,
+        individual=individual,
         **{key: value for key, value in thresholds.items() if value is not None},
     )
     check_keypoints_for_body(kp, body, model, keypoint_map, spec.rest_qpos(model), scale)
     options = FitOptions(scale=scale, iterations=iterations, drop_missing_keypoints=drop_missing_keypoints)
     fit = fit_keypoints(model, keypoint_map, kp, options)
     clips = fit_to_clips(
-        fit, body, kp.fps, fps_out, name=name or Path(input).stem, split=split,
-        segment_seconds=segment_seconds, val_fraction=val_fraction, meta={"input": str(input)},
+        fit,
+        body,
+        kp.fps,
+        fps_out,
+        name=name or Path(input).stem,
+        split=split,
+        segment_seconds=segment_seconds,
+        val_fraction=val_fraction,
+        meta={"input": str(input)},
     )
     if segment_seconds is None:
         clips[0].save(output)

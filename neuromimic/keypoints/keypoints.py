@@ -257,8 +257,7 @@ class Keypoints:
         """
         if not 0.0 < min_valid_fraction <= 1.0:
             raise KeypointsError(
-                f"keypoint file {self.source!r}: min_valid_fraction is {min_valid_fraction}; pass a "
-                "fraction in (0, 1]"
+                f"keypoint file {self.source!r}: min_valid_fraction is {min_valid_fraction}; pass a fraction in (0, 1]"
             )
         idx = self.index(required) if required is not None else list(range(self.num_keypoints))
         frac = self.valid[:, idx].mean(axis=1) if idx else np.ones(self.num_frames)
@@ -278,9 +277,7 @@ class Keypoints:
         """
         return [
             self.frames(a, b)
-            for a, b in self.segments(
-                required, min_valid_fraction=min_valid_fraction, min_length=min_length
-            )
+            for a, b in self.segments(required, min_valid_fraction=min_valid_fraction, min_length=min_length)
         ]
 
     def size(self) -> float:
@@ -323,9 +320,7 @@ def _cloud_size(positions: np.ndarray, valid: np.ndarray, max_frames: int = 500)
     return float(np.median(sizes))
 
 
-def _interpolate_short_gaps(
-    positions: np.ndarray, valid: np.ndarray, max_gap_frames: int
-) -> np.ndarray:
+def _interpolate_short_gaps(positions: np.ndarray, valid: np.ndarray, max_gap_frames: int) -> np.ndarray:
     """Fill interior gaps of at most ``max_gap_frames`` frames in place; return the filled mask."""
     filled = np.zeros_like(valid)
     if max_gap_frames <= 0:
@@ -396,8 +391,7 @@ def check_plausible_size(kp: Keypoints, body_size: float, *, body: str = "") -> 
         f"keypoint file {kp.source!r}: the keypoints span {size:.4g} m (median over frames of the largest "
         f"keypoint distance) but {target}, a ratio of {ratio:.3g} "
         f"outside [{lo:g}, {hi:g}]; units were {kp.units!r} ({kp.units_from}). "
-        f"Scaling by about {factor:.3g} would fit"
-        + (f": {hint}" if hint else "; check units= and body_size=")
+        f"Scaling by about {factor:.3g} would fit" + (f": {hint}" if hint else "; check units= and body_size=")
     )
 
 
@@ -515,13 +509,9 @@ def make_keypoints(
     if num_frames < 1:
         raise KeypointsError(f"keypoint file {source!r}: the file holds no frames")
     if fps is None or not np.isfinite(fps) or fps <= 0:
-        raise KeypointsError(
-            f"keypoint file {source!r}: frame rate is {fps}; pass fps= a positive rate in Hz"
-        )
+        raise KeypointsError(f"keypoint file {source!r}: frame rate is {fps}; pass fps= a positive rate in Hz")
     if max_gap_frames < 0:
-        raise KeypointsError(
-            f"keypoint file {source!r}: max_gap_frames is {max_gap_frames}; pass 0 or more frames"
-        )
+        raise KeypointsError(f"keypoint file {source!r}: max_gap_frames is {max_gap_frames}; pass 0 or more frames")
     valid = np.isfinite(positions).all(axis=2)
     if missing is not None:
         valid &= ~np.asarray(missing, dtype=bool)

@@ -42,9 +42,15 @@ def quat_to_mat(q: torch.Tensor) -> torch.Tensor:
     w, x, y, z = q.unbind(-1)
     return torch.stack(
         (
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ),
         dim=-1,
     ).reshape(*q.shape[:-1], 3, 3)
@@ -223,9 +229,9 @@ class TorchKinematics:
             xmat.append(rot)
         xpos_t = torch.stack(xpos, dim=1)
         xmat_t = torch.stack(xmat, dim=1)
-        site_xpos = xpos_t[:, self.site_bodyid] + (
-            xmat_t[:, self.site_bodyid] @ (scale * self.site_pos)[..., None]
-        )[..., 0]
+        site_xpos = (
+            xpos_t[:, self.site_bodyid] + (xmat_t[:, self.site_bodyid] @ (scale * self.site_pos)[..., None])[..., 0]
+        )
         empty = torch.zeros(n, 0, 3, dtype=self.dtype, device=self.device)
         return FKResult(
             xpos=xpos_t,

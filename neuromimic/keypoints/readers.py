@@ -115,9 +115,7 @@ def _where(path: Path) -> str:
 def _check_file(path: Path) -> None:
     """Refuse a path that does not exist or is not a file."""
     if not path.exists():
-        raise KeypointsError(
-            f"{_where(path)} does not exist; check the path (--input on the command line)"
-        )
+        raise KeypointsError(f"{_where(path)} does not exist; check the path (--input on the command line)")
     if not path.is_file():
         raise KeypointsError(f"{_where(path)} is not a file; pass the keypoint file itself")
 
@@ -161,10 +159,7 @@ def infer_format(path: str | os.PathLike) -> str:
     if ext in (".h5", ".hdf5", ".csv"):
         _check_file(path)
     if ext in (".h5", ".hdf5"):
-        expected = (
-            "a DeepLabCut .h5 (pandas DataFrame) or a SLEAP analysis .h5 (or a sleap-anipose "
-            "points3d.h5)"
-        )
+        expected = "a DeepLabCut .h5 (pandas DataFrame) or a SLEAP analysis .h5 (or a sleap-anipose points3d.h5)"
         with _open_h5(path, expected) as f:
             if _pandas_hdf.find_frame_group(f) is not None:
                 return "dlc"
@@ -189,10 +184,7 @@ def infer_format(path: str | os.PathLike) -> str:
         if any(c.endswith(("_score", "_ncams", "_error")) for c in cols):
             return "anipose"
         return "csv"
-    raise KeypointsError(
-        f"{where}: extension {ext!r} matches no keypoint format; pass format= one of "
-        f"{list(FORMATS)}"
-    )
+    raise KeypointsError(f"{where}: extension {ext!r} matches no keypoint format; pass format= one of {list(FORMATS)}")
 
 
 def read_keypoints(
@@ -255,8 +247,7 @@ def read_keypoints(
         )
     if individual is not None and fmt not in ("nwb", "dlc", "sleap"):
         raise KeypointsError(
-            f"{where}: individual= applies to multi-animal NWB, DeepLabCut and SLEAP "
-            f"files; {fmt} files hold one animal"
+            f"{where}: individual= applies to multi-animal NWB, DeepLabCut and SLEAP files; {fmt} files hold one animal"
         )
     if fmt == "nwb":
         raw = read_nwb_raw(path, individual=individual)
@@ -266,9 +257,7 @@ def read_keypoints(
     elif fmt == "dlc":
         raw = read_dlc_raw(path, individual=individual)
     elif fmt == "sleap" and is_points3d(path):
-        raw = read_points3d_raw(
-            path, keypoint_names=keypoint_names, skeleton=skeleton, individual=individual
-        )
+        raw = read_points3d_raw(path, keypoint_names=keypoint_names, skeleton=skeleton, individual=individual)
         keypoint_names = None  # already used as the names
     elif fmt == "sleap":
         if skeleton is not None:
@@ -413,9 +402,7 @@ def _per_format(fmt: str, doc: str):
 read_nwb = _per_format("nwb", "an NWB file with an ndx-pose PoseEstimation")
 read_dannce = _per_format("dannce", "a DANNCE prediction .mat file")
 read_dlc = _per_format("dlc", "a DeepLabCut 3-D .h5 or .csv file")
-read_sleap = _per_format(
-    "sleap", "a SLEAP .slp (3-D instances only) or a sleap-anipose points3d.h5 file"
-)
+read_sleap = _per_format("sleap", "a SLEAP .slp (3-D instances only) or a sleap-anipose points3d.h5 file")
 read_anipose = _per_format("anipose", "an anipose 3-D .csv file")
 read_c3d = _per_format("c3d", "a C3D motion-capture file")
 read_csv = _per_format("csv", "a plain keypoint .csv file (see `read_csv_raw`)")
@@ -467,8 +454,7 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
         f.visititems(
             lambda name, obj: (
                 found.append(name)
-                if isinstance(obj, h5py.Group)
-                and _decode(obj.attrs.get("neurodata_type", "")) == "PoseEstimation"
+                if isinstance(obj, h5py.Group) and _decode(obj.attrs.get("neurodata_type", "")) == "PoseEstimation"
                 else None
             )
         )
@@ -507,10 +493,7 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
         else:
             for k in pe:
                 obj = pe[k]
-                if (
-                    isinstance(obj, h5py.Group)
-                    and _decode(obj.attrs.get("neurodata_type", "")) == "Skeleton"
-                ):
+                if isinstance(obj, h5py.Group) and _decode(obj.attrs.get("neurodata_type", "")) == "Skeleton":
                     nodes = [_decode(n) for n in obj["nodes"][()]]
         if nodes is not None and set(nodes) == set(series):
             order = nodes
@@ -522,13 +505,9 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
             s = series[name]
             data = s["data"]
             if data.ndim != 2 or data.shape[1] not in (2, 3):
-                raise KeypointsError(
-                    f"{where}: `{pe_path}/{name}/data` has shape {data.shape}; expected [T, 3]"
-                )
+                raise KeypointsError(f"{where}: `{pe_path}/{name}/data` has shape {data.shape}; expected [T, 3]")
             if data.shape[1] == 2:
-                raise KeypointsError(
-                    f"{where}: `{pe_path}/{name}/data` holds 2-D (x, y) positions; {_TRIANGULATE}"
-                )
+                raise KeypointsError(f"{where}: `{pe_path}/{name}/data` holds 2-D (x, y) positions; {_TRIANGULATE}")
             if num_frames is None:
                 num_frames = data.shape[0]
             elif data.shape[0] != num_frames:
@@ -537,9 +516,7 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
                     f"keypoints {num_frames}; all series must cover the same frames"
                 )
             values = data[()].astype(np.float64)
-            values = values * float(data.attrs.get("conversion", 1.0)) + float(
-                data.attrs.get("offset", 0.0)
-            )
+            values = values * float(data.attrs.get("conversion", 1.0)) + float(data.attrs.get("offset", 0.0))
             positions.append(values)
             units_seen.add(_decode(data.attrs.get("unit", "")))
             confidence.append(s["confidence"][()].astype(np.float64) if "confidence" in s else None)
@@ -552,9 +529,7 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
                     dt = np.diff(ts)
                     step = float(np.median(dt))
                     if np.abs(dt - step).max() > 0.01 * step:
-                        log.warning(
-                            "%s: %s timestamps are irregular; using their median step", where, name
-                        )
+                        log.warning("%s: %s timestamps are irregular; using their median step", where, name)
                     rates.add(round(1.0 / step, 6))
         if len(units_seen) != 1:
             raise KeypointsError(
@@ -564,9 +539,7 @@ def read_nwb_raw(path: Path, *, individual: str | None = None) -> RawKeypoints:
         unit_found = units_seen.pop()
         unit = as_length_unit(unit_found)  # "pixels" and the like are not trusted
         if len(rates) > 1:
-            raise KeypointsError(
-                f"{where}: the series of `{pe_path}` have different rates {sorted(rates)} Hz"
-            )
+            raise KeypointsError(f"{where}: the series of `{pe_path}` have different rates {sorted(rates)} Hz")
         conf = None
         if all(c is not None for c in confidence):
             conf = np.stack(confidence, axis=1)
@@ -650,10 +623,7 @@ def _skeleton_names(skeleton: Path) -> list[str]:
     names = mat["joint_names"]
     if isinstance(names, list):
         return names
-    return [
-        str(np.asarray(n).ravel()[0]) if np.asarray(n).size else ""
-        for n in np.asarray(names).ravel()
-    ]
+    return [str(np.asarray(n).ravel()[0]) if np.asarray(n).size else "" for n in np.asarray(names).ravel()]
 
 
 def read_dannce_raw(
@@ -729,8 +699,7 @@ def _csv_rows(path: Path, n: int | None = None) -> list[list[str]]:
                     break
     except UnicodeDecodeError as e:
         raise KeypointsError(
-            f"{_where(path)} is not a text file (line {len(rows) + 1}: {e.reason} at byte "
-            f"{e.start}); {_CSV_EXPECTED}"
+            f"{_where(path)} is not a text file (line {len(rows) + 1}: {e.reason} at byte {e.start}); {_CSV_EXPECTED}"
         ) from e
     except csv.Error as e:
         raise KeypointsError(f"{_where(path)}: line {len(rows) + 1} is not valid CSV ({e}); {_CSV_EXPECTED}") from e
@@ -742,9 +711,7 @@ def _float(s: str) -> float:
     return float(s) if s else np.nan
 
 
-def _numbers(
-    rows: list[list[str]], columns: list[str], first_line: int, where: str, skip: int = 0
-) -> np.ndarray:
+def _numbers(rows: list[list[str]], columns: list[str], first_line: int, where: str, skip: int = 0) -> np.ndarray:
     """Cells of data rows as floats [N, len(columns) - skip]; empty cells and ``nan`` are NaN.
 
     Args:
@@ -778,9 +745,7 @@ def _numbers(
                 "number; cells must be numbers, or empty / nan where a value is missing"
             ) from None
     if not values:
-        raise KeypointsError(
-            f"{where} has a header but no data rows; {_CSV_EXPECTED}"
-        )
+        raise KeypointsError(f"{where} has a header but no data rows; {_CSV_EXPECTED}")
     return np.array(values, dtype=np.float64)
 
 
@@ -895,9 +860,7 @@ def _sleap_io():
     try:
         import sleap_io
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise KeypointsError(
-            "reading SLEAP files needs the `sleap-io` package: pip install sleap-io"
-        ) from e
+        raise KeypointsError("reading SLEAP files needs the `sleap-io` package: pip install sleap-io") from e
     return sleap_io
 
 
@@ -1023,13 +986,11 @@ def _sleap_skeleton_names(skeleton: Path, num_kp: int, where: str) -> list[str]:
     suffix = skeleton.suffix.lower()
     if suffix == ".mat":
         raise KeypointsError(
-            f"{named} is a .mat (a DANNCE skeleton), but the file is a sleap-anipose "
-            f"points3d.h5; {fix}"
+            f"{named} is a .mat (a DANNCE skeleton), but the file is a sleap-anipose points3d.h5; {fix}"
         )
     if suffix not in _SLEAP_SKELETON_SUFFIXES:
         raise KeypointsError(
-            f"{named}: extension {skeleton.suffix!r} is not one of "
-            f"{list(_SLEAP_SKELETON_SUFFIXES)}; {fix}"
+            f"{named}: extension {skeleton.suffix!r} is not one of {list(_SLEAP_SKELETON_SUFFIXES)}; {fix}"
         )
     if not skeleton.is_file():
         raise KeypointsError(f"{named} does not exist or is not a file; {fix}")
@@ -1050,8 +1011,7 @@ def _sleap_skeleton_names(skeleton: Path, num_kp: int, where: str) -> list[str]:
         raise
     except Exception as e:  # sleap-io raises what its parsers (h5py, json, yaml) raise
         raise KeypointsError(
-            f"{named} cannot be read by sleap-io ({type(e).__name__}: {' '.join(str(e).split())}); "
-            f"{fix}"
+            f"{named} cannot be read by sleap-io ({type(e).__name__}: {' '.join(str(e).split())}); {fix}"
         ) from e
     skeletons = loaded if isinstance(loaded, list) else [loaded]
     if not skeletons:
@@ -1266,8 +1226,9 @@ def read_csv_raw(path: Path) -> RawKeypoints:
         0,12.1,40.3,8.0,-150.2,38.9,10.4
     """
     where, header, values, names = _xyz_csv(
-        path, "`<name>_x, <name>_y, <name>_z` columns; the plain CSV layout is `frame` (optional) "
-        "then three columns per keypoint"
+        path,
+        "`<name>_x, <name>_y, <name>_z` columns; the plain CSV layout is `frame` (optional) "
+        "then three columns per keypoint",
     )
     known = {"frame"} | {f"{n}_{s}" for n in names for s in ("x", "y", "z", "confidence")}
     extra = [c for c in header if c not in known]
@@ -1298,9 +1259,7 @@ def read_c3d_raw(path: Path) -> RawKeypoints:
         try:
             reader = c3d.Reader(fh)
         except Exception as e:  # c3d raises plain exceptions on malformed headers
-            raise KeypointsError(
-                f"{where} is not a readable C3D file ({e}); expected a C3D motion-capture file"
-            ) from e
+            raise KeypointsError(f"{where} is not a readable C3D file ({e}); expected a C3D motion-capture file") from e
         names = [str(n).strip() for n in reader.point_labels]
         param = reader.get("POINT:UNITS")
         unit_found = param.string_value.strip() if param is not None else None
@@ -1356,21 +1315,15 @@ def read_npz_raw(path: Path) -> RawKeypoints:
     if positions.ndim == 3 and positions.shape[2] == 2:
         raise KeypointsError(f"{where}: `positions` holds 2-D (x, y) keypoints; {_TRIANGULATE}")
     if positions.ndim != 3 or positions.shape[2] != 3:
-        raise KeypointsError(
-            f"{where}: `positions` has shape {positions.shape}; expected [T, K, 3]"
-        )
+        raise KeypointsError(f"{where}: `positions` has shape {positions.shape}; expected [T, K, 3]")
     names = arrays["names"]
     if names.dtype.kind not in "US":
-        raise KeypointsError(
-            f"{where}: `names` has dtype {names.dtype}; store it as a string array"
-        )
+        raise KeypointsError(f"{where}: `names` has dtype {names.dtype}; store it as a string array")
     missing = None
     if "valid" in arrays:
         valid = np.asarray(arrays["valid"])
         if valid.shape != positions.shape[:2]:
-            raise KeypointsError(
-                f"{where}: `valid` has shape {valid.shape}; expected {positions.shape[:2]}"
-            )
+            raise KeypointsError(f"{where}: `valid` has shape {valid.shape}; expected {positions.shape[:2]}")
         missing = ~valid.astype(bool)
     fps = float(arrays["fps"]) if "fps" in arrays else None
     return RawKeypoints(

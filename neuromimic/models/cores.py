@@ -38,7 +38,11 @@ class MLPCore(Core):
     """
 
     def __init__(
-        self, input_size: int, control_dt: float = 0.01, hidden_sizes: Sequence[int] = (256, 256), activation: str = "tanh"
+        self,
+        input_size: int,
+        control_dt: float = 0.01,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "tanh",
     ) -> None:
         super().__init__()
         if not hidden_sizes:
@@ -49,7 +53,9 @@ class MLPCore(Core):
         self.activation = activation
         self.layers = mlp([input_size, *self.hidden_sizes], activation, last_activation=True)
 
-    def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
+    def forward(
+        self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None
+    ) -> tuple[torch.Tensor, Tensors, Tensors]:
         activity = {}
         for layer in self.layers:
             x = layer(x)
@@ -94,7 +100,9 @@ class GRUCore(_CellCore):
 
     CELL, STATES = nn.GRUCell, ("h",)
 
-    def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
+    def forward(
+        self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None
+    ) -> tuple[torch.Tensor, Tensors, Tensors]:
         h = self._perturb_units(self.cell(x, state["h"]))
         return h, {"h": h}, {"h": h}
 
@@ -111,7 +119,9 @@ class LSTMCore(_CellCore):
 
     CELL, STATES = nn.LSTMCell, ("h", "c")
 
-    def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
+    def forward(
+        self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None
+    ) -> tuple[torch.Tensor, Tensors, Tensors]:
         h, c = self.cell(x, (state["h"], state["c"]))
         h = self._perturb_units(h)
         return h, {"h": h, "c": c}, {"h": h, "c": c}

@@ -218,8 +218,7 @@ def _read_export(directory: Path) -> tuple[Controller, dict, str]:
         raise ControllerLoadError(f"{config_path} is not a neuromimic controller export (format {FORMAT!r})")
     if document.get("version") != VERSION:
         raise ControllerLoadError(
-            f"{config_path} has export version {document.get('version')!r}; this neuromimic reads "
-            f"version {VERSION}"
+            f"{config_path} has export version {document.get('version')!r}; this neuromimic reads version {VERSION}"
         )
     controller = _build(document, str(config_path))
     weights = weights_path.read_bytes()

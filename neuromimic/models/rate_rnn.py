@@ -167,7 +167,9 @@ class RateRNNCore(Core):
     def noise_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"process": (self.output_size,)} if self.noise_std > 0 else {}
 
-    def forward(self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None) -> tuple[torch.Tensor, Tensors, Tensors]:
+    def forward(
+        self, x: torch.Tensor, state: Tensors, noise: Tensors | None = None
+    ) -> tuple[torch.Tensor, Tensors, Tensors]:
         new_state = {}
         if self.input_delay:
             buffer = state["input_buffer"]

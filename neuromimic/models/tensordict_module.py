@@ -86,9 +86,7 @@ class ControllerModule(TensorDictModuleBase):
         state keys in the env's specs (so ``step_mdp`` carries them) and puts zero states in
         the reset output."""
         shapes = self.controller.state_shapes()
-        spec = Composite(
-            core=Composite(state=Composite({n: Unbounded(shape) for n, shape in shapes.items()}))
-        )
+        spec = Composite(core=Composite(state=Composite({n: Unbounded(shape) for n, shape in shapes.items()})))
         return TensorDictPrimer(spec, expand_specs=True)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -96,7 +94,9 @@ class ControllerModule(TensorDictModuleBase):
             return self._sequence(tensordict)
         return self._steps(tensordict)
 
-    def _states(self, tensordict: TensorDictBase, batch: int, is_init: torch.Tensor | None) -> dict[str, torch.Tensor] | None:
+    def _states(
+        self, tensordict: TensorDictBase, batch: int, is_init: torch.Tensor | None
+    ) -> dict[str, torch.Tensor] | None:
         """The entering state flattened to [batch, ...]; ``None`` (zeros) at every env's
         episode start when the TensorDict holds none."""
         if not self.state_names:

@@ -91,8 +91,7 @@ def _import_mjx() -> Any:
         from mujoco import mjx
     except ImportError as error:
         raise ImportError(
-            "the 'mjx' physics backend needs mujoco-mjx; install the MJX extra: "
-            "pip install 'neuromimic[mjx]'"
+            "the 'mjx' physics backend needs mujoco-mjx; install the MJX extra: pip install 'neuromimic[mjx]'"
         ) from error
     return mjx
 
@@ -293,7 +292,10 @@ class MjxBackend(Backend):
         self.schedule_reset(everyone, rest.expand(num_envs, -1), zeros[:, : self.model.nv], zeros[:, : self.model.na])
         self._refresh_view()
         log.debug(
-            "MjxBackend: %d bodies, %d substeps on %s", num_envs, substeps, self._jax_device,
+            "MjxBackend: %d bodies, %d substeps on %s",
+            num_envs,
+            substeps,
+            self._jax_device,
         )
 
     def _put(self, arrays: Sequence[Any]) -> tuple:
@@ -318,7 +320,9 @@ class MjxBackend(Backend):
         if self._layout is None or layout.model_def != self._layout.model_def:
             if self._layout is not None:
                 if layout.data_def != self._layout.data_def:
-                    raise ValueError("the model change altered the layout of MJX's data; build a new backend for this model")
+                    raise ValueError(
+                        "the model change altered the layout of MJX's data; build a new backend for this model"
+                    )
                 log.info("MjxBackend: a static field of the model changed; recompiling")
             self._layout = layout
             self._build_functions(mjx, jax)
@@ -363,7 +367,9 @@ class MjxBackend(Backend):
 
             return jax.tree_util.tree_map(leaf, old, new)
 
-        batched_step = jax.vmap(control_step(self.substeps, self.max_qvel, self.model.opt.timestep), in_axes=(None, 0, 0, 0))
+        batched_step = jax.vmap(
+            control_step(self.substeps, self.max_qvel, self.model.opt.timestep), in_axes=(None, 0, 0, 0)
+        )
 
         def step(model: tuple, state: tuple, ctrl: Any, xfrc: Any) -> tuple[tuple, Any]:
             data, unstable = batched_step(model_of(model), data_of(state), ctrl, xfrc)
@@ -393,7 +399,11 @@ class MjxBackend(Backend):
         self._step_fn = jax.jit(step)
         self._step_after_reset_fn = jax.jit(step_after_reset)
         self._reset_fn = jax.jit(reset)
-        self._unpack_fn = jax.jit(lambda buffers: [data_packing.unpack((None,) * len(data_packing.apart) + buffers)[i] for i in data_packing.slots])
+        self._unpack_fn = jax.jit(
+            lambda buffers: [
+                data_packing.unpack((None,) * len(data_packing.apart) + buffers)[i] for i in data_packing.slots
+            ]
+        )
 
     # ---------------------------------------------------------------------------- API
     @property
@@ -551,7 +561,9 @@ class MjxBackend(Backend):
         else:
             self._pending = self._merged(mask, qpos, qvel, act)
 
-    def _merged(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _merged(
+        self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor, act: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         """The pending reset with the rows of ``mask`` replaced by this one (device ops)."""
         assert self._pending is not None
         old_mask, old_qpos, old_qvel, old_act = self._pending
@@ -559,7 +571,10 @@ class MjxBackend(Backend):
         rows = mask[:, None]
         return (
             old_mask | mask,
-            *(torch.where(rows, new.detach().to(device=self.device, dtype=self.dtype), old) for new, old in ((qpos, old_qpos), (qvel, old_qvel), (act, old_act))),
+            *(
+                torch.where(rows, new.detach().to(device=self.device, dtype=self.dtype), old)
+                for new, old in ((qpos, old_qpos), (qvel, old_qvel), (act, old_act))
+            ),
         )
 
     def _apply_pending(self) -> None:

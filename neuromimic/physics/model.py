@@ -119,8 +119,13 @@ def warn_low_friction(model: mujoco.MjModel, body: str) -> None:
             "body %r: %d friction coefficient(s) below MuJoCo's minimum %g, which MuJoCo raises "
             "to %g in every contact: %s%s. Set them to at least %g in the model (or condim 1 "
             "for a frictionless contact)",
-            body, len(found), mujoco.mjMINMU, mujoco.mjMINMU, "; ".join(found[:5]),
-            f" and {len(found) - 5} more" if len(found) > 5 else "", mujoco.mjMINMU,
+            body,
+            len(found),
+            mujoco.mjMINMU,
+            mujoco.mjMINMU,
+            "; ".join(found[:5]),
+            f" and {len(found) - 5} more" if len(found) > 5 else "",
+            mujoco.mjMINMU,
         )
 
 
@@ -137,14 +142,8 @@ def sensor_layout(model: mujoco.MjModel, body: Body) -> SensorLayout:
     num_sites = len(body.end_effector_sites)
     expected = [f"{SENSOR_PREFIX}framepos/{site}" for site in body.end_effector_sites]
     for kind in ("actuatorpos", "actuatorvel", "actuatorfrc"):
-        expected += [
-            f"{SENSOR_PREFIX}{kind}/{model.actuator(i).name or i}" for i in range(model.nu)
-        ]
-    ours = [
-        model.sensor(i).name
-        for i in range(model.nsensor)
-        if model.sensor(i).name.startswith(SENSOR_PREFIX)
-    ]
+        expected += [f"{SENSOR_PREFIX}{kind}/{model.actuator(i).name or i}" for i in range(model.nu)]
+    ours = [model.sensor(i).name for i in range(model.nsensor) if model.sensor(i).name.startswith(SENSOR_PREFIX)]
     if ours != expected:
         raise ValueError(
             f"model {body.key!r} was not compiled by neuromimic.physics.compile_model: "

@@ -180,9 +180,7 @@ class MujocoBackend(Backend):
         self._view = self._make_view()
 
         reset_to_rest_pose(self, torch.float64)
-        log.debug(
-            "MujocoBackend: %d bodies, %d threads, %d substeps", num_envs, self.nthread, substeps
-        )
+        log.debug("MujocoBackend: %d bodies, %d threads, %d substeps", num_envs, self.nthread, substeps)
 
     def _load_model(self) -> None:
         """Make the copies of `model` that the physics rollout and the sensor pass run."""
@@ -230,9 +228,7 @@ class MujocoBackend(Backend):
         for name, buffer in buffers.items():
             saved = snapshot[name]
             if tuple(saved.shape) != buffer.shape:
-                raise ValueError(
-                    f"snapshot {name} has shape {tuple(saved.shape)}; this backend's is {buffer.shape}"
-                )
+                raise ValueError(f"snapshot {name} has shape {tuple(saved.shape)}; this backend's is {buffer.shape}")
         for name, buffer in buffers.items():
             np.copyto(buffer, snapshot[name].cpu().numpy())
 

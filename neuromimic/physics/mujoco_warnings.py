@@ -59,7 +59,8 @@ def _handle(message: str) -> None:
         return
     log.log(
         logging.WARNING if first else logging.DEBUG,
-        "MuJoCo: %s%s", message,
+        "MuJoCo: %s%s",
+        message,
         f" (counted as train/mujoco_warnings/{kind}; later ones are logged at debug level)" if first else "",
     )
 

@@ -41,7 +41,9 @@ from neuromimic.errors import InputError
 DUMP_ARRAYS = ("qpos", "qvel", "act", "time", "ctrl", "external_force", "final_qpos", "final_qvel", "final_act")
 
 
-def save_dump(stem: Path, model: mujoco.MjModel, arrays: dict[str, np.ndarray], substeps: int, notes: dict[str, str | int]) -> Path:
+def save_dump(
+    stem: Path, model: mujoco.MjModel, arrays: dict[str, np.ndarray], substeps: int, notes: dict[str, str | int]
+) -> Path:
     """Write ``<stem>.mjb`` and ``<stem>.npz`` (the module docstring lists ``arrays``).
 
     Returns:
@@ -74,7 +76,9 @@ def replay(path: str | Path) -> list[dict]:
     path = Path(path)
     model_path = path.with_suffix(".mjb")
     if not path.is_file() or not model_path.is_file():
-        raise InputError(f"{path}: a dump is a .npz with its .mjb beside it; {'the .npz' if not path.is_file() else model_path} is missing")
+        raise InputError(
+            f"{path}: a dump is a .npz with its .mjb beside it; {'the .npz' if not path.is_file() else model_path} is missing"
+        )
     try:
         with np.load(path) as dump:
             arrays = {name: dump[name] for name in DUMP_ARRAYS}
@@ -101,13 +105,15 @@ def replay(path: str | Path) -> list[dict]:
         finite = bool(np.isfinite(data.qpos).all() and np.isfinite(data.qvel).all() and np.isfinite(data.act).all())
         with np.errstate(invalid="ignore", over="ignore"):
             difference = float(np.abs(data.qpos - recorded_next[i]).max(initial=0.0))
-        steps.append({
-            "step": i,
-            "finite": finite,
-            "max_abs_qvel": float(np.abs(data.qvel).max(initial=0.0)) if finite else None,
-            "mujoco_warnings": warned,
-            "max_abs_qpos_difference": difference if np.isfinite(difference) else None,
-        })
+        steps.append(
+            {
+                "step": i,
+                "finite": finite,
+                "max_abs_qvel": float(np.abs(data.qvel).max(initial=0.0)) if finite else None,
+                "mujoco_warnings": warned,
+                "max_abs_qpos_difference": difference if np.isfinite(difference) else None,
+            }
+        )
     return steps
 
 

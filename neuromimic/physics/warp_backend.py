@@ -271,7 +271,11 @@ class WarpBackend(Backend):
         reset_to_rest_pose(self, self.dtype)
         log.debug(
             "WarpBackend: %d worlds, %d substeps on %s, nconmax %d, njmax %d",
-            num_envs, substeps, self._wp_device, self.nconmax, self.njmax,
+            num_envs,
+            substeps,
+            self._wp_device,
+            self.nconmax,
+            self.njmax,
         )
 
     def _buffer_sizes(self, nconmax: int | None, njmax: int | None) -> tuple[int, int]:
@@ -298,7 +302,9 @@ class WarpBackend(Backend):
         wp, d, kernels = self._wp, self.wp_data, self._kernels
         self._mjw.reset_data(self.wp_model, d, reset=self._pending)
         for source, target in (
-            (self._pending_qpos, d.qpos), (self._pending_qvel, d.qvel), (self._pending_act, d.act),
+            (self._pending_qpos, d.qpos),
+            (self._pending_qvel, d.qvel),
+            (self._pending_act, d.act),
         ):
             if target.shape[1]:
                 wp.launch(kernels["copy_masked_rows"], dim=target.shape, inputs=[self._pending, source, target])
@@ -335,7 +341,10 @@ class WarpBackend(Backend):
         self._scheduled = False  # both graphs apply the scheduled resets first
         work = {"step": self._control_step, "reset": self._reset_now}[name]
         stream = wp.stream_from_torch(torch.cuda.current_stream(self.device)) if self.device.type == "cuda" else None
-        with wp.ScopedDevice(self._wp_device), wp.ScopedStream(stream) if stream is not None else contextlib.nullcontext():
+        with (
+            wp.ScopedDevice(self._wp_device),
+            wp.ScopedStream(stream) if stream is not None else contextlib.nullcontext(),
+        ):
             if not self._use_graph:
                 work()
                 return
@@ -424,8 +433,12 @@ class WarpBackend(Backend):
 
     def _own_arrays(self) -> dict[str, Any]:
         return {
-            "pending": self._pending, "pending_qpos": self._pending_qpos, "pending_qvel": self._pending_qvel,
-            "pending_act": self._pending_act, "unstable": self._unstable, "ctrl_in": self._ctrl_in,
+            "pending": self._pending,
+            "pending_qpos": self._pending_qpos,
+            "pending_qvel": self._pending_qvel,
+            "pending_act": self._pending_act,
+            "unstable": self._unstable,
+            "ctrl_in": self._ctrl_in,
             "external_force": self._xfrc_in,
         }
 

@@ -112,9 +112,7 @@ class Afferents(nn.Module):
     def delayed(self, state: Tensors, rates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rates arriving now [B, 3, M], new in-flight buffer)`` after sending ``rates``."""
         history = torch.cat([state["in_flight"], rates[:, None]], dim=1)  # [B, D + 1, 3, M]
-        arriving = torch.stack(
-            [history[:, self.max_delay - delay, k] for k, delay in enumerate(self.delays)], dim=1
-        )
+        arriving = torch.stack([history[:, self.max_delay - delay, k] for k, delay in enumerate(self.delays)], dim=1)
         return arriving, history[:, 1:]
 
     def forward(

@@ -31,7 +31,9 @@ class AfferentSensor:
         generator: the rate noise's generator.
     """
 
-    def __init__(self, config: AfferentConfig, model: mujoco.MjModel, num_envs: int, fusimotor_action: bool, device, dtype) -> None:
+    def __init__(
+        self, config: AfferentConfig, model: mujoco.MjModel, num_envs: int, fusimotor_action: bool, device, dtype
+    ) -> None:
         to = {"device": device, "dtype": dtype}
         self.config = config
         self.afferents = Afferents(config).to(device)
@@ -82,7 +84,14 @@ class AfferentSensor:
         start_length, start_force = self._inputs
         end_length, end_force = self._inputs = self._read(sim)
         self.rates, self._state = self.afferents.advance(
-            self._state, start_length, end_length, start_force, end_force, duration, *self._gamma(action), generator=self.generator
+            self._state,
+            start_length,
+            end_length,
+            start_force,
+            end_force,
+            duration,
+            *self._gamma(action),
+            generator=self.generator,
         )
 
     def forget(self) -> None:

@@ -161,9 +161,7 @@ class MuscleSpindle(nn.Module):
         return tension + self.dt * rate / (1.0 + (self.dt * K_SR) * slope)
 
     # ----------------------------------------------------------------------------- public
-    def initial_state(
-        self, length: torch.Tensor, gamma_static: torch.Tensor, gamma_dynamic: torch.Tensor
-    ) -> Tensors:
+    def initial_state(self, length: torch.Tensor, gamma_static: torch.Tensor, gamma_dynamic: torch.Tensor) -> Tensors:
         """The state of spindles held at ``length`` [B, M] (L0) long enough to settle under
         constant gamma drives [B, M] (pps)."""
         fusimotor = self._fusimotor_targets(gamma_static, gamma_dynamic)

@@ -41,7 +41,15 @@ class ActionMap(nn.Module):
         uses_reference: whether the reference pose matters (``pose_gain`` is not zero).
     """
 
-    def __init__(self, low: torch.Tensor, high: torch.Tensor, offset: torch.Tensor, pose_gain: torch.Tensor, action_gain: torch.Tensor, uses_reference: bool) -> None:
+    def __init__(
+        self,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        offset: torch.Tensor,
+        pose_gain: torch.Tensor,
+        action_gain: torch.Tensor,
+        uses_reference: bool,
+    ) -> None:
         super().__init__()
         self.uses_reference = uses_reference
         self.register_buffer("low", low)
@@ -111,7 +119,14 @@ def _t(x) -> torch.Tensor:
 
 def _absolute(model: mujoco.MjModel) -> ActionMap:
     low, high = _range(model)
-    return ActionMap(_t(low), _t(high), _t((low + high) / 2), torch.zeros(model.nu, model.nq, dtype=torch.float64), _t(high - low), False)
+    return ActionMap(
+        _t(low),
+        _t(high),
+        _t((low + high) / 2),
+        torch.zeros(model.nu, model.nq, dtype=torch.float64),
+        _t(high - low),
+        False,
+    )
 
 
 def position_servo_problems(model: mujoco.MjModel) -> list[str]:
@@ -126,7 +141,12 @@ def position_servo_problems(model: mujoco.MjModel) -> list[str]:
     for i in range(model.nu):
         name = model.actuator(i).name or f"#{i}"
         gain, bias = model.actuator_gainprm[i, 0], model.actuator_biasprm[i]
-        if int(model.actuator_gaintype[i]) != _GAIN_FIXED or int(model.actuator_biastype[i]) != _BIAS_AFFINE or gain <= 0 or bias[1] >= 0:
+        if (
+            int(model.actuator_gaintype[i]) != _GAIN_FIXED
+            or int(model.actuator_biastype[i]) != _BIAS_AFFINE
+            or gain <= 0
+            or bias[1] >= 0
+        ):
             problems.append(f"{name} is not a position servo (fixed gain and affine bias with biasprm[1] < 0)")
             continue
         transmission, target = int(model.actuator_trntype[i]), int(model.actuator_trnid[i, 0])
@@ -159,7 +179,9 @@ def _reference_relative(model: mujoco.MjModel, scale: float = 0.5) -> ActionMap:
             f"{'; '.join(problems[:3])}{'...' if len(problems) > 3 else ''}; use action: {{name: absolute}}"
         )
     if not 0 < scale:
-        raise ConfigError(f"model.env.action.scale is {scale}; it must be > 0 (a fraction of half of each control range)")
+        raise ConfigError(
+            f"model.env.action.scale is {scale}; it must be > 0 (a fraction of half of each control range)"
+        )
     # Actuator lengths are linear in the hinge and slide angles: L(q) = L(q0) + A (q - q0).
     data = mujoco.MjData(model)
     q0 = model.qpos0.copy()
@@ -200,7 +222,12 @@ def holding_activation(model: mujoco.MjModel) -> ActionMap | None:
 ACTIONS: dict[str, ActionTerm] = {
     "absolute": ActionTerm("absolute", "ctrl", "0..1 across each actuator's ctrlrange", (), _absolute),
     "reference_relative": ActionTerm(
-        "reference_relative", "ctrl_offset", "0..1 about the reference's pose (0.5: on it)", ("servos",), _reference_relative, {"scale": 0.5}
+        "reference_relative",
+        "ctrl_offset",
+        "0..1 about the reference's pose (0.5: on it)",
+        ("servos",),
+        _reference_relative,
+        {"scale": 0.5},
     ),
 }
 
@@ -214,7 +241,9 @@ def action_term(config: dict) -> tuple[ActionTerm, dict]:
     config = dict(config or {"name": "absolute"})
     name = config.pop("name", "absolute")
     if name not in ACTIONS:
-        raise ConfigError(f"model.env.action.name is {name!r}; it must be one of {list(ACTIONS)}{did_you_mean(str(name), ACTIONS)}")
+        raise ConfigError(
+            f"model.env.action.name is {name!r}; it must be one of {list(ACTIONS)}{did_you_mean(str(name), ACTIONS)}"
+        )
     term = ACTIONS[name]
     unknown = sorted(set(config) - set(term.params))
     if unknown:

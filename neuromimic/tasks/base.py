@@ -82,8 +82,14 @@ class BodyInfo:
 
     @classmethod
     def of(
-        cls, model: mujoco.MjModel, key: str, num_sites: int, length_unit_m: float = 1.0, afferents: bool = False,
-        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64,
+        cls,
+        model: mujoco.MjModel,
+        key: str,
+        num_sites: int,
+        length_unit_m: float = 1.0,
+        afferents: bool = False,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
     ) -> BodyInfo:
         """Read a compiled model.
 
@@ -162,7 +168,14 @@ class StepState:
         afferent_rates: [B, 3, nu] afferent rates in pps arriving now, or None.
     """
 
-    def __init__(self, sim: PhysicsView, reference: ReferenceFrame, future: ReferenceFrame, body: BodyInfo, afferent_rates: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        sim: PhysicsView,
+        reference: ReferenceFrame,
+        future: ReferenceFrame,
+        body: BodyInfo,
+        afferent_rates: torch.Tensor | None,
+    ) -> None:
         self.sim = sim
         self.reference = reference
         self.future = future
@@ -247,7 +260,9 @@ class Term:
         return [need for need in self.needs if not body.has(need)]
 
 
-def declare(registry: dict[str, Term], name: str, units: str, needs: tuple[str, ...] = (), size=None, future: bool = False):
+def declare(
+    registry: dict[str, Term], name: str, units: str, needs: tuple[str, ...] = (), size=None, future: bool = False
+):
     """Decorator: declare ``fn`` as term ``name`` in ``registry`` (see `Term`); its keyword
     parameters with defaults become the term's configurable parameters."""
 
@@ -256,10 +271,14 @@ def declare(registry: dict[str, Term], name: str, units: str, needs: tuple[str, 
             raise ValueError(f"term {name!r} is declared twice")
         signature = inspect.signature(fn)
         params = {
-            p.name: p.default for p in list(signature.parameters.values())[1:] if p.default is not inspect.Parameter.empty
+            p.name: p.default
+            for p in list(signature.parameters.values())[1:]
+            if p.default is not inspect.Parameter.empty
         }
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        registry[name] = Term(name=name, fn=fn, units=units, needs=needs, size=size, future=future, doc=doc, params=params)
+        registry[name] = Term(
+            name=name, fn=fn, units=units, needs=needs, size=size, future=future, doc=doc, params=params
+        )
         return fn
 
     return register

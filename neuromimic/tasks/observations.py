@@ -116,7 +116,11 @@ def _afferent(index: int):
 
 
 for _index, (_name, _doc) in enumerate(
-    (("spindle_Ia", "Spindle primary (Ia) rates."), ("spindle_II", "Spindle secondary (II) rates."), ("tendon_organ_Ib", "Tendon organ (Ib) rates."))
+    (
+        ("spindle_Ia", "Spindle primary (Ia) rates."),
+        ("spindle_II", "Spindle secondary (II) rates."),
+        ("tendon_organ_Ib", "Tendon organ (Ib) rates."),
+    )
 ):
     _fn = _afferent(_index)
     _fn.__doc__ = _doc
@@ -224,7 +228,9 @@ def default_observations(body: BodyInfo, proprioception: str = "joints", frame: 
         if proprioception != "joints":
             names += ["spindle_Ia", "spindle_II", "tendon_organ_Ib"]
     if egocentric:
-        reference = ["ref_joint_pos_minus_joint_pos", "ref_site_minus_site_h"] if joints else ["ref_joint_pos", "ref_site_h"]
+        reference = (
+            ["ref_joint_pos_minus_joint_pos", "ref_site_minus_site_h"] if joints else ["ref_joint_pos", "ref_site_h"]
+        )
         names += ["ref_root_pos_h", "ref_root_rot_b", *reference]
     elif joints:
         names += ["ref_qpos_minus_qpos", "ref_site_minus_site"]

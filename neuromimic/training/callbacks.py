@@ -79,18 +79,27 @@ class UnstableBodyDump(L.Callback):
         env.before_step.remove(self._keep_start)
         env.after_step.remove(self._check_step)
         if self.not_dumped:
-            log.warning("UnstableBodyDump: %d more unstable bodies were not dumped (max_dumps=%d)", self.not_dumped, self.max_dumps)
+            log.warning(
+                "UnstableBodyDump: %d more unstable bodies were not dumped (max_dumps=%d)",
+                self.not_dumped,
+                self.max_dumps,
+            )
 
     def _keep_start(self, env) -> None:
         view = env.backend.view
         self._start = {
-            "qpos": view.qpos.clone(), "qvel": view.qvel.clone(), "act": view.act.clone(),
-            "time": view.time.clone(), "frame": env.frame.clone(),
+            "qpos": view.qpos.clone(),
+            "qvel": view.qvel.clone(),
+            "act": view.act.clone(),
+            "time": view.time.clone(),
+            "frame": env.frame.clone(),
         }
 
     def _check_step(self, env) -> None:
         view = env.backend.view
-        self._steps.append({**self._start, "ctrl": view.ctrl.clone(), "external_force": env.backend.external_force.clone()})
+        self._steps.append(
+            {**self._start, "ctrl": view.ctrl.clone(), "external_force": env.backend.external_force.clone()}
+        )
         del self._steps[: -self.history]
         self._env_steps += 1
         bodies = torch.nonzero(view.unstable).flatten().tolist()  # a host read: debug mode only
@@ -117,10 +126,20 @@ class UnstableBodyDump(L.Callback):
         trainer = self._trainer
         directory = Path(self.directory or Path(trainer.log_dir or ".") / "unstable_bodies")
         stem = directory / f"step{trainer.global_step}_envstep{self._env_steps}_body{body}"
-        notes = {"body": env.backend.body.key, "env_index": body, "global_step": trainer.global_step, "backend": type(env.backend).__name__}
+        notes = {
+            "body": env.backend.body.key,
+            "env_index": body,
+            "global_step": trainer.global_step,
+            "backend": type(env.backend).__name__,
+        }
         path = save_dump(stem, env.backend.model, arrays, env.backend.substeps, notes)
         self.dumps.append(path)
         log.warning(
             "body %d went unstable at optimiser step %d; its last %d control steps are in %s. "
-            "Replay them: python -m neuromimic.physics.replay %s", body, trainer.global_step, len(kept), path, path,
+            "Replay them: python -m neuromimic.physics.replay %s",
+            body,
+            trainer.global_step,
+            len(kept),
+            path,
+            path,
         )

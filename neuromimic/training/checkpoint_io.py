@@ -26,5 +26,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         checkpoint = {**checkpoint, CONTENT_HASH_KEY: content_hash(checkpoint)}
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return load_checkpoint_file(path, map_location=map_location)

@@ -47,7 +47,10 @@ class UnitIntervalTanhNormal(Distribution):
     (for a 0-d ``loc`` both are empty and nothing is summed), as for ``TanhNormal``.
     """
 
-    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {"loc": constraints.real, "scale": constraints.positive}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
+        "loc": constraints.real,
+        "scale": constraints.positive,
+    }
     support = constraints.interval(0.0, 1.0)
     has_rsample = True
 
@@ -100,9 +103,7 @@ class UnitIntervalTanhNormal(Distribution):
         x = self.base.rsample(sample_shape)
         return self._squash(x), self._log_prob_of_preimage(x)
 
-    def sample_and_log_prob(
-        self, sample_shape: torch.Size | tuple[int, ...] = ()
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_and_log_prob(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         """As `rsample_and_log_prob`, with the actions detached (the score keeps its
         gradient with respect to ``loc`` and ``scale``)."""
         x = self.base.sample(sample_shape)

@@ -113,13 +113,22 @@ class PPOConfig:
         for name, (ok, requirement) in ranges.items():
             check_config(ok, f"model.ppo.{name}", getattr(self, name), requirement)
         if self.desired_kl is not None:
-            check_config(self.desired_kl > 0, "model.ppo.desired_kl", self.desired_kl, "> 0, or null to keep the learning rate")
+            check_config(
+                self.desired_kl > 0, "model.ppo.desired_kl", self.desired_kl, "> 0, or null to keep the learning rate"
+            )
         low, high = self.learning_rate_range
-        check_config(0 < low <= high, "model.ppo.learning_rate_range", list(self.learning_rate_range), "[low, high] with 0 < low <= high")
+        check_config(
+            0 < low <= high,
+            "model.ppo.learning_rate_range",
+            list(self.learning_rate_range),
+            "[low, high] with 0 < low <= high",
+        )
         sizes = tuple(self.critic_hidden_sizes)
         check_config(
-            all(isinstance(n, int) and n >= 1 for n in sizes), "model.ppo.critic_hidden_sizes",
-            list(sizes), "a list of positive layer widths",
+            all(isinstance(n, int) and n >= 1 for n in sizes),
+            "model.ppo.critic_hidden_sizes",
+            list(sizes),
+            "a list of positive layer widths",
         )
 
 
@@ -183,9 +192,7 @@ class PPOModule(L.LightningModule):
             loss_critic_type="l2",
             functional=False,  # the loss must train the controller's own parameters
         )
-        self.gae = GAE(
-            gamma=self.ppo.gamma, lmbda=self.ppo.gae_lambda, value_network=self.critic
-        )
+        self.gae = GAE(gamma=self.ppo.gamma, lmbda=self.ppo.gae_lambda, value_network=self.critic)
         # Held-out tracked-site error of the untrained controller, kept across resumes.
         self.register_buffer("initial_val_error_mm", torch.tensor(float("nan")))
         # Envs are nn.Modules to TorchRL: kept out of this module's tree (state_dict, DDP).
@@ -391,10 +398,7 @@ class PPOModule(L.LightningModule):
             episode_return = torch.where(done[:, t], torch.zeros_like(episode_return), episode_return)
         self._episode_return = episode_return
         num_finished = torch.stack(finished).sum()
-        metrics = {
-            f"train/{name}": value.mean()
-            for name, value in rollout["next", "metrics"].items()
-        }
+        metrics = {f"train/{name}": value.mean() for name, value in rollout["next", "metrics"].items()}
         metrics["train/reward"] = reward.mean()
         metrics["train/episode_return"] = torch.stack(returns).sum() / num_finished.clamp_min(1)
         metrics["train/episodes_finished"] = num_finished.float()
@@ -422,7 +426,9 @@ class PPOModule(L.LightningModule):
                     "started); after a bad acceleration, velocity or position MuJoCo resets the "
                     "body and the env restarts its episode. Many mean too large a timestep or too "
                     "stiff a model (UnstableBodyDump records such bodies for a replay)",
-                    new, kind, count,
+                    new,
+                    kind,
+                    count,
                 )
         self._mujoco_warnings = counts
         return {f"train/mujoco_warnings/{kind}": torch.tensor(float(count)) for kind, count in counts.items() if count}
@@ -506,7 +512,9 @@ class PPOModule(L.LightningModule):
         errors = self.evaluate()
         log.info(
             "held-out tracked-site error: untrained %.3f mm -> trained %.3f mm (%.1f%% of held-out frames tracked)",
-            self.initial_val_error_mm.item(), errors["site_pos_error_mm"], 100 * errors["tracked_fraction"],
+            self.initial_val_error_mm.item(),
+            errors["site_pos_error_mm"],
+            100 * errors["tracked_fraction"],
         )
 
     # ------------------------------------------------------------------ checkpoint extras
@@ -542,7 +550,9 @@ class PPOModule(L.LightningModule):
             "env": self.train_env.snapshot(),
             "carry": None if self._carry is None else self._carry.to_dict(),
             "episode_return": self._episode_return,
-            "minibatches": [{"batch_size": torch.tensor(mb.batch_size), "data": mb.to_dict()} for mb in self._minibatches],
+            "minibatches": [
+                {"batch_size": torch.tensor(mb.batch_size), "data": mb.to_dict()} for mb in self._minibatches
+            ],
             "rollout_observations": self._rollout_observations,
         }
 
@@ -555,7 +565,9 @@ class PPOModule(L.LightningModule):
 
         self._carry = None if state["carry"] is None else tensordict(state["carry"], self.train_env.batch_size)
         self._episode_return = None if state["episode_return"] is None else state["episode_return"].to(device)
-        self._minibatches = [tensordict(mb["data"], torch.Size(mb["batch_size"].tolist())) for mb in state["minibatches"]]
+        self._minibatches = [
+            tensordict(mb["data"], torch.Size(mb["batch_size"].tolist())) for mb in state["minibatches"]
+        ]
         observations = state["rollout_observations"]
         self._rollout_observations = None if observations is None else observations.to(device)
 
@@ -616,7 +628,9 @@ class PPOModule(L.LightningModule):
         saved, current = extras.get("run", {}), self._run_description()
         shape = [k for k in ("num_envs", "world_size", "body", "backend") if saved.get(k) != current[k]]
         if shape:
-            self._warn_inexact(", ".join(f"{k} {saved.get(k)} -> {current[k]}" for k in shape), "the episodes in flight restart")
+            self._warn_inexact(
+                ", ".join(f"{k} {saved.get(k)} -> {current[k]}" for k in shape), "the episodes in flight restart"
+            )
             return
         try:
             self._set_rollout_state(rank["rollout"])
@@ -632,7 +646,9 @@ class PPOModule(L.LightningModule):
     def _warn_inexact(self, why: str, consequence: str) -> None:
         log.warning(
             "resuming %s (%s): %s, so the run is not bitwise equal to an uninterrupted one",
-            self.trainer.ckpt_path, why, consequence,
+            self.trainer.ckpt_path,
+            why,
+            consequence,
         )
 
     def _check_controller_fits(self, checkpoint: dict) -> None:
