@@ -256,7 +256,7 @@ def test_bodies_list_shows_the_rodent():
         "actuators": 38,
         "muscles": 0,
         "source": f"dm-control {rodent_module.DM_CONTROL_VERSION}",
-        "backends": ["mujoco", "mjx"],
+        "backends": ["mujoco", "mjx", "warp"],
     }
 
 
