@@ -89,18 +89,6 @@ def test_every_stage_writes_its_line_and_a_timeout_does_not_stop_the_rest(tmp_pa
     assert train["train_env_steps_per_s"] > 0 and train["held_out_evaluation"] is False
 
 
-@pytest.mark.slow
-def test_mjx_pointer_check_on_the_cpu(tmp_path):
-    """The MJX views alias JAX's buffers (MJX compiles its step for about a minute here)."""
-    lines = _run(tmp_path, "--part", "1", "--stages", "pointers:mjx", timeout=900)
-    by_stage = {line["stage"]: line for line in lines}
-    pointers = by_stage["pointers:mjx"]
-    assert pointers["ok"] is True, pointers
-    assert pointers["result"]["all_equal"] is True
-    assert set(pointers["result"]["fields"]) == {"qpos", "qvel", "act", "ctrl"}
-    assert pointers.get("new_cache_entries", {}).get("jax-cache", 0) > 0
-
-
 def test_plan_covers_the_issue_and_fits_the_calls():
     for part, backend in (("1", "mjx"), ("2", "warp")):
         stages = lease.plan(part)
