@@ -28,7 +28,9 @@ def test_registry_lists_the_zoo(capsys):
     assert rows["myoarm"]["muscles"] == 63 and rows["myoarm"]["source"].startswith("myo-sim ")
     assert rows["myolegs"]["muscles"] == 80 and rows["myolegs"]["dof"] == 34
     assert rows["fruitfly"]["source"].startswith("dm-control ") and rows["fruitfly"]["actuators"] == 70
-    assert all(row["backends"] == ["mujoco", "mjx", "warp"] for row in rows.values())
+    # MJX refuses the fly's frictionless (condim 1) contacts under its elliptic cone.
+    assert rows["fruitfly"]["backends"] == ["mujoco", "warp"]
+    assert all(row["backends"] == ["mujoco", "mjx", "warp"] for key, row in rows.items() if key != "fruitfly")
 
 
 @pytest.mark.parametrize("key", ZOO)
@@ -193,7 +195,7 @@ def test_every_body_runs_in_the_env(key, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["rodent", "myoarm", "myolegs", "fruitfly"])
+@pytest.mark.parametrize("key", ["rodent", "myoarm", "myolegs"])
 def test_zoo_bodies_step_on_mjx_on_a_gpu(key, tmp_path):
     # Tier 3: these MJX steps take minutes to compile on a CPU (the rat's; MyoArm's first
     # call did not return in 15 minutes), so they run on a GPU only.

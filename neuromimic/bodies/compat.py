@@ -276,6 +276,24 @@ def collision_geom_pairs(model: mujoco.MjModel) -> list[tuple[int, int]]:
     return pairs
 
 
+def _contact_dims(model: mujoco.MjModel, geom_pairs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """``(geom1, geom2, dim)`` of the contacts ``geom_pairs`` would make, as MuJoCo sets
+    their dimension: an explicit pair's ``condim``; otherwise the geom of higher priority's,
+    or the larger of the two at equal priority. ``geom_pairs`` as `collision_geom_pairs`
+    returns them (explicit pairs first)."""
+    dims = []
+    for index, (g1, g2) in enumerate(geom_pairs):
+        if index < model.npair:
+            dim = int(model.pair_dim[index])
+        elif model.geom_priority[g1] != model.geom_priority[g2]:
+            higher = g1 if model.geom_priority[g1] > model.geom_priority[g2] else g2
+            dim = int(model.geom_condim[higher])
+        else:
+            dim = int(max(model.geom_condim[g1], model.geom_condim[g2]))
+        dims.append((g1, g2, dim))
+    return dims
+
+
 def _mjx_problems(model: mujoco.MjModel) -> list[Incompatibility]:
     m = model
     problems: list[Incompatibility] = []
@@ -306,6 +324,14 @@ def _mjx_problems(model: mujoco.MjModel) -> list[Incompatibility]:
             unsupported.setdefault(types, []).append(geoms(g1, g2))
         elif {int(_G.mjGEOM_MESH), int(_G.mjGEOM_HFIELD)} & set(types) and (m.geom_margin[g1] + m.geom_margin[g2] > 0):
             add(f"collision margin with {_G(max(types)).name}", f"geoms {geoms(g1, g2)}")
+    if m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC:
+        # MJX's make_data refuses any contact of dimension 1 with an elliptic cone.
+        frictionless = [geoms(g1, g2) for g1, g2, dim in _contact_dims(m, geom_pairs) if dim == 1]
+        if frictionless:
+            shown = "; ".join(frictionless[:5]) + (
+                f"; ... ({len(frictionless)} pairs)" if len(frictionless) > 5 else ""
+            )
+            add("condim 1 (frictionless) contacts with the elliptic friction cone", f"geoms {shown}")
     for (t1, t2), names in unsupported.items():
         shown = "; ".join(names[:5]) + (f"; ... ({len(names)} pairs)" if len(names) > 5 else "")
         add(f"collision ({_G(t1).name}, {_G(t2).name})", f"geoms {shown}")
