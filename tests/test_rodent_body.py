@@ -2,6 +2,7 @@
 backend compatibility check."""
 
 import importlib.util
+from dataclasses import replace
 
 import mujoco
 import numpy as np
@@ -109,6 +110,14 @@ def test_keypoint_site_on_readme_body(body, model, keypoint):
     assert site.name == keypoint
     assert model.body(site.bodyid[0]).name == README_BODIES[keypoint]
     np.testing.assert_allclose(site.pos, README_OFFSETS.get(keypoint, (0.0, 0.0, 0.0)), atol=1e-12)
+
+
+def test_trunk_keypoints_are_the_axial_ones(body):
+    # Head, spine and hip keypoints: the bodies of the axial skeleton (skull to pelvis).
+    axial = {"skull", "vertebra_cervical_5", "vertebra_1", "pelvis"}
+    assert body.trunk_keypoints == tuple(k for k, b in README_BODIES.items() if b in axial)
+    with pytest.raises(ValueError, match=r"trunk_keypoints \['Nose'\] are not keys of keypoint_sites"):
+        replace(body, trunk_keypoints=("Snout", "Nose"))
 
 
 def test_end_effectors_and_floor_arena(body, model):

@@ -48,6 +48,9 @@ class Body:
         keypoint_scale: default body scale factor when fitting keypoints
             (``neuromimic keypoints fit --scale``), for a body whose model is not the size
             of the animals it is fitted to (the dm-control rat: 0.9, as in stac-mjx).
+        trunk_keypoints: the keypoints of ``keypoint_sites`` on the axial skeleton (head,
+            spine, hips), which the keypoint fitter places the root and the trunk joints by
+            before it fits the limbs (`FitOptions.trunk_keypoints`); empty: every keypoint.
         source: the installed distribution the model comes from (``"neuromimic"``,
             ``"dm-control"``, ``"myo-sim"``); ``neuromimic bodies list`` shows its version.
         side_suffixes: name suffixes of the right and left copies of mirrored parts (for
@@ -72,6 +75,7 @@ class Body:
     build_spec: Callable[[], mujoco.MjSpec] | None = None
     keypoint_sites: dict[str, str] = field(default_factory=dict)
     keypoint_scale: float = 1.0
+    trunk_keypoints: tuple[str, ...] = ()
     source: str = "neuromimic"
     side_suffixes: tuple[str, str] | None = None
     max_qvel: float = 1e3
@@ -82,6 +86,9 @@ class Body:
     def __post_init__(self) -> None:
         if (self.mjcf_path is None) == (self.build_spec is None):
             raise ValueError(f"body {self.key!r}: give exactly one of mjcf_path and build_spec")
+        unknown = [name for name in self.trunk_keypoints if name not in self.keypoint_sites]
+        if unknown:
+            raise ValueError(f"body {self.key!r}: trunk_keypoints {unknown} are not keys of keypoint_sites")
 
     def rest_qpos(self, model: mujoco.MjModel) -> np.ndarray:
         """The rest pose [nq] of the compiled ``model`` (see ``default_qpos``)."""

@@ -75,6 +75,9 @@ RAT23_KEYPOINTS: tuple[str, ...] = (
     "FootR",
 )
 
+#: rat23 keypoints on the axial skeleton: the keypoint fitter's root and trunk stages.
+TRUNK_KEYPOINTS: tuple[str, ...] = ("Snout", "EarL", "EarR", "SpineF", "SpineM", "SpineL", "TailBase", "HipL", "HipR")
+
 #: keypoint -> rodent body it is attached to (the rat23 README's table).
 KEYPOINT_BODIES: dict[str, str] = {
     "Snout": "skull",
@@ -269,6 +272,7 @@ def rodent() -> Body:
         muscle_groups=ACTUATOR_GROUPS,
         keypoint_sites=dict(KEYPOINT_SITES),
         keypoint_scale=0.9,  # stac-mjx's rodent configuration
+        trunk_keypoints=TRUNK_KEYPOINTS,
         source="dm-control",
         side_suffixes=("_R", "_L"),
         counts={"dof": 73, "actuators": 38, "muscles": 0},
