@@ -4,22 +4,11 @@
 NPZ files into one `Keypoints` object (positions [T, K, 3] in m, names, fps, validity
 mask), applying the same rules to every format: explicit units and frame rate, masking
 of missing and low-confidence keypoints, interpolation of short gaps, splitting on long
-ones, a body-size plausibility check and the up axis. See `neuromimic.keypoints.keypoints`
+ones, a body-size plausibility check and the up axis. See `neuromimic.keypoints.rules`
 for the rules and `neuromimic.keypoints.readers` for the formats.
 """
 
-from neuromimic.keypoints.keypoints import (
-    DEFAULT_CONFIDENCE_THRESHOLD,
-    DEFAULT_MAX_GAP_FRAMES,
-    UNITS,
-    UP_AXES,
-    Gap,
-    Keypoints,
-    KeypointsError,
-    check_plausible_size,
-    check_up_axis,
-    make_keypoints,
-)
+from neuromimic.keypoints.keypoints import Gap, Keypoints, KeypointsError
 from neuromimic.keypoints.readers import (
     FORMATS,
     infer_format,
@@ -32,6 +21,15 @@ from neuromimic.keypoints.readers import (
     read_npz,
     read_nwb,
     read_sleap,
+)
+from neuromimic.keypoints.rules import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    DEFAULT_MAX_GAP_FRAMES,
+    UNITS,
+    UP_AXES,
+    check_plausible_size,
+    check_up_axis,
+    make_keypoints,
 )
 
 __all__ = [

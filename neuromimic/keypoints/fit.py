@@ -50,13 +50,7 @@ import mujoco
 import numpy as np
 import torch
 
-from neuromimic.keypoints.keypoints import (
-    Keypoints,
-    KeypointsError,
-    _cloud_size,
-    check_plausible_size,
-    check_up_axis,
-)
+from neuromimic.keypoints.keypoints import Keypoints, KeypointsError, cloud_size
 from neuromimic.keypoints.kinematics import (
     FREE,
     HINGE,
@@ -64,6 +58,7 @@ from neuromimic.keypoints.kinematics import (
     TorchKinematics,
     rotvec_quat,
 )
+from neuromimic.keypoints.rules import check_plausible_size, check_up_axis
 from neuromimic.tasks.rotations import quat_multiply as quat_mul
 
 log = logging.getLogger(__name__)
@@ -927,7 +922,7 @@ def body_keypoint_size(model: mujoco.MjModel, mapping: KeypointMapping, qpos: np
     mujoco.mj_kinematics(model, data)
     rot = data.xmat[mapping.body_ids].reshape(-1, 3, 3)
     points = data.xpos[mapping.body_ids] + np.einsum("kij,kj->ki", rot, mapping.offsets)
-    return scale * _cloud_size(points[None], np.ones((1, len(points)), dtype=bool))
+    return scale * cloud_size(points[None], np.ones((1, len(points)), dtype=bool))
 
 
 def _has_floor(model: mujoco.MjModel) -> bool:

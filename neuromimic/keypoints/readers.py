@@ -59,12 +59,11 @@ import h5py
 import numpy as np
 
 from neuromimic.keypoints import _pandas_hdf
-from neuromimic.keypoints.keypoints import (
+from neuromimic.keypoints.keypoints import Keypoints, KeypointsError
+from neuromimic.keypoints.rules import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_MAX_GAP_FRAMES,
     UNITS,
-    Keypoints,
-    KeypointsError,
     as_length_unit,
     make_keypoints,
     parse_units,
