@@ -642,3 +642,23 @@ def test_wrong_options_and_unknown_format(tmp_path):
     with pytest.raises(KeypointsError, match=r"absent\.csv' does not exist"):
         read_keypoints(tmp_path / "absent.csv")
     assert isinstance(read_keypoints(path, "npz", units="mm"), Keypoints)
+
+
+def test_registry_names_types_and_help():
+    from typing import get_args
+
+    from neuromimic.keypoints import FORMATS, KEYPOINT_FORMATS_HELP, UNITS, UP_AXES
+    from neuromimic.keypoints.formats import REGISTRY, FormatName
+    from neuromimic.keypoints.rules import LengthUnit, UpAxis
+
+    assert get_args(FormatName) == FORMATS == tuple(REGISTRY)
+    assert get_args(UpAxis) == tuple(UP_AXES) and get_args(LengthUnit) == tuple(UNITS)
+    suffixes = [suffix for fmt in REGISTRY.values() for suffix in fmt.suffixes]
+    assert len(suffixes) == len(set(suffixes))  # an extension of its own belongs to one format
+    # The table keeps each format's row whole (the columns wrap, never a phrase across rows).
+    text = " ".join(KEYPOINT_FORMATS_HELP.split())
+    for fmt in FORMATS:
+        assert f" {fmt} " in text[text.index("format file needs") :]
+    assert "dannce .mat with pred [T, 3, K]" in text and "--skeleton <skeleton>.mat" in text
+    assert "sleap-anipose points3d.h5" in text and "--keypoint-names or --skeleton <project>.slp" in text
+    assert max(len(line) for line in KEYPOINT_FORMATS_HELP.splitlines()) <= 100

@@ -5,13 +5,12 @@ NPZ files into one `Keypoints` object (positions [T, K, 3] in m, names, fps, val
 mask), applying the same rules to every format: explicit units and frame rate, masking
 of missing and low-confidence keypoints, interpolation of short gaps, splitting on long
 ones, a body-size plausibility check and the up axis. See `neuromimic.keypoints.rules`
-for the rules and `neuromimic.keypoints.readers` for the formats.
+for the rules and `neuromimic.keypoints.formats` for the formats.
 """
 
+from neuromimic.keypoints.formats import FORMATS, KEYPOINT_FORMATS_HELP, infer_format
 from neuromimic.keypoints.keypoints import Gap, Keypoints, KeypointsError
 from neuromimic.keypoints.readers import (
-    FORMATS,
-    infer_format,
     read_anipose,
     read_c3d,
     read_csv,
@@ -36,6 +35,7 @@ __all__ = [
     "DEFAULT_CONFIDENCE_THRESHOLD",
     "DEFAULT_MAX_GAP_FRAMES",
     "FORMATS",
+    "KEYPOINT_FORMATS_HELP",
     "UNITS",
     "UP_AXES",
     "Gap",
