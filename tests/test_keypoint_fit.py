@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 
 import mujoco
 import numpy as np
@@ -11,15 +13,11 @@ import torch
 
 from neuromimic.bodies import get_body
 from neuromimic.data.clips import ReferenceClip
-from neuromimic.keypoints import KeypointsError, make_keypoints
-from neuromimic.keypoints.fit import (
-    FitOptions,
-    fit_keypoints,
-    fit_to_clips,
-    load_mapping,
-    make_mapping,
-)
+from neuromimic.data.keypoint_clips import fit_file, fit_to_clips
+from neuromimic.keypoints import FORMATS, UP_AXES, KeypointsError, make_keypoints
+from neuromimic.keypoints.fitting import FitOptions, fit_keypoints
 from neuromimic.keypoints.kinematics import TorchKinematics, random_qpos
+from neuromimic.keypoints.mapping import load_mapping, make_mapping
 
 SCALE = 0.9
 
@@ -110,7 +108,12 @@ def synthetic_fit(rodent):
     body, model = rodent
     mapping = load_mapping(model, body.keypoint_sites)
     qpos, offsets, points = _synthetic(model, mapping, frames=5)
-    fit = fit_keypoints(model, mapping, _keypoints(points, mapping.names), FitOptions(scale=SCALE, iterations=4))
+    fit = fit_keypoints(
+        model,
+        mapping,
+        _keypoints(points, mapping.names),
+        FitOptions(scale=SCALE, iterations=4, trunk_keypoints=body.trunk_keypoints),
+    )
     return mapping, qpos, offsets, points, fit
 
 
@@ -131,7 +134,12 @@ def test_fit_respects_joint_limits(rodent):
     body, model = rodent
     mapping = load_mapping(model, body.keypoint_sites)
     _, _, points = _synthetic(model, mapping, frames=3, seed=3, beyond_limits=True)
-    fit = fit_keypoints(model, mapping, _keypoints(points, mapping.names), FitOptions(scale=SCALE, iterations=1))
+    fit = fit_keypoints(
+        model,
+        mapping,
+        _keypoints(points, mapping.names),
+        FitOptions(scale=SCALE, iterations=1, trunk_keypoints=body.trunk_keypoints),
+    )
     assert fit.report()["joint_limit_violations_pct"] == 0.0
     limited = np.flatnonzero(model.jnt_limited & (model.jnt_type == mujoco.mjtJoint.mjJNT_HINGE))
     adr = model.jnt_qposadr[limited]
@@ -183,6 +191,40 @@ def test_unknown_mapping_name_lists_bodies_and_sites(rodent):
         make_mapping(model, {"Snout": {"site": "no_such_site"}})
 
 
+def test_fit_file_is_a_typed_and_documented_command():
+    # jsonargparse builds `neuromimic keypoints fit` from the signature and the Args section.
+    hints = typing.get_type_hints(fit_file)
+    args = fit_file.__doc__.split("Args:")[1].split("Returns:")[0]
+    for name in inspect.signature(fit_file).parameters:
+        assert name in hints and f"\n        {name}: " in args, name
+    assert typing.get_args(hints["split"]) == ("train", "val")
+    assert typing.get_args(hints["up_axis"]) == tuple(UP_AXES)
+    formats, none = typing.get_args(hints["format"])
+    assert typing.get_args(formats) == FORMATS and none is type(None)
+    assert hints["keypoint_names"] == list[str] | None
+
+
+def test_fit_file_scale_is_the_bodys_unless_given_or_fit(rodent, tmp_path, monkeypatch):
+    from neuromimic.data import keypoint_clips
+
+    body, model = rodent
+    mapping = load_mapping(model, body.keypoint_sites)
+    _, _, points = _synthetic(model, mapping, frames=3, seed=5)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, positions=points * 1000.0, names=np.array(mapping.names, dtype=str), fps=np.array(30.0))
+    options = []
+
+    def fit_keypoints(model, mapping, keypoints, opts):
+        options.append(opts)
+        raise KeypointsError("stop here")
+
+    monkeypatch.setattr(keypoint_clips, "fit_keypoints", fit_keypoints)
+    for scale, expected in ((None, body.keypoint_scale), ("fit", None), (1.1, 1.1)):
+        with pytest.raises(KeypointsError, match="stop here"):
+            fit_file("rodent", str(npz), str(tmp_path / "c.h5"), units="mm", scale=scale)
+        assert options[-1].scale == expected and options[-1].trunk_keypoints == body.trunk_keypoints
+
+
 def test_cli_keypoints_fit_on_npz(rodent, tmp_path, capsys):
     from neuromimic.cli import main
 
@@ -231,7 +273,7 @@ def test_fit_scale_runs_and_lands_near_the_truth(rodent):
         model,
         mapping,
         _keypoints(points, mapping.names),
-        FitOptions(scale=None, iterations=1, joint_steps=20, final_steps=10),
+        FitOptions(scale=None, iterations=1, joint_steps=20, final_steps=10, trunk_keypoints=body.trunk_keypoints),
     )
     assert 0.75 < fit.scale < 1.05
     assert fit.report()["mean_residual_mm"] < 0.5

@@ -17,16 +17,11 @@ import numpy as np
 import pytest
 
 from neuromimic.bodies import get_body
+from neuromimic.data.keypoint_clips import check_keypoints_for_body, fit_file
 from neuromimic.errors import INPUT_ERROR_EXIT_CODE
 from neuromimic.keypoints import UP_AXES, KeypointsError, read_keypoints
-from neuromimic.keypoints.fit import (
-    FitOptions,
-    KeypointFit,
-    check_keypoints_for_body,
-    fit_file,
-    fit_keypoints,
-    load_mapping,
-)
+from neuromimic.keypoints.fitting import FitOptions, KeypointFit, fit_keypoints
+from neuromimic.keypoints.mapping import load_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 RAT23 = REPO.parent / "shared" / "data" / "rat23" / "rat23_1000_frames.nwb"
@@ -427,7 +422,7 @@ def test_cli_fits_sleap_anipose_points3d(rodent, caplog, capsys, tmp_path):
 
 
 def test_cli_passes_every_reader_option(monkeypatch, caplog, tmp_path):
-    from neuromimic.keypoints import readers
+    from neuromimic.data import keypoint_clips
 
     calls = []
 
@@ -435,12 +430,12 @@ def test_cli_passes_every_reader_option(monkeypatch, caplog, tmp_path):
         calls.append(kwargs)
         raise KeypointsError(f"keypoint file {str(path)!r}: stop here")
 
-    monkeypatch.setattr(readers, "read_keypoints", read_keypoints)
+    monkeypatch.setattr(keypoint_clips, "read_keypoints", read_keypoints)
     argv = ["keypoints", "fit", "--input", str(tmp_path / "kp.h5"), "--output", str(tmp_path / "c.h5")]
     _cli_fails(caplog, argv)
     assert calls[-1]["skeleton"] is None and calls[-1]["keypoint_names"] is None
     assert calls[-1]["individual"] is None
-    assert "confidence_threshold" not in calls[-1] and "max_gap_frames" not in calls[-1]  # the reader's defaults
+    assert calls[-1]["confidence_threshold"] == 0.0 and calls[-1]["max_gap_frames"] == 5  # the reader's defaults
     caplog.clear()
     _cli_fails(
         caplog,

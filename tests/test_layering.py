@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "neuromimic"
 LAYERS = (
     ("errors", "files", "checkpoint_files", "physics_view", "bundled"),
     ("bodies", "tasks", "proprioception"),
-    ("data", "keypoints", "models", "physics"),
+    ("keypoints",),
+    ("data", "models", "physics"),
     ("envs",),
     ("training",),
     ("analysis",),

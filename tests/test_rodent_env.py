@@ -35,8 +35,8 @@ def rat23_clips(tmp_path_factory):
         pytest.skip(f"rat23 recording not found at {RAT23}")
     import numpy as np
 
+    from neuromimic.data.keypoint_clips import fit_file
     from neuromimic.keypoints import read_keypoints
-    from neuromimic.keypoints.fit import fit_file
 
     kp = read_keypoints(RAT23, units="mm")
     part = tmp_path_factory.mktemp("rat23") / "rat23_30.npz"

@@ -22,13 +22,10 @@ import time
 from pathlib import Path
 
 from neuromimic.bodies import get_body
+from neuromimic.data.keypoint_clips import fit_to_clips
 from neuromimic.keypoints import read_keypoints
-from neuromimic.keypoints.fit import (
-    FitOptions,
-    fit_keypoints,
-    fit_to_clips,
-    load_mapping,
-)
+from neuromimic.keypoints.fitting import FitOptions, fit_keypoints
+from neuromimic.keypoints.mapping import load_mapping
 
 _RAT23 = Path("data") / "rat23" / "rat23_1000_frames.nwb"
 #: The repository's ``shared/`` checkout if it has one, else the workspace's ``/work/shared``.
@@ -54,7 +51,7 @@ def main() -> None:
     model = body.load_model()
     mapping = load_mapping(model, body.keypoint_sites)
     kp = read_keypoints(args.nwb, units="mm")
-    options = FitOptions(scale=args.scale)
+    options = FitOptions(scale=args.scale, trunk_keypoints=body.trunk_keypoints)
 
     start = time.perf_counter()
     scored = fit_keypoints(model, mapping, kp, options)
@@ -68,7 +65,7 @@ def main() -> None:
         model,
         mapping,
         kp,
-        FitOptions(scale=args.scale, fit_offsets=False),
+        FitOptions(scale=args.scale, trunk_keypoints=body.trunk_keypoints, fit_offsets=False),
         frames=range(500, 1000),
         offsets=train.offsets,
     )

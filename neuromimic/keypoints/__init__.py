@@ -1,4 +1,4 @@
-"""Lab pose files to 3-D keypoints in metres.
+"""Lab pose files to 3-D keypoints in metres, and a body's joint angles fitted to them.
 
 `read_keypoints` reads NWB (ndx-pose), DANNCE, DeepLabCut, SLEAP, anipose, C3D, CSV and
 NPZ files into one `Keypoints` object (positions [T, K, 3] in m, names, fps, validity
@@ -6,6 +6,11 @@ mask), applying the same rules to every format: explicit units and frame rate, m
 of missing and low-confidence keypoints, interpolation of short gaps, splitting on long
 ones, a body-size plausibility check and the up axis. See `neuromimic.keypoints.rules`
 for the rules and `neuromimic.keypoints.formats` for the formats.
+
+Fitting (STAC-style): `neuromimic.keypoints.mapping` attaches keypoints to a model's
+bodies, `neuromimic.keypoints.solver` holds the least-squares problem and its solvers,
+and `neuromimic.keypoints.fitting.fit_keypoints` runs them; clips of the fits are made by
+`neuromimic.data.keypoint_clips`.
 """
 
 from neuromimic.keypoints.formats import FORMATS, KEYPOINT_FORMATS_HELP, infer_format
