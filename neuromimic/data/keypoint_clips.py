@@ -214,6 +214,7 @@ def fit_to_clips(
             shorter than half a segment (or 2 frames) joins the last one. None: one clip.
         val_fraction: with segments, the last ``ceil(val_fraction * n)`` segments are the
             ``"val"`` split (held out in time), the others ``"train"``.
+        meta: more attributes for each clip's ``meta`` (the input file...).
     """
     fps_out = float(fps_out or fps)
     qpos = resample_qpos(fit.clip_qpos(), fps, fps_out, fit.info["free_qposadr"])

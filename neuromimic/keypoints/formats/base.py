@@ -133,6 +133,7 @@ def pick_individual(where: str, available: list[str], individual: str | None, wh
 
 
 def decode(value: Any) -> str:
+    """A string stored in a file (UTF-8 bytes, a 0-d array of them, or anything else) as ``str``."""
     if isinstance(value, bytes | np.bytes_):
         return bytes(value).decode("utf-8")
     if isinstance(value, np.ndarray) and value.shape == ():
