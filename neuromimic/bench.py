@@ -8,38 +8,18 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import resource
 import time
 
+import lightning as L
 import mujoco
 import torch
 
-from neuromimic.bodies import get_body
 from neuromimic.envs import EnvConfig, make_env
-from neuromimic.proprioception import AfferentConfig
-from neuromimic.tasks import REWARDS, BodyInfo
-from neuromimic.tasks.rewards import default_rewards
+from neuromimic.training import PPOModule
 
 
-def default_rewards_for(body: str) -> dict[str, dict[str, float]]:
-    """The default reward terms (`neuromimic.tasks.rewards.default_rewards`), less those
-    body ``body`` cannot compute (``muscle_force_l2`` on a body without muscles)."""
-    spec = get_body(body)
-    info = BodyInfo.of(spec.load_model(), spec.key, len(spec.end_effector_sites))
-    return {name: config for name, config in default_rewards().items() if not REWARDS[name].missing(info)}
-
-
-def bench_env(
-    body: str = "mouse_forelimb",
-    backend: str = "mujoco",
-    num_envs: int = 64,
-    steps: int = 500,
-    substeps: int = 2,
-    clips: str = "bundled:mouse_forelimb_reach",
-    seed: int = 0,
-    torch_threads: int | None = None,
-    proprioception: str = "joints",
-    afferent_dt_ms: float = 1.0,
-) -> dict:
+def bench_env(env: EnvConfig | None = None, steps: int = 500, seed: int = 0, torch_threads: int | None = None) -> dict:
     """Control steps per second of `ImitationEnv` against the bare simulator, in one run.
 
     The bare simulator is the backend's own (`Backend.bare_seconds`): a single
@@ -52,24 +32,21 @@ def bench_env(
     observation, reward, termination, automatic partial resets and the TensorDict.
     Everything is timed as training collects (`ImitationEnv.stepping`: torch on one thread
     on the CPU) unless ``torch_threads`` sets torch's thread count instead.
-    ``proprioception`` and ``afferent_dt_ms`` choose what the env observes (`EnvConfig`;
-    the afferents' 5 ms delays must be whole multiples of ``afferent_dt_ms``).
+
+    Args:
+        env: the env to time, as training builds it (``model.env`` of a fit config; None:
+            `EnvConfig`'s defaults, the mouse forelimb's reaches).
+        steps: control steps timed, of all ``env.num_envs`` bodies at once.
+        seed: seed of the clip sampler and of the random excitations.
+        torch_threads: torch's thread count while stepping (None: as training collects).
 
     Returns:
         ``{"steps_per_s", "backend_steps_per_s", "raw_steps_per_s",
         "raw_per_control_step_steps_per_s", "ratio", "backend_ratio", ...}`` where a step
         is one control step of one body and the ratios are to ``raw_steps_per_s``.
     """
-    config = EnvConfig(
-        body=body,
-        backend=backend,
-        clips=clips,
-        num_envs=num_envs,
-        substeps=substeps,
-        rewards=default_rewards_for(body),
-        proprioception=proprioception,
-        afferents=AfferentConfig(dt_ms=afferent_dt_ms),
-    )
+    config = env or EnvConfig()
+    num_envs = config.num_envs
     build_start = time.perf_counter()
     env = make_env(config, split=None, seed=seed)
     build_seconds = time.perf_counter() - build_start
@@ -103,15 +80,15 @@ def bench_env(
 
     result = {
         "benchmark": "env",
-        "body": body,
-        "backend": backend,
+        "body": config.body,
+        "backend": config.backend,
         "num_envs": num_envs,
         "steps": steps,
-        "substeps": substeps,
-        "proprioception": proprioception,
-        **({"afferent_dt_ms": afferent_dt_ms} if proprioception != "joints" else {}),
+        "substeps": config.substeps,
+        "proprioception": config.proprioception,
+        **({"afferent_dt_ms": config.afferents.dt_ms} if config.proprioception != "joints" else {}),
         "steps_per_s": steps * num_envs / env_seconds,
-        "physics_steps_per_s": steps * num_envs * substeps / env_seconds,
+        "physics_steps_per_s": steps * num_envs * config.substeps / env_seconds,
         # The backend alone (physics and the final-state sensor pass, no env work).
         "backend_steps_per_s": steps * num_envs / backend_seconds,
         "cpu": platform.processor() or platform.machine(),
@@ -157,32 +134,31 @@ def _seconds(run, device: torch.device) -> float:
 
 
 def bench_train(
-    body: str = "mouse_forelimb",
-    backend: str = "mujoco",
-    num_envs: int = 64,
-    iterations: int = 20,
-    accelerator: str = "auto",
-    clips: str = "bundled:mouse_forelimb_reach",
-    evaluation: bool = True,
+    module: PPOModule | None = None, iterations: int = 20, accelerator: str = "auto", evaluation: bool = True
 ) -> dict:
     """End-to-end PPO throughput: environment steps consumed per second of training
-    (collection, advantages and updates), with the bundled default PPO settings.
+    (collection, advantages and updates).
 
     The first PPO iteration (compilation, warm-up) is excluded from the timing, and so are
     the held-out evaluations PPO runs before and after training; ``evaluation=False`` skips
     them (they cost wall-clock time on a rented GPU, not throughput).
 
+    Args:
+        module: the `PPOModule` to train, as a fit config builds it (``model``; None: the
+            bundled defaults, `PPOModule()`).
+        iterations: PPO iterations; the first is not timed (at least 2).
+        accelerator: Lightning's accelerator (``trainer.accelerator`` of a fit config).
+        evaluation: run the held-out evaluations before and after training (untimed).
+
     Returns:
         ``{"train_env_steps_per_s", "optimiser_steps_per_s", "peak_memory_gb", ...}``.
     """
-    import resource
-
-    import lightning as L
-
-    from neuromimic.training import PPOModule
-
-    config = EnvConfig(body=body, backend=backend, clips=clips, num_envs=num_envs, rewards=default_rewards_for(body))
-    module = (PPOModule if evaluation else _ppo_without_held_out_evaluation())(env=config)
+    if iterations < 2:
+        raise ValueError("bench train needs at least 2 iterations (the first one is not timed)")
+    module = module or PPOModule()
+    if not evaluation:  # NaN errors without running: for throughput runs only
+        module.evaluate = _no_held_out_evaluation
+    num_envs = module.env_config.num_envs
     updates = module.updates_per_iteration
     starts: list[float] = []
     ends: list[float] = []
@@ -211,8 +187,6 @@ def bench_train(
         check_val_every_n_epoch=10**9,
         callbacks=[_Clock()],
     )
-    if iterations < 2:
-        raise ValueError("bench train needs at least 2 iterations (the first one is not timed)")
     trainer.fit(module)
     device = trainer.strategy.root_device
     seconds = ends[-1] - starts[1]
@@ -220,8 +194,8 @@ def bench_train(
     env_steps = timed_iterations * num_envs * module.ppo.rollout_steps
     result = {
         "benchmark": "train",
-        "body": body,
-        "backend": backend,
+        "body": module.env_config.body,
+        "backend": module.env_config.backend,
         "num_envs": num_envs,
         "iterations_timed": timed_iterations,
         "held_out_evaluation": evaluation,
@@ -236,18 +210,6 @@ def bench_train(
     return result
 
 
-def _ppo_without_held_out_evaluation():
-    from neuromimic.training import PPOModule
-
-    class PPOWithoutHeldOutEvaluation(PPOModule):
-        """`PPOModule` whose held-out evaluations (before and after training) return NaN
-        without running: for throughput runs only."""
-
-        def evaluate(self) -> dict[str, float]:
-            return {
-                "site_pos_error_mm": float("nan"),
-                "joint_pos_error_deg": float("nan"),
-                "tracked_fraction": float("nan"),
-            }
-
-    return PPOWithoutHeldOutEvaluation
+def _no_held_out_evaluation() -> dict[str, float]:
+    """`PPOModule.evaluate` without the evaluation: NaN errors."""
+    return {"site_pos_error_mm": float("nan"), "joint_pos_error_deg": float("nan"), "tracked_fraction": float("nan")}

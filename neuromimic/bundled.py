@@ -158,9 +158,17 @@ def list_configs() -> list[dict[str, str]]:
     ]
 
 
-def copy_config(name: str, dest: str | Path | None = None, *, force: bool = False) -> Path:
-    """Copy a bundled config out to edit: to ``dest`` (a file, or a folder: one that exists
-    or a path ending in ``/``), by default ``./<name>.yaml``. Returns the file written.
+def copy_config(name: str, dest: str | None = None, force: bool = False) -> dict[str, str]:
+    """Copy a bundled config out to edit (then ``--config <file>``).
+
+    Args:
+        name: bundled config name (``neuromimic configs list``).
+        dest: file to write, or a folder (one that exists, or a path ending in /); default
+            ./NAME.yaml.
+        force: overwrite an existing file.
+
+    Returns:
+        ``{"name", "written": the file, "use": the command that uses it}``.
 
     Raises:
         InputError: for an unknown name, or a file already at the destination (unless
@@ -174,4 +182,4 @@ def copy_config(name: str, dest: str | Path | None = None, *, force: bool = Fals
         raise InputError(f"{target} exists; pass --force to overwrite it, or another destination")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
-    return target
+    return {"name": name, "written": str(target), "use": config_use(name, target)}

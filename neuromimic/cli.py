@@ -4,8 +4,9 @@
 every LightningCLI flag (``--config``, ``--print_config``, ``--trainer.max_steps``,
 ``--ckpt_path last``, ``--trainer.strategy ddp``); ``--config`` also takes the name of a
 bundled config (``neuromimic fit --config mouse_forelimb_reach_mlp``, see
-`neuromimic.bundled`). Other subcommands (``bench``, ``bodies``, ``clips``, ``configs``,
-``export``, ``analyze``, ``keypoints``) are dispatched before LightningCLI sees the arguments.
+`neuromimic.bundled`). The other commands (``analyze``, ``bench``, ``bodies``, ``clips``,
+``configs``, ``export``, ``keypoints``: `neuromimic.commands`) are jsonargparse parsers of
+typed functions, dispatched before LightningCLI sees the arguments.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from neuromimic import commands
 from neuromimic.bundled import resolve_config_args
 from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
 from neuromimic.errors import INPUT_ERROR_EXIT_CODE, find_input_error
@@ -32,7 +34,6 @@ from neuromimic.training.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger("neuromimic")
 
-TOOL_COMMANDS = ("bench", "bodies", "clips", "configs", "export", "analyze", "keypoints")
 #: Exit status after SIGTERM (128 + 15, as a shell reports a process ended by SIGTERM): the
 #: run saved ``last.ckpt`` and asks to be requeued (see the README's reliability section);
 #: in a SLURM job it also requeues itself with ``scontrol requeue``, as Lightning does.
@@ -177,12 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("NEUROMIMIC_DEBUG", "") not in ("", "0")
     args = [arg for arg in args if arg != "--debug"]
     try:
-        if args and args[0] in TOOL_COMMANDS:
-            from neuromimic import tools_cli
-
-            tools_cli.main(args)
-            return
         args = resolve_config_args(args)  # --config NAME of a bundled config -> its file
+        if args and args[0] in commands.COMMANDS:
+            commands.main(args)
+            return
         NeuromimicCLI(
             PPOModule,
             trainer_defaults=_trainer_defaults(),

@@ -1,14 +1,18 @@
 """`neuromimic bench env` prints one JSON object with our env's and the bare simulator's speed."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from neuromimic.cli import main
+from neuromimic.envs import EnvConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_bench_env_prints_one_json_object(capsys):
-    main(["bench", "env", "--num-envs", "4", "--steps", "20"])
+    main(["bench", "env", "--model.env.num_envs", "4", "--steps", "20"])
     result = json.loads(capsys.readouterr().out)
     assert result["benchmark"] == "env" and result["backend"] == "mujoco"
     assert result["steps_per_s"] > 0 and result["raw_steps_per_s"] > 0
@@ -19,11 +23,38 @@ def test_bench_env_prints_one_json_object(capsys):
 
 def test_bench_env_with_afferents(capsys):
     main(
-        ["bench", "env", "--num-envs", "4", "--steps", "10", "--proprioception", "afferents", "--afferent-dt-ms", "2.5"]
+        [
+            "bench",
+            "env",
+            *("--model.env.num_envs", "4", "--steps", "10"),
+            *("--model.env.proprioception", "afferents", "--model.env.afferents.dt_ms", "2.5"),
+        ]
     )
     result = json.loads(capsys.readouterr().out)
     assert result["proprioception"] == "afferents" and result["afferent_dt_ms"] == 2.5
     assert result["steps_per_s"] > 0
+
+
+def test_bench_env_times_what_a_fit_config_trains(capsys):
+    """A fit config, by file or bundled name, sets the env; flags after it override it."""
+    main(["bench", "env", "--config", str(CONFIGS / "mouse_forelimb_reach_afferent.yaml"), "--steps", "4"])
+    result = json.loads(capsys.readouterr().out)
+    assert (result["proprioception"], result["num_envs"]) == ("afferents", 64)
+    with pytest.raises(SystemExit):
+        main(["bench", "env", "--config", "rodent_imitation_mlp", "--model.env.num_envs", "256", "--print_config"])
+    printed = capsys.readouterr().out
+    assert "body: rodent" in printed and "num_envs: 256" in printed and "steps: 500" in printed
+
+
+def test_every_command_takes_config_and_print_config(capsys):
+    from neuromimic.commands import COMMANDS
+
+    for name, (_, target) in COMMANDS.items():
+        for subcommand in [[]] if callable(target) else [[key] for key in target]:
+            with pytest.raises(SystemExit):
+                main([name, *subcommand, "--help"])
+            usage = capsys.readouterr().out
+            assert "--config CONFIG" in usage and "--print_config" in usage, (name, subcommand)
 
 
 def neuromimic_version() -> str:
@@ -47,7 +78,7 @@ def test_bodies_list(capsys):
 
 
 def test_bench_train_prints_one_json_object(capsys):
-    main(["bench", "train", "--num-envs", "8", "--iterations", "2"])
+    main(["bench", "train", "--model.env.num_envs", "8", "--iterations", "2"])
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{\n") :])
     assert result["benchmark"] == "train" and result["iterations_timed"] == 1
@@ -59,7 +90,7 @@ def test_bench_train_prints_one_json_object(capsys):
 def test_bench_env_accelerated_backends_have_a_bare_baseline(backend):
     from neuromimic.bench import bench_env
 
-    result = bench_env(backend=backend, num_envs=2, steps=4)
+    result = bench_env(EnvConfig(backend=backend, num_envs=2), steps=4)
     assert result["raw_steps_per_s"] > 0 and result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
     assert result["raw_per_control_step_steps_per_s"] > 0 and result["backend"] == backend
 

@@ -116,7 +116,7 @@ def test_gait_csv_errors_name_the_file_and_the_fix(tmp_path):
 
 
 def test_clips_gait_cli_writes_train_and_val_clips(tmp_path, capsys):
-    from neuromimic.tools_cli import main
+    from neuromimic.cli import main
 
     csv = tmp_path / "cycle.csv"
     _synthetic_cycle(csv)
@@ -139,7 +139,7 @@ def test_fruitfly_pose_raises_both_front_legs_above_the_floor():
         claws = clip.site_pos_w[:, :6, 2]
         assert claws.min() > floor
         assert claws[:, :2].max() > claws[0, :2].max() + 0.04  # the front claws rise 0.4 mm or more
-    with pytest.raises(KeyError, match="known sets"):
+    with pytest.raises(ClipError, match="known sets"):
         make_joint_reach_clips("no_such_set")
 
 
@@ -170,11 +170,16 @@ def test_fly_tracking_errors_are_logged_in_mm_from_its_centimetres(tmp_path):
     torch.testing.assert_close(mm, 10.0 * error_cm, rtol=1e-3, atol=1e-4)
 
 
-def test_bench_task_drops_muscle_costs_on_bodies_without_muscles():
-    from neuromimic.bench import default_rewards_for
+def test_default_rewards_drop_muscle_costs_on_bodies_without_muscles():
+    from neuromimic.envs import EnvConfig
+    from neuromimic.envs.config import body_info, term_set
 
-    assert "muscle_force_l2" in default_rewards_for("mouse_forelimb")
-    assert "muscle_force_l2" not in default_rewards_for("fruitfly")
+    def reward_names(body: str) -> tuple[str, ...]:
+        config = EnvConfig(body=body)
+        return term_set(config, body_info(config, get_body(body).load_model())).reward_names
+
+    assert "muscle_force_l2" in reward_names("mouse_forelimb")
+    assert "muscle_force_l2" not in reward_names("fruitfly")
 
 
 @pytest.mark.slow

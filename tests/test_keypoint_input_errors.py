@@ -78,7 +78,7 @@ def test_cli_wrong_units_refused_with_factor(caplog, tmp_path):
     out = tmp_path / "rat.h5"
     message = _cli_fails(
         caplog,
-        ["keypoints", "fit", "--input", str(RAT23), "--units", "m", "--output", str(out)],
+        ["keypoints", "fit", "--body", "rodent", "--input", str(RAT23), "--units", "m", "--output", str(out)],
     )
     assert "rat23_1000_frames.nwb" in message and "the rodent body" in message
     assert "looks like mm read as m: pass units='mm' (--units mm on the command line)" in message
@@ -110,7 +110,7 @@ def test_keypoint_missing_in_every_frame_is_listed(rodent, tmp_path):
     kp = read_keypoints(path, units="mm")
     with pytest.raises(
         KeypointsError,
-        match=r"no_ear\.npz.*\['EarL', 'FootR'\] have no valid frame.*--drop-missing-keypoints",
+        match=r"no_ear\.npz.*\['EarL', 'FootR'\] have no valid frame.*--drop_missing_keypoints",
     ):
         fit_keypoints(model, mapping, kp, FitOptions(scale=0.9))
     everything = np.full_like(points, np.nan)
@@ -128,6 +128,8 @@ def test_cli_missing_keypoint_error_then_dropped_with_valid_json(rodent, caplog,
     argv = [
         "keypoints",
         "fit",
+        "--body",
+        "rodent",
         "--input",
         str(path),
         "--units",
@@ -138,11 +140,11 @@ def test_cli_missing_keypoint_error_then_dropped_with_valid_json(rodent, caplog,
         str(tmp_path / "clip.h5"),
     ]
     message = _cli_fails(caplog, argv)
-    assert "no_ear.npz" in message and "['EarL']" in message and "--drop-missing-keypoints" in message
+    assert "no_ear.npz" in message and "['EarL']" in message and "--drop_missing_keypoints" in message
 
     from neuromimic.cli import main
 
-    main([*argv, "--drop-missing-keypoints"])
+    main([*argv, "--drop_missing_keypoints", "true"])
 
     def no_nan(constant):
         raise AssertionError(f"{constant} is not JSON")
@@ -228,7 +230,16 @@ def test_missing_input_file_and_directory(tmp_path, caplog):
         read_keypoints(folder, units="mm", fps=30)
     message = _cli_fails(
         caplog,
-        ["keypoints", "fit", "--input", str(tmp_path / "absent.csv"), "--output", str(tmp_path / "c.h5")],
+        [
+            "keypoints",
+            "fit",
+            "--body",
+            "rodent",
+            "--input",
+            str(tmp_path / "absent.csv"),
+            "--output",
+            str(tmp_path / "c.h5"),
+        ],
     )
     assert "absent.csv' does not exist" in message and "--input" in message
 
@@ -243,7 +254,7 @@ def test_inverted_up_axis_refused_and_fixed_by_up_axis(rodent, tmp_path):
     with pytest.raises(
         KeypointsError,
         match=r"upside_down\.npz.*mean height \(z\).*-0\.04\d* m.*looks inverted or is not z.*"
-        r"--up-axis.*up_axis='-z'",
+        r"--up_axis.*up_axis='-z'",
     ):
         fit_file("rodent", str(upside_down), str(tmp_path / "c.h5"), units="mm", scale=0.9)
     kp = read_keypoints(upside_down, units="mm", up_axis="-z")
@@ -368,6 +379,8 @@ def test_cli_fits_dannce_with_skeleton(rodent, caplog, capsys, tmp_path):
     argv = [
         "keypoints",
         "fit",
+        "--body",
+        "rodent",
         "--input",
         str(pred),
         "--units",
@@ -380,10 +393,10 @@ def test_cli_fits_dannce_with_skeleton(rodent, caplog, capsys, tmp_path):
         str(out),
     ]
     message = _cli_fails(caplog, argv)
-    assert "save_data_AVG0.mat" in message and "--skeleton rat23.mat or --keypoint-names a,b,c" in message
+    assert "save_data_AVG0.mat" in message and "--skeleton rat23.mat or --keypoint_names [a,b,c]" in message
     assert not out.exists()
 
-    main([*argv, "--skeleton", str(skeleton), "--confidence-threshold", "0.1", "--max-gap", "2"])
+    main([*argv, "--skeleton", str(skeleton), "--confidence_threshold", "0.1", "--max_gap_frames", "2"])
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 3 and report["output"] == str(out)
     assert len(report["per_keypoint_mm"]) == 23
@@ -401,6 +414,8 @@ def test_cli_fits_sleap_anipose_points3d(rodent, caplog, capsys, tmp_path):
     argv = [
         "keypoints",
         "fit",
+        "--body",
+        "rodent",
         "--input",
         str(path),
         "--units",
@@ -414,9 +429,9 @@ def test_cli_fits_sleap_anipose_points3d(rodent, caplog, capsys, tmp_path):
     ]
     message = _cli_fails(caplog, argv)
     assert "points3d.h5' is a sleap-anipose points3d.h5, which holds no node names" in message
-    assert "(--keypoint-names a,b,c on the command line)" in message and "(--skeleton project.slp)" in message
+    assert "(--keypoint_names [a,b,c] on the command line)" in message and "(--skeleton project.slp)" in message
 
-    main([*argv, "--keypoint-names", ",".join(rodent[2].names), "--individual", "1"])
+    main([*argv, "--keypoint_names", "[" + ",".join(rodent[2].names) + "]", "--individual", "1"])
     assert json.loads(capsys.readouterr().out)["frames"] == 3
     assert (tmp_path / "rat.h5").exists()
 
@@ -431,7 +446,16 @@ def test_cli_passes_every_reader_option(monkeypatch, caplog, tmp_path):
         raise KeypointsError(f"keypoint file {str(path)!r}: stop here")
 
     monkeypatch.setattr(keypoint_clips, "read_keypoints", read_keypoints)
-    argv = ["keypoints", "fit", "--input", str(tmp_path / "kp.h5"), "--output", str(tmp_path / "c.h5")]
+    argv = [
+        "keypoints",
+        "fit",
+        "--body",
+        "rodent",
+        "--input",
+        str(tmp_path / "kp.h5"),
+        "--output",
+        str(tmp_path / "c.h5"),
+    ]
     _cli_fails(caplog, argv)
     assert calls[-1]["skeleton"] is None and calls[-1]["keypoint_names"] is None
     assert calls[-1]["individual"] is None
@@ -445,19 +469,19 @@ def test_cli_passes_every_reader_option(monkeypatch, caplog, tmp_path):
             "sleap",
             "--skeleton",
             "project.slp",
-            "--keypoint-names",
-            "a, b,c",
+            "--keypoint_names",
+            "[a, b, c]",
             "--individual",
             "1",
-            "--confidence-threshold",
+            "--confidence_threshold",
             "0.25",
-            "--max-gap-frames",
+            "--max_gap_frames",
             "3",
             "--units",
             "cm",
             "--fps",
             "100",
-            "--up-axis",
+            "--up_axis",
             "y",
         ],
     )
@@ -474,13 +498,15 @@ def test_cli_passes_every_reader_option(monkeypatch, caplog, tmp_path):
     }
 
 
-def test_cli_keypoint_names_refuses_empty_names(capsys, tmp_path):
+def test_cli_keypoint_names_must_be_a_list(capsys, tmp_path):
     from neuromimic.cli import main
 
+    argv = ["keypoints", "fit", "--body", "rodent", "--input", "x.mat", "--output", "c.h5"]
     with pytest.raises(SystemExit) as exit_info:
-        main(["keypoints", "fit", "--input", "x.mat", "--output", "c.h5", "--keypoint-names", "a,,b"])
+        main([*argv, "--keypoint_names", "a,,b"])
     assert exit_info.value.code == INPUT_ERROR_EXIT_CODE
-    assert "--keypoint-names: 'a,,b' has an empty name at position 2" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert 'Parser key "keypoint_names"' in error and "Given value: a,,b" in error
 
 
 def test_cli_help_lists_what_each_format_needs(capsys):
@@ -491,10 +517,10 @@ def test_cli_help_lists_what_each_format_needs(capsys):
         main(["keypoints", "fit", "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
-    for option in ("--skeleton", "--keypoint-names", "--individual", "--confidence-threshold", "--max-gap-frames"):
+    for option in ("--skeleton", "--keypoint_names", "--individual", "--confidence_threshold", "--max_gap_frames"):
         assert option in text
     epilog = text[text.index("what each format needs") :]
     for fmt in FORMATS:
         assert f" {fmt} " in epilog
     assert "dannce .mat with pred [T, 3, K]" in epilog and "--skeleton <skeleton>.mat" in epilog
-    assert "sleap-anipose points3d.h5" in epilog and "--keypoint-names or --skeleton <project>.slp" in epilog
+    assert "sleap-anipose points3d.h5" in epilog and "--keypoint_names or --skeleton <project>.slp" in epilog

@@ -424,12 +424,12 @@ def test_sleap_anipose_points3d_errors(tmp_path):
     with pytest.raises(
         KeypointsError,
         match=r"points3d\.h5' is a sleap-anipose points3d\.h5, which holds no node names; pass "
-        r"keypoint_names=\[\.\.\.\] with its 4 node names.*--keypoint-names a,b,c.*--skeleton project\.slp",
+        r"keypoint_names=\[\.\.\.\] with its 4 node names.*--keypoint_names \[a,b,c\].*--skeleton project\.slp",
     ):
         read_keypoints(path, units="mm", fps=50, individual="0")
     with pytest.raises(
         KeypointsError,
-        match=r"points3d\.h5': keypoint_names \(--keypoint-names\) gives 3 names but `tracks` "
+        match=r"points3d\.h5': keypoint_names \(--keypoint_names\) gives 3 names but `tracks` "
         r"\(20, 2, 4, 3\) holds 4 nodes",
     ):
         read_keypoints(path, "sleap", keypoint_names=NAMES[:3], units="mm", fps=50, individual="0")
@@ -660,5 +660,5 @@ def test_registry_names_types_and_help():
     for fmt in FORMATS:
         assert f" {fmt} " in text[text.index("format file needs") :]
     assert "dannce .mat with pred [T, 3, K]" in text and "--skeleton <skeleton>.mat" in text
-    assert "sleap-anipose points3d.h5" in text and "--keypoint-names or --skeleton <project>.slp" in text
+    assert "sleap-anipose points3d.h5" in text and "--keypoint_names or --skeleton <project>.slp" in text
     assert max(len(line) for line in KEYPOINT_FORMATS_HELP.splitlines()) <= 100

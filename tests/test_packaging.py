@@ -148,9 +148,9 @@ def test_configs_list_and_copy(tmp_path, monkeypatch, capsys):
     assert (tmp_path / f"{DEFAULT}.yaml").read_text() == bundled.config_path(DEFAULT).read_text()
     with pytest.raises(InputError, match="exists; pass --force"):
         bundled.copy_config(DEFAULT)
-    assert bundled.copy_config(DEFAULT, force=True) == Path(f"{DEFAULT}.yaml")
-    assert bundled.copy_config("perturbations/remove_spindle_ia", "edits/") == Path("edits/remove_spindle_ia.yaml")
-    assert bundled.copy_config(DEFAULT, tmp_path / "mine.yaml") == tmp_path / "mine.yaml"
+    assert bundled.copy_config(DEFAULT, force=True)["written"] == f"{DEFAULT}.yaml"
+    assert bundled.copy_config("perturbations/remove_spindle_ia", "edits/")["written"] == "edits/remove_spindle_ia.yaml"
+    assert bundled.copy_config(DEFAULT, str(tmp_path / "mine.yaml"))["written"] == str(tmp_path / "mine.yaml")
     with pytest.raises(InputError, match="nope: no bundled config of that name; bundled configs: .*myoarm"):
         bundled.copy_config("nope")
 

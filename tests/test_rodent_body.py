@@ -256,9 +256,9 @@ def test_native_backend_steps_the_rodent(body):
 
 
 def test_bodies_list_shows_the_rodent():
-    from neuromimic.tools_cli import _list_bodies
+    from neuromimic.bodies.validate import list_bodies
 
-    rows = {row["key"]: row for row in _list_bodies()}
+    rows = {row["key"]: row for row in list_bodies()}
     assert rows["rodent"] == {
         "key": "rodent",
         "dof": 73,

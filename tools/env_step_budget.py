@@ -32,7 +32,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import EnvBase
 
-from neuromimic.bench import bench_env, default_rewards_for
+from neuromimic.bench import bench_env
 from neuromimic.envs import EnvConfig, make_env
 
 
@@ -74,7 +74,7 @@ def _best_ms(run, repeats: int) -> float:
 
 def env_parts_ms(num_envs: int, steps: int) -> dict:
     """``torchrl_ms``, ``evaluate_ms`` and ``restart_ms`` (see the module docstring)."""
-    env = make_env(EnvConfig(num_envs=num_envs, rewards=default_rewards_for("mouse_forelimb")), split=None)
+    env = make_env(EnvConfig(num_envs=num_envs), split=None)
     td = env.reset()
     td["action"] = torch.rand(env.action_spec.shape)
     outputs = env.step(td)["next"]
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
-    result = bench_env(num_envs=args.num_envs, steps=args.steps)
+    result = bench_env(EnvConfig(num_envs=args.num_envs), steps=args.steps)
     per_step = {
         name: 1e3 * args.num_envs / result[key]
         for name, key in (

@@ -897,6 +897,7 @@ def _instrument_bench(timings: dict) -> None:
 
 def stage_env(settings: dict, backend: str, body: str, num_envs: int, steps: int) -> dict:
     from neuromimic.bench import bench_env
+    from neuromimic.envs import EnvConfig
 
     if backend != "mujoco":
         _device(settings, backend)
@@ -906,7 +907,7 @@ def stage_env(settings: dict, backend: str, body: str, num_envs: int, steps: int
     timings: dict[str, Any] = {}
     _instrument_bench(timings)
     start = time.perf_counter()
-    result = bench_env(body=body, backend=backend, num_envs=num_envs, steps=steps, **kwargs)
+    result = bench_env(EnvConfig(body=body, backend=backend, num_envs=num_envs, **kwargs), steps=steps)
     result["stage_wall_s"] = time.perf_counter() - start
     timings["env_compile_s"] = compile_seconds(timings.get("warmup_step_s", []))
     result["timings"] = timings
@@ -915,6 +916,7 @@ def stage_env(settings: dict, backend: str, body: str, num_envs: int, steps: int
 
 def stage_train(settings: dict, backend: str, body: str, num_envs: int, iterations: int) -> dict:
     from neuromimic.bench import bench_train
+    from neuromimic.envs import EnvConfig
     from neuromimic.training import ppo
 
     if backend != "mujoco":
@@ -937,7 +939,8 @@ def stage_train(settings: dict, backend: str, body: str, num_envs: int, iteratio
 
     ppo.make_env = make_env
     start = time.perf_counter()
-    result = bench_train(body=body, backend=backend, num_envs=num_envs, iterations=iterations, evaluation=False)
+    module = ppo.PPOModule(env=EnvConfig(body=body, backend=backend, num_envs=num_envs))
+    result = bench_train(module, iterations=iterations, evaluation=False)
     wall = time.perf_counter() - start
     # bench_train trains with the default PPO settings: its timed seconds follow from them
     rollout_steps = ppo.PPOConfig().rollout_steps

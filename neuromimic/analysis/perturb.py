@@ -29,11 +29,15 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
 
 import mujoco
 import torch
+import yaml
 
-from neuromimic.envs import ImitationEnv
+from neuromimic.analysis.record import Recording, load_controller_and_env, record
+from neuromimic.envs import ImitationEnv, make_env
 from neuromimic.errors import InputError
 from neuromimic.models import Controller
 from neuromimic.models.base import UnitPerturbation
@@ -439,3 +443,46 @@ def apply(perturbations: Sequence[dict], controller: Controller, env) -> context
         stack.close()
         raise
     return stack
+
+
+def perturbation_report(ckpt: str, perturbation: str, split: Literal["val", "train", "all"] = "val") -> dict:
+    """Tracking error and muscle activity of a trained controller with and without perturbations.
+
+    Args:
+        ckpt: a checkpoint of neuromimic fit, or an export directory.
+        perturbation: YAML file holding a list of {name: arguments} (`apply`).
+        split: clips to play: val, train or all.
+
+    Returns:
+        ``{"perturbations", "baseline", "perturbed"}``, each recording summarised as its
+        site error (mm), joint error (degrees), total and per-muscle mean activation.
+    """
+    controller, config = load_controller_and_env(ckpt)
+    try:
+        perturbations = yaml.safe_load(Path(perturbation).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise InputError(f"cannot read the perturbation file {perturbation}: {error}") from None
+    if not isinstance(perturbations, list):
+        raise InputError(f"{perturbation} must hold a YAML list of {{name: arguments}} entries")
+    env = make_env(config, split=None if split == "all" else split, evaluation=True)
+    baseline = record(controller, env)
+    with apply(perturbations, controller, env):
+        perturbed = record(controller, env)
+    return {
+        "perturbations": perturbations,
+        "baseline": _activity_summary(baseline),
+        "perturbed": _activity_summary(perturbed),
+    }
+
+
+def _activity_summary(recording: Recording) -> dict:
+    valid = recording["valid"]
+    activation = recording["muscle/activation"][valid]
+    return {
+        "site_error_mm": float(recording["metrics/site_pos_error_mm"][valid].mean()),
+        "joint_error_deg": float(recording["metrics/joint_pos_error_deg"][valid].mean()),
+        "total_activation": float(activation.sum(axis=1).mean()),
+        "mean_activation": dict(
+            zip(recording.attrs["muscle_names"], activation.mean(axis=0).round(5).tolist(), strict=True)
+        ),
+    }

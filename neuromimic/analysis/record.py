@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import mujoco
@@ -33,8 +34,8 @@ from torch import nn
 
 from neuromimic.envs import EnvConfig, ImitationEnv, make_env
 from neuromimic.files import replaced_atomically
-from neuromimic.models import Controller, squash
-from neuromimic.models.export import ControllerLoadError
+from neuromimic.models import Controller, load_controller, squash
+from neuromimic.models.export import ControllerLoadError, controller_metadata
 from neuromimic.proprioception import AFFERENT_CLASSES
 
 FORMAT = "neuromimic-recording"
@@ -377,3 +378,43 @@ def _attributes(env: ImitationEnv, controller: Controller, model: mujoco.MjModel
         "terms": env.terms.describe(),
         "action_term": dict(env.action_term),
     }
+
+
+def load_controller_and_env(source: str | Path) -> tuple[Controller, EnvConfig]:
+    """The controller of a checkpoint of ``neuromimic fit`` or of an export directory, and the
+    env config it was trained in.
+
+    Raises:
+        ControllerLoadError: the file says nothing of its env, or says it malformed.
+    """
+    controller = load_controller(source)
+    env = controller_metadata(source).get("env")
+    if env is None:
+        raise ControllerLoadError(
+            f"{source} does not say which env it was trained in (no 'env' metadata); re-export it"
+        )
+    try:
+        return controller, EnvConfig.from_dict(env)
+    except (TypeError, KeyError) as error:
+        raise ControllerLoadError(f"{source}: malformed 'env' metadata ({error}); re-export it") from None
+
+
+def record_checkpoint(
+    ckpt: str, output: str, split: Literal["val", "train", "all"] = "val", steps: int | None = None
+) -> dict:
+    """Run a trained controller on every clip of a split and save everything it and its body did.
+
+    Args:
+        ckpt: a checkpoint of neuromimic fit, or an export directory.
+        output: rollout.h5 (HDF5) or rollout.nwb (NWB).
+        split: clips to play: val, train or all.
+        steps: control steps (default: the longest clip).
+
+    Returns:
+        ``{"output": path written, "arrays": {name: shape}}``.
+    """
+    controller, env = load_controller_and_env(ckpt)
+    recording = record(controller, env, split=None if split == "all" else split, steps=steps)
+    path = Path(output)
+    written = recording.save_nwb(path) if path.suffix == ".nwb" else recording.save_h5(path)
+    return {"output": str(written), "arrays": {k: list(v.shape) for k, v in recording.data.items()}}

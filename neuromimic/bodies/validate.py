@@ -1,4 +1,5 @@
-"""``neuromimic bodies check``: catch a broken body model before any training.
+"""``neuromimic bodies list`` and ``bodies check``: the registered bodies, and a broken body
+model caught before any training.
 
 `check_body` (a registered body) and `check_model` (any compiled model) run five checks
 and return one JSON-ready report:
@@ -29,14 +30,16 @@ in `Body.known_issues`; they are reported under ``accepted`` and do not fail the
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import math
 from dataclasses import dataclass
 
 import mujoco
 import numpy as np
 
-from neuromimic.bodies.base import Body, get_body
+from neuromimic.bodies.base import Body, get_body, known_bodies
 from neuromimic.bodies.compat import BACKENDS, check_backend_compatibility
+from neuromimic.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,39 @@ class Tolerances:
 CHECK_BACKENDS = BACKENDS
 
 
-def check_body(key: str, backend: str = "mujoco", **options) -> dict:
-    """`check_model` on the registered body ``key`` (``options`` as there)."""
+def list_bodies() -> list[dict]:
+    """Every registered body: key, DoF, actuators, muscles, source package and version, and
+    the backends that can simulate it."""
+    rows = []
+    for key in known_bodies():
+        body = get_body(key)
+        model = body.load_model()
+        rows.append(
+            {
+                "key": key,
+                "dof": model.nv,
+                "actuators": model.nu,
+                "muscles": muscle_count(model),
+                "source": f"{body.source} {importlib.metadata.version(body.source)}",
+                "backends": [b for b in BACKENDS if not check_backend_compatibility(model, b)],
+            }
+        )
+    return rows
+
+
+def check_body(key: str, backend: str = "mujoco", seconds: float = 2.0, grid: int = 60, seed: int = 0) -> dict:
+    """Validate a registered body: counts, left-right symmetry, moment-arm continuity,
+    stability and backend support (`check_model`).
+
+    Args:
+        key: body key (``neuromimic bodies list``).
+        backend: backend whose support is checked: mujoco, mjx or warp (MuJoCo Warp).
+        seconds: simulated seconds of each stability run.
+        grid: points per joint range in the moment-arm sweep.
+        seed: seed of the random controls of the stability runs.
+    """
     body = get_body(key)
-    return check_model(body, body.load_model(), backend, **options)
+    return check_model(body, body.load_model(), backend, seconds=seconds, grid=grid, seed=seed)
 
 
 def check_model(
@@ -94,7 +126,7 @@ def check_model(
         ``{"body", "backend", "source", "passed", "checks": {name: {"passed", ...details}}}``.
     """
     if backend not in CHECK_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; bodies check knows {', '.join(CHECK_BACKENDS)}")
+        raise InputError(f"unknown backend {backend!r}; bodies check knows {', '.join(CHECK_BACKENDS)}")
     rest = coupled_pose(model, body.rest_qpos(model))[0]
     checks = {
         "counts": _counts(body, model),

@@ -512,6 +512,17 @@ def save_clips(clips: list[ReferenceClip], directory: str | os.PathLike) -> list
     return [clip.save(directory / f"{clip.name}.h5") for clip in clips]
 
 
+def save_clips_report(clips: list[ReferenceClip], directory: str | os.PathLike) -> dict:
+    """`save_clips`, then what was written: ``{"clips": [paths], "splits": {split: count},
+    "frames_per_clip", "fps"}``."""
+    return {
+        "clips": [str(path) for path in save_clips(clips, directory)],
+        "splits": {split: sum(clip.split == split for clip in clips) for split in ("train", "val")},
+        "frames_per_clip": clips[0].num_frames,
+        "fps": clips[0].fps,
+    }
+
+
 def _check_model_hash(clip: ReferenceClip, source: str) -> None:
     """Warn when the clip was made with another version of its body's MJCF."""
     try:

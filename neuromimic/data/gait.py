@@ -55,7 +55,7 @@ from scipy.spatial.transform import Rotation
 
 from neuromimic.bodies import get_body
 from neuromimic.bodies.validate import coupled_pose
-from neuromimic.data.clips import ClipError, ReferenceClip
+from neuromimic.data.clips import ClipError, ReferenceClip, save_clips_report
 
 #: Estimated frame rate of ``sample_gait_cycle.csv`` in Hz (see the module docstring).
 GAIT_CSV_FPS = 200.0
@@ -273,3 +273,28 @@ def make_gait_clips(
             )
         )
     return clips
+
+
+def write_gait_clips(
+    input: str, output: str, fps: float = GAIT_CSV_FPS, fps_out: float = 50.0, seconds: float = 4.0
+) -> dict:
+    """Write MyoLegs walking clips (`make_gait_clips`) from one gait cycle as ``.h5`` clips.
+
+    Args:
+        input: the gait cycle CSV, with MyoSuite's ``sample_gait_cycle.csv`` columns (see
+            `neuromimic.data.gait` for where to get it).
+        output: directory for the .h5 clips.
+        fps: frame rate of the CSV in Hz (200 is estimated for MyoSuite's file).
+        fps_out: frame rate of the clips in Hz: the env's control rate.
+        seconds: length of each clip in s.
+
+    Returns:
+        `save_clips_report`'s summary, the cycle's source frame rate, period and mean speed.
+    """
+    cycle = read_gait_cycle(input, fps=fps)
+    report = save_clips_report(make_gait_clips(cycle, fps=fps_out, duration=seconds), output)
+    return report | {
+        "source_fps": cycle.fps,
+        "cycle_s": cycle.period,
+        "mean_speed_m_per_s": float(cycle.pelvis_velocity[:, 0].mean()),
+    }

@@ -17,7 +17,7 @@ import numpy as np
 
 from neuromimic.bodies import get_body
 from neuromimic.bodies.validate import coupled_pose
-from neuromimic.data.clips import ReferenceClip
+from neuromimic.data.clips import ClipError, ReferenceClip, save_clips_report
 from neuromimic.data.reach import min_jerk
 
 #: Phases of a reach in seconds: hold at rest, move out, hold at the target, move back, hold.
@@ -76,7 +76,7 @@ class JointReachSet:
     description: str = ""
 
 
-#: The synthetic reach sets, by name (``neuromimic clips reach --set NAME``).
+#: The synthetic reach sets, by name (``neuromimic clips reach --reach_set NAME``).
 JOINT_REACH_SETS = {
     # Bundled as ``bundled:myoarm_reach``: shoulder elevation x elevation plane x elbow flexion.
     "myoarm_reach": JointReachSet(
@@ -108,10 +108,10 @@ def make_joint_reach_clips(name: str, fps: float | None = None) -> list[Referenc
         fps: frame rate in Hz (default the set's).
 
     Raises:
-        KeyError: an unknown set (the message lists the known ones).
+        ClipError: an unknown set (the message lists the known ones).
     """
     if name not in JOINT_REACH_SETS:
-        raise KeyError(f"unknown reach set {name!r}; known sets: {sorted(JOINT_REACH_SETS)}")
+        raise ClipError(f"unknown reach set {name!r}; known sets: {sorted(JOINT_REACH_SETS)}")
     reach_set = JOINT_REACH_SETS[name]
     fps = fps or reach_set.fps
     joints = list(reach_set.targets)
@@ -136,3 +136,18 @@ def make_joint_reach_clips(name: str, fps: float | None = None) -> list[Referenc
             )
         )
     return clips
+
+
+def write_joint_reach_clips(reach_set: str, output: str, fps: float | None = None) -> dict:
+    """Write the synthetic joint-space reaches of a body (`JOINT_REACH_SETS`) as ``.h5`` clips.
+
+    Args:
+        reach_set: myoarm_reach (MyoArm) or fruitfly_pose (the fly).
+        output: directory for the .h5 clips.
+        fps: frame rate in Hz (default: the set's control rate).
+
+    Returns:
+        `save_clips_report`'s summary and the set's ``description``.
+    """
+    report = save_clips_report(make_joint_reach_clips(reach_set, fps), output)
+    return report | {"description": JOINT_REACH_SETS[reach_set].description}

@@ -48,7 +48,8 @@ class EnvConfig:
         frame: how a free-root body sees itself and the reference in the default
             observation: ``"egocentric"`` (its heading frame) or ``"world"``.
         rewards: ``{term: {weight: w, ...params}}`` (`neuromimic.tasks.rewards.REWARDS`);
-            costs take negative weights.
+            costs take negative weights. None: `neuromimic.tasks.rewards.default_rewards`,
+            less the terms the body cannot compute.
         terminations: ``{term: {...params}}`` ending an episode as a failure
             (`neuromimic.tasks.terminations.TERMINATIONS`); the physics going unstable
             always does. The held-out evaluation ignores them.
@@ -72,7 +73,7 @@ class EnvConfig:
     observations: list[str] | None = None
     proprioception: str = "joints"
     frame: str = "egocentric"
-    rewards: dict[str, dict[str, float]] = field(default_factory=default_rewards)
+    rewards: dict[str, dict[str, float]] | None = None
     terminations: dict[str, dict[str, float]] = field(default_factory=default_terminations)
     action: dict[str, str | float] = field(default_factory=lambda: {"name": "absolute"})
     backend_kwargs: dict = field(default_factory=dict)
@@ -190,9 +191,9 @@ def term_set(config: EnvConfig, info: BodyInfo, evaluation: bool = False) -> Ter
             f"organs) but body {info.key!r} has none; use proprioception: joints"
         )
     observations = config.observations or default_observations(info, config.proprioception, config.frame)
-    return TermSet(
-        info, list(observations), config.rewards, {} if evaluation else config.terminations, config.future_frames
-    )
+    rewards = default_rewards(info) if config.rewards is None else config.rewards
+    terminations = {} if evaluation else config.terminations
+    return TermSet(info, list(observations), rewards, terminations, config.future_frames)
 
 
 def action_layout(info: BodyInfo, term: ActionTerm, fusimotor_action: bool) -> list[tuple[str, int, str]]:

@@ -169,7 +169,7 @@ def usable_mapping(
             "fitted frames (NaN, marked missing or below the confidence threshold "
             "everywhere), so they cannot be fitted. Fix the file, remove them from the "
             "mapping (--mapping), or pass drop_missing_keypoints=True "
-            "(--drop-missing-keypoints) to fit without them"
+            "(--drop_missing_keypoints true) to fit without them"
         )
     log.warning("%s: keypoint(s) %s have no valid frame; fitting without them", where, missing)
     keep = np.flatnonzero(present)

@@ -84,7 +84,7 @@ def read_keypoints(
         raise KeypointsError(
             f"{where}: skeleton= names the keypoints of DANNCE predictions and sleap-anipose "
             f"points3d.h5 files only; {fmt.name} files name their keypoints themselves (use "
-            "keypoint_names=[...], --keypoint-names on the command line, to rename them)"
+            "keypoint_names=[...], --keypoint_names on the command line, to rename them)"
         )
     if individual is not None and "individual" not in fmt.options:
         raise KeypointsError(

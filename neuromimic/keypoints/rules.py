@@ -197,7 +197,7 @@ def parse_up_axis(up_axis: str, *, where: str) -> str:
     if key not in UP_AXES:
         raise KeypointsError(
             f"{where}: up_axis is {up_axis!r}; pass the file's axis that points up, one of "
-            f"{list(UP_AXES)} (--up-axis on the command line)"
+            f"{list(UP_AXES)} (--up_axis on the command line)"
         )
     return key
 
@@ -236,7 +236,7 @@ def check_up_axis(kp: Keypoints, *, floor: str = "the body's floor") -> None:
         f"keypoint file {kp.source!r}: the mean height (z) of the valid keypoints is "
         f"{mean[2]:.3g} m, below {floor} at z = 0 (mean position: {axes} m, read with "
         f"up_axis={read_as!r}): the data's up axis looks inverted or is not z. Pass up_axis= "
-        f"the file's axis that points up, one of {list(UP_AXES)} (--up-axis on the command "
+        f"the file's axis that points up, one of {list(UP_AXES)} (--up_axis on the command "
         f"line), for example up_axis={flipped!r} if the data is upside down"
     )
 

@@ -202,6 +202,22 @@ def controller_metadata(path: str | Path) -> dict:
     return dict(load_checkpoint_file(path).get("neuromimic", {}).get("controller", {}).get("metadata") or {})
 
 
+def export_checkpoint(ckpt: str, output: str) -> dict:
+    """Write a checkpoint's controller as safetensors weights and a JSON config (no pickle).
+
+    Args:
+        ckpt: a checkpoint written by neuromimic fit.
+        output: directory for controller.safetensors and controller.json.
+
+    Returns:
+        ``{"output": directory, "controller": its config, "metadata": what the export records}``.
+    """
+    controller = load_controller(ckpt)
+    metadata = {"source_checkpoint": str(ckpt), **controller_metadata(ckpt)}
+    directory = export_controller(controller, output, metadata)
+    return {"output": str(directory), "controller": controller.config(), "metadata": metadata}
+
+
 def _read_export(directory: Path) -> tuple[Controller, dict, str]:
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for file in (config_path, weights_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from neuromimic.tasks.base import StepState, Term, declare
+from neuromimic.tasks.base import BodyInfo, StepState, Term, declare
 
 #: Every reward term by name.
 REWARDS: dict[str, Term] = {}
@@ -71,12 +71,14 @@ def muscle_force_l2(state: StepState) -> torch.Tensor:
     return (state.sim.actuator_force / state.body.max_force).square().mean(-1)
 
 
-def default_rewards() -> dict[str, dict[str, float]]:
-    """The reward terms of the mouse forelimb's reaching configs, as ``{name: {weight, ...params}}``."""
-    return {
+def default_rewards(info: BodyInfo | None = None) -> dict[str, dict[str, float]]:
+    """The reward terms of the mouse forelimb's reaching configs, as ``{name: {weight, ...params}}``,
+    less those that ``info``'s body cannot compute (``muscle_force_l2`` without muscles)."""
+    rewards = {
         "joint_pos_error_exp": {"weight": 1.0, "sigma": 0.1},
         "joint_vel_error_exp": {"weight": 0.1, "sigma": 2.0},
         "site_pos_error_exp": {"weight": 1.0, "sigma": 0.001},
         "ctrl_l2": {"weight": -0.1},
         "muscle_force_l2": {"weight": -0.1},
     }
+    return {name: term for name, term in rewards.items() if info is None or not REWARDS[name].missing(info)}

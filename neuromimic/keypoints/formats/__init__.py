@@ -96,10 +96,10 @@ def _formats_help() -> str:
         + """
 
 2-D files (a SLEAP analysis .h5, DeepLabCut 2-D output, sleap-anipose's reprojections.h5)
-are refused: triangulate first. --keypoint-names also renames the keypoints of files that
-name them. --confidence-threshold applies where the file has confidence (NWB confidence,
+are refused: triangulate first. --keypoint_names also renames the keypoints of files that
+name them. --confidence_threshold applies where the file has confidence (NWB confidence,
 DANNCE p_max, DeepLabCut likelihood, SLEAP point scores, anipose score, csv/npz
-confidence). --max-gap-frames: longer gaps stay missing (the fit skips those samples).
+confidence). --max_gap_frames: longer gaps stay missing (the fit skips those samples).
 
 example, a DANNCE prediction:
   neuromimic keypoints fit --input save_data_AVG0.mat --skeleton rat23.mat --units mm \\

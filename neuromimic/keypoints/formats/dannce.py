@@ -110,7 +110,7 @@ def read_dannce_raw(
             f"{where}: DANNCE prediction files carry no keypoint names; pass "
             "skeleton='<skeleton>.mat' (the DANNCE skeleton with `joint_names`) or "
             f"keypoint_names=[...] with {num_kp} names in the order of `pred` (on the command "
-            "line --skeleton rat23.mat or --keypoint-names a,b,c)"
+            "line --skeleton rat23.mat or --keypoint_names [a,b,c])"
         )
     if len(names) != num_kp:
         source = "keypoint_names" if keypoint_names is not None else f"skeleton {str(skeleton)!r}"
@@ -132,7 +132,7 @@ FORMAT = KeypointFormat(
     name="dannce",
     read=read_dannce_raw,
     files=".mat with pred [T, 3, K] (p_max used as confidence)",
-    needs="--skeleton <skeleton>.mat (its joint_names) or --keypoint-names; --units; --fps",
+    needs="--skeleton <skeleton>.mat (its joint_names) or --keypoint_names; --units; --fps",
     suffixes=(".mat",),
     options=("keypoint_names", "skeleton"),
 )

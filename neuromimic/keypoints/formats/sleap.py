@@ -150,7 +150,7 @@ def _sleap_skeleton_names(skeleton: Path, num_kp: int, where: str) -> list[str]:
     named = f"{where}: skeleton {str(skeleton)!r}"
     fix = (
         "pass skeleton= the SLEAP project .slp the 2-D poses were predicted with (--skeleton "
-        "project.slp on the command line) or keypoint_names=[...] (--keypoint-names a,b,c)"
+        "project.slp on the command line) or keypoint_names=[...] (--keypoint_names [a,b,c])"
     )
     suffix = skeleton.suffix.lower()
     if suffix == ".mat":
@@ -192,7 +192,7 @@ def _sleap_skeleton_names(skeleton: Path, num_kp: int, where: str) -> list[str]:
             raise KeypointsError(
                 f"{named} holds {len(skeletons)} skeletons (nodes each: {found}) and "
                 f"{len(fitting)} of them have the {num_kp} nodes of the points; pass "
-                "keypoint_names=[...] (--keypoint-names a,b,c on the command line) instead"
+                "keypoint_names=[...] (--keypoint_names [a,b,c] on the command line) instead"
             )
         skeletons = fitting
     return [str(n) for n in skeletons[0].node_names]
@@ -233,7 +233,7 @@ def read_points3d_raw(
             )
         num_kp = shape[-2]
         if keypoint_names is not None:
-            names, source = list(keypoint_names), "keypoint_names (--keypoint-names)"
+            names, source = list(keypoint_names), "keypoint_names (--keypoint_names)"
         elif skeleton is not None:
             names = _sleap_skeleton_names(Path(skeleton), num_kp, where)
             source = f"the skeleton in {str(skeleton)!r}"
@@ -241,7 +241,7 @@ def read_points3d_raw(
             raise KeypointsError(
                 f"{where} is a sleap-anipose points3d.h5, which holds no node names; pass "
                 f"keypoint_names=[...] with its {num_kp} node names in the skeleton's order "
-                "(--keypoint-names a,b,c on the command line) or skeleton= the SLEAP project "
+                "(--keypoint_names [a,b,c] on the command line) or skeleton= the SLEAP project "
                 ".slp the 2-D poses were predicted with (--skeleton project.slp)"
             )
         if len(names) != num_kp:
@@ -294,7 +294,7 @@ def read_sleap_raw(
         raise KeypointsError(
             f"{keypoint_file(path)}: skeleton= names the keypoints of sleap-anipose points3d.h5 files; "
             "SLEAP .slp and analysis files name them themselves (use keypoint_names=[...], "
-            "--keypoint-names on the command line, to rename them)"
+            "--keypoint_names on the command line, to rename them)"
         )
     return read_slp_raw(path, individual=individual)
 
@@ -309,7 +309,7 @@ FORMAT = KeypointFormat(
     read=read_sleap_raw,
     files="sleap-anipose points3d.h5: tracks [frames, tracks, nodes, 3] or [frames, nodes, 3], no names; "
     ".slp with triangulated 3-D instances",
-    needs="--keypoint-names or --skeleton <project>.slp for a points3d.h5; --units; --fps; --individual "
+    needs="--keypoint_names or --skeleton <project>.slp for a points3d.h5; --units; --fps; --individual "
     "<track index or identity> with several animals",
     suffixes=(".slp",),
     h5_layout=has_sleap_layout,
