@@ -6,16 +6,22 @@ Each benchmark returns one JSON-serialisable dict; ``neuromimic bench ...`` prin
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import platform
 import resource
+import statistics
 import time
 
 import lightning as L
 import mujoco
 import torch
 
+from neuromimic.bodies import get_body
+from neuromimic.data.clips import load_clips
 from neuromimic.envs import EnvConfig, make_env
+from neuromimic.errors import InputError
+from neuromimic.models import MLPCore
 from neuromimic.training import PPOModule
 
 
@@ -213,3 +219,112 @@ def bench_train(
 def _no_held_out_evaluation() -> dict[str, float]:
     """`PPOModule.evaluate` without the evaluation: NaN errors."""
     return {"site_pos_error_mm": float("nan"), "joint_pos_error_deg": float("nan"), "tracked_fraction": float("nan")}
+
+
+def bench_peer(
+    module: PPOModule | None = None, rounds: int = 7, steps: int = 200, iterations: int = 4, seed: int = 0
+) -> dict:
+    """Our env and PPO against what a PyTorch lab writes without us (`neuromimic.peer`: a
+    gymnasium env of the same body in TorchRL's ``GymWrapper``, TorchRL's PPO recipe),
+    interleaved in one process.
+
+    Each round times ``steps`` control steps of random actions in both envs, then
+    ``iterations`` PPO iterations of both trainers (ours as `bench_train`, on the CPU, its
+    first iteration untimed; the peer's after one untimed iteration in the first round),
+    alternating which goes first. The peer has the same body, substeps, clips, number of
+    bodies, batch (B x rollout_steps), epochs, minibatches, learning rate and network sizes.
+
+    Args:
+        module: the `PPOModule` whose env and PPO are compared, as a fit config builds it
+            (``model``; None: the bundled defaults). Its controller must be an `MLPCore` one.
+        rounds: interleaved rounds; the JSON gives the min, median and max of each side.
+        steps: control steps of each env per round.
+        iterations: PPO iterations of each trainer per round.
+        seed: seed of the random actions, the start samplers and the peer's networks.
+
+    Returns:
+        ``{"env_steps_per_s": {"ours", "peer"}, "train_env_steps_per_s": {"ours", "peer"},
+        "env_ratio", "env_ratio_per_thread", "train_ratio", "threads", ...}``: each side's
+        ``{"min", "median", "max", "runs"}``, the ratios ours over the peer's of the
+        medians, per thread dividing each env's by its physics threads.
+    """
+    try:
+        from neuromimic import peer
+    except ModuleNotFoundError as error:
+        raise InputError(
+            f"bench peer needs {error.name}: pip install 'neuromimic[test]' or pip install gymnasium"
+        ) from None
+    module = module or PPOModule()
+    core = module.controller.core
+    if not isinstance(core, MLPCore):
+        raise InputError(f"bench peer compares MLP controllers; model.controller's core is a {type(core).__name__}")
+    config, ppo = module.env_config, module.ppo
+    torch.manual_seed(seed)
+    ours = make_env(config, split="train", seed=seed)
+    body = get_body(config.body)
+    clips = [clip.qpos for clip in load_clips(config.clips, body=body.key, split="train")]
+    plain = peer.make_peer_env(body.load_model(), clips, config.substeps, config.num_envs, seed)
+    our_actions = torch.rand(steps, *ours.action_spec.shape, dtype=ours.action_spec.dtype)
+    peer_actions = torch.stack([plain.action_spec.rand() for _ in range(steps)])
+    recipe = peer.PeerPPO(plain, ppo, core.hidden_sizes, core.activation)
+    recipe.iteration()  # warm-up, untimed
+
+    def env_rate(env, actions, stepping) -> float:
+        td = env.reset()
+        with stepping:
+            start = time.perf_counter()
+            for action in actions:
+                td["action"] = action
+                _, td = env.step_and_maybe_reset(td)
+            return len(actions) * config.num_envs / (time.perf_counter() - start)
+
+    def our_train_rate() -> float:
+        return bench_train(copy.deepcopy(module), iterations=iterations + 1, accelerator="cpu", evaluation=False)[
+            "train_env_steps_per_s"
+        ]
+
+    def peer_train_rate() -> float:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            recipe.iteration()
+        return iterations * recipe.frames_per_batch / (time.perf_counter() - start)
+
+    runs: dict[str, list[float]] = {"env_ours": [], "env_peer": [], "train_ours": [], "train_peer": []}
+    for round_index in range(rounds):
+        timings = {
+            "env_ours": lambda: env_rate(ours, our_actions, ours.stepping()),
+            "env_peer": lambda: env_rate(plain, peer_actions, contextlib.nullcontext()),
+            "train_ours": our_train_rate,
+            "train_peer": peer_train_rate,
+        }
+        order = list(timings) if round_index % 2 == 0 else ["env_peer", "env_ours", "train_peer", "train_ours"]
+        for name in order:
+            runs[name].append(timings[name]())
+    recipe.close()
+    our_threads = ours.backend.describe().get("threads", 1)
+    ours.close()
+
+    def spread(values: list[float]) -> dict:
+        return {"min": min(values), "median": statistics.median(values), "max": max(values), "runs": values}
+
+    env = {"ours": spread(runs["env_ours"]), "peer": spread(runs["env_peer"])}
+    train = {"ours": spread(runs["train_ours"]), "peer": spread(runs["train_peer"])}
+    env_ratio = env["ours"]["median"] / env["peer"]["median"]
+    return {
+        "benchmark": "peer",
+        "body": config.body,
+        "backend": config.backend,
+        "num_envs": config.num_envs,
+        "rounds": rounds,
+        "steps": steps,
+        "iterations": iterations,
+        "peer": "gymnasium SyncVectorEnv of neuromimic.peer.PlainBodyEnv in TorchRL's GymWrapper; TorchRL's PPO recipe",
+        "env_steps_per_s": env,
+        "train_env_steps_per_s": train,
+        "env_ratio": env_ratio,
+        "env_ratio_per_thread": env_ratio / our_threads,  # the peer steps on one thread
+        "train_ratio": train["ours"]["median"] / train["peer"]["median"],
+        "threads": {"ours_physics": our_threads, "peer_physics": 1, "torch": torch.get_num_threads()},
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }

@@ -10,8 +10,9 @@ The ``bench`` commands read a fit config's groups as ``fit`` does: ``model`` (`P
 arguments) and ``trainer`` (Lightning's `Trainer`), so
 ``neuromimic bench env --config rodent_imitation_mlp --model.env.num_envs 256`` times what
 that config trains. ``bench env`` uses ``model.env`` and ``model.seed``; ``bench train``
-builds the ``model`` and runs it on ``trainer.accelerator``; neither uses fit's other
-settings (``trainer.max_steps``, callbacks, logger, ``seed_everything``).
+builds the ``model`` and runs it on ``trainer.accelerator``; ``bench peer`` builds the
+``model`` and compares it on the CPU; none uses fit's other settings
+(``trainer.max_steps``, callbacks, logger, ``seed_everything``).
 
 A command returns plain data, printed as one JSON document on stdout; a report with
 ``"passed": false`` (``bodies check``) exits with status 1.
@@ -30,7 +31,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from neuromimic.analysis.perturb import perturbation_report
 from neuromimic.analysis.record import record_checkpoint
-from neuromimic.bench import bench_env, bench_train
+from neuromimic.bench import bench_env, bench_peer, bench_train
 from neuromimic.bodies.validate import check_body, list_bodies
 from neuromimic.bundled import copy_config, list_configs
 from neuromimic.data.gait import write_gait_clips
@@ -46,7 +47,10 @@ COMMANDS: dict[str, tuple[str, Callable | dict[str, Callable]]] = {
         "record and analyse a trained controller",
         {"record": record_checkpoint, "perturb": perturbation_report},
     ),
-    "bench": ("benchmarks, printed as one JSON object", {"env": bench_env, "train": bench_train}),
+    "bench": (
+        "benchmarks, printed as one JSON object",
+        {"env": bench_env, "train": bench_train, "peer": bench_peer},
+    ),
     "bodies": ("registered body models", {"list": list_bodies, "check": check_body}),
     "clips": ("make reference clips", {"reach": write_joint_reach_clips, "gait": write_gait_clips}),
     "configs": (
@@ -65,7 +69,7 @@ EPILOGS = {fit_file: KEYPOINT_FORMATS_HELP}
 #: Options of every command that are not its function's arguments.
 _FIT_CONFIG_GROUPS = ("config", "model", "trainer", "seed_everything")
 #: Arguments of the bench functions that come from a fit config's groups instead.
-_FROM_FIT_CONFIG = {bench_env: {"env", "seed"}, bench_train: {"module", "accelerator"}}
+_FROM_FIT_CONFIG = {bench_env: {"env", "seed"}, bench_train: {"module", "accelerator"}, bench_peer: {"module"}}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
@@ -114,6 +118,8 @@ def _call(function: Callable, config: Namespace) -> object:
         return bench_env(env=config.model.env, seed=config.model.seed, **options)
     if function is bench_train:
         return bench_train(module=PPOModule(**vars(config.model)), accelerator=config.trainer.accelerator, **options)
+    if function is bench_peer:
+        return bench_peer(module=PPOModule(**vars(config.model)), **options)
     return function(**options)
 
 

@@ -1,8 +1,9 @@
-"""`neuromimic bench env` prints one JSON object with our env's and the bare simulator's speed."""
+"""`neuromimic bench env|train|peer` print one JSON object each: our speed against the bare simulator's and the peer's."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neuromimic.cli import main
@@ -109,3 +110,43 @@ def test_env_step_budget_tool_prints_the_budget(capsys, monkeypatch):
     left = result["target_ms"] - result["backend_ms"] - result["torchrl_ms"]
     assert result["left_for_env_work_ms"] == pytest.approx(left)
     assert 0 < result["evaluate_ms"] < result["env_ms"] and 0 < result["restart_ms"] < result["env_ms"]
+
+
+def test_bench_peer_compares_with_the_plain_gymnasium_and_torchrl_path(capsys):
+    """`neuromimic bench peer`: our env and PPO and the peer's, interleaved; ratios of medians."""
+    pytest.importorskip("gymnasium")
+    main(["bench", "peer", "--model.env.num_envs", "4", "--rounds", "2", "--steps", "5", "--iterations", "1"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n") :])
+    env, train = result["env_steps_per_s"], result["train_env_steps_per_s"]
+    for side in (env["ours"], env["peer"], train["ours"], train["peer"]):
+        assert len(side["runs"]) == 2 and 0 < side["min"] <= side["median"] <= side["max"]
+    assert result["env_ratio"] == env["ours"]["median"] / env["peer"]["median"]
+    assert result["env_ratio_per_thread"] == result["env_ratio"] / result["threads"]["ours_physics"]
+    assert result["train_ratio"] == train["ours"]["median"] / train["peer"]["median"]
+
+
+def test_plain_body_env_follows_the_gymnasium_api():
+    """The peer's env steps the body's own model and ends each episode at its clip's end."""
+    pytest.importorskip("gymnasium")
+    from gymnasium.utils.env_checker import check_env
+
+    from neuromimic.bodies import get_body
+    from neuromimic.peer import PlainBodyEnv
+
+    model = get_body("mouse_forelimb").load_model()
+    clip = np.linspace(model.qpos0, model.qpos0 + 0.1, 3)
+    env = PlainBodyEnv(model, [clip], substeps=2, seed=0)
+    check_env(env, skip_render_check=True)
+    observation, _ = env.reset(seed=1)
+    assert observation.shape == env.observation_space.shape == (model.nq + model.nv + model.na + model.nq,)
+    lengths = set()
+    for _ in range(4):
+        env.reset()
+        steps, truncated = 0, False
+        while not truncated:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            steps += 1
+            assert not terminated and reward <= 0
+        lengths.add(steps)
+    assert lengths == {1, 2}  # starts on frame 0 or 1 of the 3-frame clip

@@ -15,7 +15,7 @@ LAYERS = (
     ("envs",),
     ("training",),
     ("analysis",),
-    ("bench", "cli", "commands", "__init__"),
+    ("bench", "peer", "cli", "commands", "__init__"),
 )
 LAYER = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
 
