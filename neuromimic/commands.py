@@ -1,4 +1,4 @@
-"""``neuromimic analyze|bench|bodies|clips|configs|export|keypoints``: the commands beside ``fit``.
+"""``neuromimic analyze|bench|bodies|clips|configs|export|keypoints|view``: the commands beside ``fit``.
 
 Each command is a function with a typed signature and a docstring whose ``Args:`` are its
 help; jsonargparse reads them, as LightningCLI reads `PPOModule`'s, so each option is
@@ -21,16 +21,20 @@ A command returns plain data, printed as one JSON document on stdout; a report w
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
+import typing
 from collections.abc import Callable
 
+import docstring_parser
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
 from neuromimic.analysis.perturb import perturbation_report
 from neuromimic.analysis.record import record_checkpoint
+from neuromimic.analysis.viewer import view
 from neuromimic.bench import bench_env, bench_peer, bench_train
 from neuromimic.bodies.validate import check_body, list_bodies
 from neuromimic.bundled import copy_config, list_configs
@@ -59,10 +63,12 @@ COMMANDS: dict[str, tuple[str, Callable | dict[str, Callable]]] = {
     ),
     "export": ("write a checkpoint's controller as safetensors weights + JSON config (no pickle)", export_checkpoint),
     "keypoints": ("3-D keypoint files", {"fit": fit_file}),
+    "view": ("a web viewer of recordings, checkpoints and reference clips", view),
 }
 
-#: Commands whose required argument is positional (``bodies check KEY``); the others' are options.
-POSITIONAL = {check_body, copy_config}
+#: The one argument of a command given by position (``bodies check KEY``, ``view
+#: rollout.h5``), optional where the function gives it a default; the others are options.
+POSITIONAL = {check_body: "key", copy_config: "name", view: "recording"}
 #: Text shown after a command's options.
 EPILOGS = {fit_file: KEYPOINT_FORMATS_HELP}
 
@@ -90,10 +96,20 @@ def _function_parser(function: Callable) -> ArgumentParser:
         parser.add_class_arguments(PPOModule, "model", fail_untyped=False, instantiate=False, sub_configs=True)
         parser.add_lightning_class_args(Trainer, "trainer")
         parser.add_argument("--seed_everything", type=bool | int, default=True, help="fit's; not used here")
-    parser.add_function_arguments(
-        function, as_group=False, as_positional=function in POSITIONAL, skip=_FROM_FIT_CONFIG.get(function)
-    )
+    skip = set(_FROM_FIT_CONFIG.get(function, ()))
+    if function in POSITIONAL:
+        skip.add(_add_positional(parser, function, POSITIONAL[function]))
+    parser.add_function_arguments(function, as_group=False, skip=skip)
     return parser
+
+
+def _add_positional(parser: ArgumentParser, function: Callable, name: str) -> str:
+    """Add ``function``'s argument ``name`` to ``parser`` as a positional, with its type and
+    docstring help (an optional one must default to None); returns ``name``."""
+    required = inspect.signature(function).parameters[name].default is inspect.Parameter.empty
+    help = next(p.description for p in docstring_parser.parse(function.__doc__).params if p.arg_name == name)
+    parser.add_argument(name, type=typing.get_type_hints(function)[name], nargs=None if required else "?", help=help)
+    return name
 
 
 def _parser() -> ArgumentParser:
