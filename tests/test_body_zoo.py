@@ -1,4 +1,5 @@
-"""Tier 2: the body zoo (mouse, rat, fly, MyoArm, MyoLegs) and `neuromimic bodies check`:
+"""Tier 2: the body zoo (mouse, rat, fly, MyoArm, MyoLegs, MuscleMimic's full body and two
+arms) and `neuromimic bodies check`:
 every registered body passes on the native backend, each check catches the fault it is
 for, and every body runs in the imitation env."""
 
@@ -16,7 +17,7 @@ from neuromimic.bodies.validate import check_body, check_model, coupled_pose
 from neuromimic.data.clips import ReferenceClip
 from neuromimic.envs import EnvConfig, make_env
 
-ZOO = ("fruitfly", "mouse_forelimb", "myoarm", "myolegs", "rodent")
+ZOO = ("fruitfly", "mouse_forelimb", "myoarm", "myoarm_bimanual", "myofullbody", "myolegs", "rodent")
 
 
 def test_registry_lists_the_zoo(capsys):
@@ -28,6 +29,9 @@ def test_registry_lists_the_zoo(capsys):
     assert rows["myoarm"]["muscles"] == 63 and rows["myoarm"]["source"].startswith("myo-sim ")
     assert rows["myolegs"]["muscles"] == 80 and rows["myolegs"]["dof"] == 34
     assert rows["fruitfly"]["source"].startswith("dm-control ") and rows["fruitfly"]["actuators"] == 70
+    assert rows["myofullbody"]["muscles"] == 416 and rows["myofullbody"]["dof"] == 128
+    assert rows["myoarm_bimanual"]["muscles"] == 126 and rows["myoarm_bimanual"]["dof"] == 76
+    assert rows["myofullbody"]["source"] == "musclemimic-models 1.0.6"
     # MJX refuses the fly's frictionless (condim 1) contacts under its elliptic cone.
     assert rows["fruitfly"]["backends"] == ["mujoco", "warp"]
     assert all(row["backends"] == ["mujoco", "mjx", "warp"] for key, row in rows.items() if key != "fruitfly")
@@ -51,6 +55,12 @@ def test_known_upstream_faults_are_reported_with_their_reason():
     symmetry = check_body("fruitfly", seconds=0.001)["checks"]["symmetry"]
     assert [m["pair"] for m in symmetry["accepted"]] == ["tarsus2_T1_right"]
     assert symmetry["pairs"]["joints"] > 30
+    # MuscleMimic's full body: RI2 is fixed in both hands, but rectus abdominis jumps 5.9 mm
+    # at 45 deg of trunk flexion (as in myo-sim 0.2.4's myofullbody).
+    checks = check_body("myofullbody", seconds=0.001)["checks"]
+    jumps = {(j["muscle"], j["joint"]) for j in checks["moment_arm_continuity"]["accepted"]}
+    assert jumps == {("rect_abd_r", "flex_extension"), ("rect_abd_l", "flex_extension")}
+    assert checks["symmetry"]["pairs"] == {"bodies": 42, "joints": 52, "muscles": 208}
 
 
 def _edited(key, edit):
@@ -158,7 +168,15 @@ def test_bodies_check_cli_exit_code(capsys):
 
 
 #: Control step per body (s): physics timestep x substeps.
-SUBSTEPS = {"fruitfly": 20, "mouse_forelimb": 2, "myoarm": 10, "myolegs": 10, "rodent": 10}
+SUBSTEPS = {
+    "fruitfly": 20,
+    "mouse_forelimb": 2,
+    "myoarm": 10,
+    "myoarm_bimanual": 10,
+    "myofullbody": 20,
+    "myolegs": 10,
+    "rodent": 10,
+}
 
 
 def _rest_env(key, directory, backend="mujoco", device=None):
@@ -195,7 +213,7 @@ def test_every_body_runs_in_the_env(key, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["rodent", "myoarm", "myolegs"])
+@pytest.mark.parametrize("key", ["rodent", "myoarm", "myolegs", "myoarm_bimanual", "myofullbody"])
 def test_zoo_bodies_step_on_mjx_on_a_gpu(key, tmp_path):
     # Tier 3: these MJX steps take minutes to compile on a CPU (the rat's; MyoArm's first
     # call did not return in 15 minutes), so they run on a GPU only.
@@ -213,11 +231,13 @@ def test_installed_versions_are_the_pinned_set():
     # The bodies were written and checked against this set (pyproject.toml pins it).
     from importlib.metadata import version
 
+    from neuromimic.bodies.musclemimic import MUSCLEMIMIC_MODELS_VERSION
     from neuromimic.bodies.myo import MYO_SIM_VERSION
     from neuromimic.bodies.rodent import DM_CONTROL_VERSION
 
     assert version("dm-control") == DM_CONTROL_VERSION
     assert version("myo-sim") == MYO_SIM_VERSION
+    assert version("musclemimic-models") == MUSCLEMIMIC_MODELS_VERSION == "1.0.6"
     assert mujoco.__version__ == version("mujoco") == version("mujoco-mjx") == version("mujoco-warp") == "3.17.0"
 
 

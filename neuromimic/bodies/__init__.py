@@ -1,8 +1,10 @@
 """Body models and their registry: ``get_body("mouse_forelimb")``, ``get_body("rodent")``,
-``get_body("fruitfly")``, ``get_body("myoarm")``, ``get_body("myolegs")``."""
+``get_body("fruitfly")``, ``get_body("myoarm")``, ``get_body("myolegs")``,
+``get_body("myofullbody")``, ``get_body("myoarm_bimanual")``."""
 
 from neuromimic.bodies import fruitfly as _fruitfly  # noqa: F401  (registers; loads dm-control lazily)
 from neuromimic.bodies import mouse_forelimb as _mouse_forelimb  # noqa: F401  (registers)
+from neuromimic.bodies import musclemimic as _musclemimic  # noqa: F401  (registers; loads musclemimic-models lazily)
 from neuromimic.bodies import myo as _myo  # noqa: F401  (registers; loads myo-sim lazily)
 from neuromimic.bodies import rodent as _rodent  # noqa: F401  (registers; loads dm-control lazily)
 from neuromimic.bodies.base import (

@@ -7,7 +7,9 @@ and return one JSON-ready report:
 - ``counts``: the model compiles and has the documented DoF, actuators and muscles
   (`Body.counts`).
 - ``symmetry``: for mirrored bodies (`Body.side_suffixes`), each right/left pair of bodies,
-  joints and muscles agrees: segment length (distance from the parent), mass, joint range
+  joints and muscles (paired by name, or member by member in mirrored muscle groups such
+  as ``arm_r`` / ``arm_l`` where muscle names carry no side suffix) agrees: segment
+  length (distance from the parent), mass, joint range
   (equal, or mirrored: ``[a, b]`` against ``[-b, -a]``), muscle parameters (peak force,
   operating range, length range) and the moment arms of paired muscles about paired
   joints at the rest pose (in magnitude; mirrored axes flip signs). The report names
@@ -208,6 +210,26 @@ def _pairs(
     return pairs
 
 
+def _group_pairs(model: mujoco.MjModel, body: Body) -> list[tuple[int, int, str]]:
+    """``(right id, left id, right name)`` of the muscles of mirrored muscle groups, member
+    by member: groups whose names are twins (``arm_r`` and ``arm_l``) pair their i-th
+    members, for models whose muscle names do not carry the side suffixes (MuscleMimic's
+    ``DELT1`` and ``DELT1_left``). Names the model lacks are skipped (each body's tests
+    hold its groups to its model)."""
+    right, left = body.side_suffixes
+    pairs = []
+    for name, members in body.muscle_groups.items():
+        twin = _twin(name, right, left)
+        if twin is None or twin not in body.muscle_groups or len(body.muscle_groups[twin]) != len(members):
+            continue
+        for a, b in zip(members, body.muscle_groups[twin], strict=True):
+            i = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a)
+            j = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, b)
+            if i >= 0 and j >= 0:
+                pairs.append((i, j, a))
+    return pairs
+
+
 def _close(a: float, b: float, tolerances: Tolerances, absolute: float) -> bool:
     return abs(a - b) <= max(absolute, tolerances.relative * max(abs(a), abs(b)))
 
@@ -219,6 +241,8 @@ def _symmetry(body: Body, model: mujoco.MjModel, rest: np.ndarray, tolerances: T
     bodies = _pairs(model, obj.mjOBJ_BODY, model.nbody, body.side_suffixes)
     joints = _pairs(model, obj.mjOBJ_JOINT, model.njnt, body.side_suffixes)
     actuators = _pairs(model, obj.mjOBJ_ACTUATOR, model.nu, body.side_suffixes)
+    named = {i for i, _, _ in actuators}
+    actuators += [pair for pair in dict.fromkeys(_group_pairs(model, body)) if pair[0] not in named]
     mismatches: list[dict] = []
 
     def compare(kind: str, name: str, what: str, a: float, b: float, absolute: float) -> None:
