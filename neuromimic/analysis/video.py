@@ -17,8 +17,10 @@ class VideoLogger(L.Callback):
     """Log a video of the current controller tracking a held-out clip to TensorBoard.
 
     Every ``every_n_steps`` optimiser steps (and at the end of training), rank 0 records
-    the held-out clips (`neuromimic.analysis.record`), renders clip ``clip`` with the
-    reference as a ghost body, and writes it as an animated image under ``video/val`` (the
+    the held-out clips (`neuromimic.analysis.record`), renders clip ``clip``
+    (`neuromimic.analysis.render.recording_frames`: the body on a floor under a sky, followed
+    by the camera, the reference as a ghost body, muscles coloured by activation, time and
+    tracking error in the corner), and writes it as an animated image under ``video/val`` (the
     IMAGES tab plays it; GIF viewers slow frames shorter than 20 ms, so keep
     ``frame_step * control step >= 20 ms``). Needs a TensorBoard logger and headless OpenGL;
     if rendering fails the callback warns once and stops, and training goes on.
@@ -27,7 +29,8 @@ class VideoLogger(L.Callback):
         every_n_steps: optimiser steps between videos.
         clip: index of the held-out clip to show.
         width, height: frame size in pixels.
-        frame_step: draw every n-th control step; the video still plays in real time.
+        frame_step: draw every n-th control step (only those are rendered); the video still
+            plays in real time.
     """
 
     def __init__(
@@ -62,7 +65,7 @@ class VideoLogger(L.Callback):
 
         try:
             recording = record(pl_module.controller, pl_module.val_env)
-            frames = recording_frames(recording, self.clip, width=self.width, height=self.height)
+            frames = recording_frames(recording, self.clip, step=self.frame_step, width=self.width, height=self.height)
         except Exception as error:  # noqa: BLE001 (a video must never end a training run)
             log.warning("VideoLogger: no video from now on: %s: %s", type(error).__name__, error)
             self._disabled = True
@@ -72,7 +75,7 @@ class VideoLogger(L.Callback):
             height=self.height,
             width=self.width,
             colorspace=3,
-            encoded_image_string=gif_bytes(frames[:: self.frame_step], fps),
+            encoded_image_string=gif_bytes(frames, fps),
         )
         summary = Summary(value=[Summary.Value(tag="video/val", image=image)])
         tensorboard.experiment.file_writer.add_summary(summary, trainer.global_step)
