@@ -1,4 +1,5 @@
-"""A walking reference for MyoLegs from one recorded human gait cycle.
+"""A walking reference for MyoLegs, and MuscleMimic's MyoFullBody, from one recorded human
+gait cycle.
 
 The source is MyoSuite's ``sample_gait_cycle.csv`` (one real cycle, 247 frames; in the
 ``myosuite`` wheel at ``myosuite/envs/myo/assets/leg/sample_gait_cycle.csv``, Apache-2.0).
@@ -39,6 +40,24 @@ subtalar and toe joints stay at rest); the root orientation is the file's, turne
 MyoLegs' pelvis frame (forward -y, left +x: a +pi/2 turn about the pelvis z axis) with
 the cycle's mean yaw as the heading; the root moves horizontally by integrating the
 pelvis velocity, and vertically so the lowest foot geom touches the floor in every frame.
+
+**MyoFullBody** (``body="myofullbody"``) has MyoLegs' leg joints, pelvis frame and root
+(its pelvis sits on the root as MyoLegs' does), so its legs and root take the same angles
+and path. The file says nothing of the trunk and arms; the rule for them
+(`swing_arms`): the trunk holds the rest pose (the lumbar joints at 0, upright), and
+each upper arm swings in the sagittal plane in antiphase with its own hip (in phase with
+the other leg, as people swing their arms), by ``arm_swing`` times the hip's flexion
+about its cycle mean: ``theta_shoulder(t) = -arm_swing * (hip_flexion(t) - mean)``,
+forward positive, about the rest pose's 0.15 rad abduction (which keeps the upper arm out
+of the thorax). The default 0.5 swings the shoulders through 24 deg for MyoSuite's cycle
+(its hips move through 48 deg); ``arm_swing=0`` holds the arms at rest. Elbows, wrists
+and fingers stay at rest. The swing is set through the shoulder's plane of elevation
+and elevation (``elv_angle``, ``shoulder_elv``): the humerus points along
+``(sin a0, cos a0 sin theta, -cos a0 cos theta)`` (lateral, forward, down) for the rest
+abduction ``a0``, so elevation is ``arccos(cos a0 cos theta)`` and the plane
+``atan2(cos a0 sin theta, sin a0)``, smooth through ``theta = 0``; on MyoFullBody that
+moves the humerus 22.7 deg forward and 22.8 deg back for ``theta = +-0.4`` rad, with
+5-8 deg of abduction throughout.
 """
 
 from __future__ import annotations
@@ -197,8 +216,44 @@ def lowest_geom_z(model: mujoco.MjModel, data: mujoco.MjData, geoms: np.ndarray)
     return float(lowest)
 
 
-def gait_qpos(cycle: GaitCycle, fps: float, duration: float, phase: float = 0.0, body: str = "myolegs") -> np.ndarray:
-    """qpos [T, nq] of MyoLegs walking the gait cycle (procedure in the module docstring).
+#: Default gain of the arm swing on the hip's flexion (module docstring).
+ARM_SWING = 0.5
+
+
+def swing_arms(model: mujoco.MjModel, qpos: np.ndarray, hip_flexion: dict[str, np.ndarray], gain: float) -> None:
+    """Swing both upper arms in antiphase with their hips (rule in the module docstring), in place.
+
+    Args:
+        model: a body with MyoArm's shoulder joints per side (``elv_angle_r``,
+            ``shoulder_elv_r``, ...), as MyoFullBody.
+        qpos: [T, nq] poses whose shoulders are at rest (their rest abduction is ``a0``).
+        hip_flexion: ``"r"`` / ``"l"`` -> that side's hip flexion [T] in rad about its mean
+            over the cycle.
+        gain: shoulder swing per radian of hip flexion.
+    """
+    for side, hip in hip_flexion.items():
+        plane, elevation = (model.joint(f"{name}_{side}").qposadr[0] for name in ("elv_angle", "shoulder_elv"))
+        rest = qpos[0, elevation]  # the abduction a0 of the rest pose (its plane is 0)
+        theta = -gain * hip
+        qpos[:, elevation] = np.arccos(np.cos(rest) * np.cos(theta))
+        qpos[:, plane] = np.arctan2(np.cos(rest) * np.sin(theta), np.sin(rest))
+
+
+def _has_shoulders(model: mujoco.MjModel) -> bool:
+    names = {model.joint(i).name for i in range(model.njnt)}
+    return {f"{name}_{side}" for name in ("elv_angle", "shoulder_elv") for side in "rl"} <= names
+
+
+def gait_qpos(
+    cycle: GaitCycle,
+    fps: float,
+    duration: float,
+    phase: float = 0.0,
+    body: str = "myolegs",
+    arm_swing: float = ARM_SWING,
+) -> np.ndarray:
+    """qpos [T, nq] of MyoLegs (or MyoFullBody) walking the gait cycle (procedure in the
+    module docstring).
 
     Args:
         cycle: the gait cycle.
@@ -206,18 +261,26 @@ def gait_qpos(cycle: GaitCycle, fps: float, duration: float, phase: float = 0.0,
         duration: seconds of walking; ``T = round(duration * fps) + 1``.
         phase: where in the cycle the clip starts, as a fraction of the cycle in [0, 1).
         body: registry key of a body with MyoLegs' joints and a free root.
+        arm_swing: for a body with arms (MyoFullBody), the shoulders' swing per radian of
+            hip flexion (`swing_arms`); 0 holds the arms at rest.
     """
     walker = get_body(body)
     model = walker.load_model()
     data = mujoco.MjData(model)
     if model.jnt_type[0] != mujoco.mjtJoint.mjJNT_FREE:
-        raise ClipError(f"body {body!r} has no free root; a gait reference needs one (use myolegs)")
+        raise ClipError(f"body {body!r} has no free root; a gait reference needs one (use myolegs or myofullbody)")
     t = phase * cycle.period + np.arange(round(duration * fps) + 1) / fps
 
     qpos = np.tile(walker.rest_qpos(model), (len(t), 1))
     for joint, angles in cycle.joint_angles.items():
         jnt = model.joint(joint)
         qpos[:, jnt.qposadr[0]] = np.clip(_periodic(angles, cycle.period)(t), *jnt.range)
+    if arm_swing and _has_shoulders(model):
+        hips = {}
+        for side in "rl":
+            angles = cycle.joint_angles[f"hip_flexion_{side}"]
+            hips[side] = _periodic(angles, cycle.period)(t) - angles.mean()  # about the cycle's mean
+        swing_arms(model, qpos, hips, arm_swing)
     qpos = np.stack([coupled_pose(model, q)[0] for q in qpos])
 
     roll, pitch, yaw = _periodic(cycle.pelvis_euler, cycle.period)(t).T
@@ -247,19 +310,21 @@ CLIP_PHASES = (0.0, 0.25, 0.5, 0.75, 0.125)
 
 
 def make_gait_clips(
-    cycle: GaitCycle, fps: float = 50.0, duration: float = 4.0, body: str = "myolegs"
+    cycle: GaitCycle, fps: float = 50.0, duration: float = 4.0, body: str = "myolegs", arm_swing: float = ARM_SWING
 ) -> list[ReferenceClip]:
     """Walking clips of ``duration`` seconds starting at each of `CLIP_PHASES`.
 
     There is one recorded cycle, so the 'val' clip (the last phase) is the same movement
     from another start, not held-out data: it measures tracking from an unseen phase.
+    ``body`` and ``arm_swing`` as in `gait_qpos`.
     """
+    swings = arm_swing if _has_shoulders(get_body(body).load_model()) else None
     clips = []
     for i, phase in enumerate(CLIP_PHASES):
         clips.append(
             ReferenceClip.from_qpos(
                 body,
-                gait_qpos(cycle, fps, duration, phase, body),
+                gait_qpos(cycle, fps, duration, phase, body, arm_swing),
                 fps,
                 name=f"gait_phase{phase:.3f}",
                 split="val" if i == len(CLIP_PHASES) - 1 else "train",
@@ -269,6 +334,7 @@ def make_gait_clips(
                     "source_fps": cycle.fps,
                     "start_phase": phase,
                     "mean_speed_m_per_s": float(cycle.pelvis_velocity[:, 0].mean()),
+                    **({"arm_swing": swings} if swings is not None else {}),
                 },
             )
         )
@@ -276,9 +342,15 @@ def make_gait_clips(
 
 
 def write_gait_clips(
-    input: str, output: str, fps: float = GAIT_CSV_FPS, fps_out: float = 50.0, seconds: float = 4.0
+    input: str,
+    output: str,
+    fps: float = GAIT_CSV_FPS,
+    fps_out: float = 50.0,
+    seconds: float = 4.0,
+    body: str = "myolegs",
+    arm_swing: float = ARM_SWING,
 ) -> dict:
-    """Write MyoLegs walking clips (`make_gait_clips`) from one gait cycle as ``.h5`` clips.
+    """Write walking clips (`make_gait_clips`) of MyoLegs or MyoFullBody from one gait cycle as ``.h5`` clips.
 
     Args:
         input: the gait cycle CSV, with MyoSuite's ``sample_gait_cycle.csv`` columns (see
@@ -287,12 +359,17 @@ def write_gait_clips(
         fps: frame rate of the CSV in Hz (200 is estimated for MyoSuite's file).
         fps_out: frame rate of the clips in Hz: the env's control rate.
         seconds: length of each clip in s.
+        body: the walking body: myolegs, or myofullbody (the legs walk the cycle; trunk at
+            rest, arms swinging by arm_swing).
+        arm_swing: for myofullbody, the shoulders' swing per radian of hip flexion, in
+            antiphase with the hip on the same side; 0 holds the arms at rest.
 
     Returns:
         `save_clips_report`'s summary, the cycle's source frame rate, period and mean speed.
     """
     cycle = read_gait_cycle(input, fps=fps)
-    report = save_clips_report(make_gait_clips(cycle, fps=fps_out, duration=seconds), output)
+    clips = make_gait_clips(cycle, fps=fps_out, duration=seconds, body=body, arm_swing=arm_swing)
+    report = save_clips_report(clips, output)
     return report | {
         "source_fps": cycle.fps,
         "cycle_s": cycle.period,

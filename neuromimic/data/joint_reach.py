@@ -1,4 +1,5 @@
-"""Synthetic joint-space reaches for bodies without recorded movement (MyoArm, the fly).
+"""Synthetic joint-space reaches for bodies without recorded movement (MyoArm, MuscleMimic's
+MyoBimanualArm, the fly).
 
 Procedure (deterministic): from the rest pose, the named joints move to their target
 angles along a minimum-jerk profile, hold, and move back; every other joint stays at rest,
@@ -86,6 +87,18 @@ JOINT_REACH_SETS = {
         fps=50.0,
         description="MyoArm: shoulder elevation, elevation plane and elbow flexion out and back",
     ),
+    # Made at run time (neuromimic clips reach --reach_set myoarm_bimanual_reach): MyoArm's
+    # reaches with both of MuscleMimic's arms at once, each arm the other's mirror image
+    # (their joints share the sign convention: positive elevation lifts either arm out,
+    # positive plane of elevation turns it forward, positive flexion bends the elbow).
+    "myoarm_bimanual_reach": JointReachSet(
+        body="myoarm_bimanual",
+        targets={"shoulder_elv_r": (0.4, 0.9), "elv_angle_r": (0.2, 1.2), "elbow_flex_r": (0.5, 1.4)},
+        val=(2, 5),
+        fps=50.0,
+        mirror=("_r", "_l"),
+        description="MyoBimanualArm: both arms' shoulder elevation, elevation plane and elbow flexion out and back",
+    ),
     # Made at run time (1.4 s at 500 Hz is 701 frames of 70 bodies: megabytes per clip): the
     # fly raises both front legs (coxa up, femur down, tibia out: the claws rise 0.5-2 mm)
     # and puts them back.
@@ -142,7 +155,8 @@ def write_joint_reach_clips(reach_set: str, output: str, fps: float | None = Non
     """Write the synthetic joint-space reaches of a body (`JOINT_REACH_SETS`) as ``.h5`` clips.
 
     Args:
-        reach_set: myoarm_reach (MyoArm) or fruitfly_pose (the fly).
+        reach_set: myoarm_reach (MyoArm), myoarm_bimanual_reach (MuscleMimic's two arms)
+            or fruitfly_pose (the fly).
         output: directory for the .h5 clips.
         fps: frame rate in Hz (default: the set's control rate).
 
