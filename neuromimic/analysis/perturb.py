@@ -15,7 +15,8 @@ units of a GRU/LSTM, the last hidden layer of an MLP):
 
 Body side (both backends):
 
-- `weaken_muscles`: scale the peak isometric force of chosen muscles;
+- `weaken_muscles`: scale the peak isometric force of chosen muscles (by name, muscle
+  group or name pattern: `select_muscles`);
 - `scale_body_mass`: scale the mass and inertia of chosen bodies;
 - `scale_segment_length`: lengthen or shorten chosen segments;
 - `force_pulse`: push a named body with a force during a time window of each episode.
@@ -27,6 +28,7 @@ Units are chosen with `select_units`: indices, a fraction drawn with a seed, or 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -273,29 +275,124 @@ def _scaled_model(backend, changes: list[tuple[str, tuple, float]]) -> Iterator[
         backend.model_changed()
 
 
-def weaken_muscles(env, scales: dict[str, float]):
-    """Scale the peak isometric force of the named muscles (``{"Biceps_Long": 0.5}``),
-    active and passive alike, as in impaired gait studies (a context manager).
+def select_muscles(
+    model: mujoco.MjModel, selection: str | Sequence[str], groups: dict[str, Sequence[str]] | None = None
+) -> list[int]:
+    """Actuator ids [n] of the muscles a selection names, in model order.
+
+    Args:
+        model: the compiled model.
+        selection: one entry or a list of them; each entry is a muscle (actuator) name, a
+            muscle group of the body (`Body.muscle_groups`, e.g. ``"ankle_plantarflexors_r"``
+            or ``"legs"``), or an `fnmatch` pattern over the muscles' names (``"*_r"``,
+            ``"gas*"``; case-sensitive).
+        groups: the body's muscle groups, group name -> actuator names.
+
+    Raises:
+        PerturbationError: an entry that names no muscle (unknown names, or patterns that
+            match none), or an exact name of an actuator that is not a muscle; the message
+            names each.
+    """
+    groups = groups or {}
+    entries = [selection] if isinstance(selection, str) else list(selection)
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or "" for i in range(model.nu)]
+    muscle = model.actuator_gaintype == mujoco.mjtGain.mjGAIN_MUSCLE
+    index = {name: i for i, name in enumerate(names) if name}
+    chosen: set[int] = set()
+    unknown, unmatched, not_muscles = [], [], []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise PerturbationError(f"muscles are chosen by name, group or pattern (strings); got {entry!r}")
+        if entry in index:
+            if muscle[index[entry]]:
+                chosen.add(index[entry])
+            else:
+                not_muscles.append(entry)
+        elif entry in groups:
+            members = [index.get(name, -1) for name in groups[entry]]
+            missing = [name for name, i in zip(groups[entry], members, strict=True) if i < 0]
+            if missing:
+                raise PerturbationError(f"muscle group {entry!r} names actuators the model lacks: {missing}")
+            not_muscles += [name for name, i in zip(groups[entry], members, strict=True) if not muscle[i]]
+            chosen.update(i for i in members if muscle[i])
+        elif any(character in entry for character in "*?["):
+            matched = [i for i, name in enumerate(names) if muscle[i] and fnmatch.fnmatchcase(name, entry)]
+            if not matched:
+                unmatched.append(entry)
+            chosen.update(matched)
+        else:
+            unknown.append(entry)
+    problems = []
+    if unknown:
+        shown = [name for i, name in enumerate(names) if muscle[i]]
+        listed = shown if len(shown) <= 80 else [*shown[:80], f"... ({len(shown)} muscles)"]
+        problems.append(f"unknown muscle names {unknown}; known: {listed}; groups: {sorted(groups)}")
+    if unmatched:
+        problems.append(f"muscle name patterns {unmatched} match no muscle")
+    if not_muscles:
+        problems.append(f"weaken_muscles scales MuJoCo muscles; {not_muscles} are other actuators")
+    if problems:
+        raise PerturbationError("; ".join(problems))
+    return sorted(chosen)
+
+
+def weaken_muscles(
+    env,
+    scales: dict[str, float] | None = None,
+    muscles: str | Sequence[str] | None = None,
+    factor: float | None = None,
+):
+    """Scale the peak isometric force of chosen muscles, active and passive alike, as in
+    impaired gait studies (a context manager).
+
+    Muscles are chosen as `select_muscles` reads them: by name, by the body's muscle group
+    or by an `fnmatch` pattern. Either ``scales`` gives a factor per entry, or ``muscles``
+    (one entry or a list) share one ``factor``; one YAML line either way::
+
+        - weaken_muscles: {scales: {ankle_plantarflexors_r: 0.3}}   # a group of the body
+        - weaken_muscles: {muscles: "*_r", factor: 0.5}               # a pattern
+        - weaken_muscles: {muscles: [gasmed_r, gaslat_r, soleus_r], factor: 0.3}
 
     Args:
         env: an `ImitationEnv` (or its backend).
-        scales: muscle (actuator) name -> factor on its maximum force.
+        scales: muscle name, group or pattern -> factor on the maximum force
+            (``{"Biceps_Long": 0.5}``).
+        muscles: muscle names, groups or patterns scaled by ``factor``.
+        factor: the factor of ``muscles`` (>= 0).
+
+    Raises:
+        PerturbationError: both or neither of ``scales`` and ``muscles``; an entry that
+            names no muscle; a muscle chosen by two entries of ``scales``.
     """
+    if (scales is None) == (muscles is None) or (muscles is not None and factor is None):
+        raise PerturbationError(
+            "weaken_muscles takes either scales {muscle, group or pattern: factor} or muscles [...] with a factor"
+        )
     backend = _body_backend(env)
     model = backend.model
-    ids = _ids(model, mujoco.mjtObj.mjOBJ_ACTUATOR, list(scales))
-    not_muscles = [
-        name for name, i in zip(scales, ids, strict=True) if model.actuator_gaintype[i] != mujoco.mjtGain.mjGAIN_MUSCLE
-    ]
-    if not_muscles:
-        raise PerturbationError(f"weaken_muscles scales MuJoCo muscles; {not_muscles} are other actuators")
+    groups = dict(backend.body.muscle_groups)
+    if muscles is not None:
+        scales = {"muscles": factor}
+        selected = {"muscles": select_muscles(model, muscles, groups)}
+    else:
+        selected = {entry: select_muscles(model, entry, groups) for entry in scales}
+    owner: dict[int, str] = {}
+    for entry, ids in selected.items():
+        for i in ids:
+            if i in owner:
+                raise PerturbationError(
+                    f"muscle {model.actuator(i).name!r} is chosen by both {owner[i]!r} and {entry!r}; "
+                    "give each muscle one factor"
+                )
+            owner[i] = entry
     # Muscle parameters: [range0, range1, force, scale, ...] for the active (gain) and passive
     # (bias) force alike. An explicit force F0 sits at index 2; a negative one means MuJoCo
     # derives F0 from `scale` (index 3), so that is what scales.
     changes = []
-    for i, factor in zip(ids, scales.values(), strict=True):
-        column = 2 if model.actuator_gainprm[i, 2] > 0 else 3
-        changes += [(field, (i, column), factor) for field in ("actuator_gainprm", "actuator_biasprm")]
+    for entry, ids in selected.items():
+        for i in ids:
+            column = 2 if model.actuator_gainprm[i, 2] > 0 else 3
+            changes += [(field, (i, column), scales[entry]) for field in ("actuator_gainprm", "actuator_biasprm")]
     return _scaled_model(backend, changes)
 
 
