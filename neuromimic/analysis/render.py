@@ -37,7 +37,7 @@ logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
 #: Prefix of the names of what `stage_model` adds to a body (avoids clashes with the MJCF).
 STAGE_PREFIX = "neuromimic/stage/"
 #: Colour of the reference (ghost) body; its opacity is ``ghost_alpha``.
-GHOST_RGB = (0.15, 0.85, 0.35)
+GHOST_RGB = (0.4, 1.0, 0.0)
 #: Scale of the ghost's geoms: a ghost on the body hides inside it, not in a tie of depths.
 GHOST_SCALE = 0.97
 #: Colours of a muscle at activation 0 and 1 (mixed linearly in between).
