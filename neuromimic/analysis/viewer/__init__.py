@@ -26,6 +26,7 @@ running `Viewer` without blocking (tests, notebooks).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,16 @@ from neuromimic.keypoints.rules import LengthUnit
 __all__ = ["Viewer", "ViewerInputError", "parse_units", "start_viewer", "view"]
 
 log = logging.getLogger(__name__)
+
+
+def _announce(text: str) -> None:
+    """Log ``text`` (the URL a person must open), or write it to stderr where logging is not
+    set up to show it (a script or notebook calling `view`): stdout is the CLI's JSON."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info("%s", text)
+    else:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def _record_checkpoint(viewer: Viewer, ckpt: str, controller, config, split: str, steps: int | None) -> None:
@@ -122,13 +133,8 @@ def start_viewer(
             )
         loaded = load_controller_and_env(ckpt)  # a bad file fails here, before the server starts
     viewer = Viewer(host, port)
-    log.info(
-        "neuromimic view: serving %s%s",
-        viewer.url,
-        f" (on a remote machine: ssh -L {viewer.port}:127.0.0.1:{viewer.port} HOST, then open http://localhost:{viewer.port})"
-        if host in ("127.0.0.1", "localhost")
-        else "",
-    )
+    remote = f"on a remote machine: ssh -L {viewer.port}:127.0.0.1:{viewer.port} HOST, then open http://localhost:{viewer.port}"
+    _announce(f"neuromimic view: serving {viewer.url}" + (f" ({remote})" if host in ("127.0.0.1", "localhost") else ""))
     try:
         if source is not None:
             viewer.load(source)

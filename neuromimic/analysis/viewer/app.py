@@ -36,7 +36,7 @@ CAMERA_DISTANCE = 1.3
 LAYER_HINTS = {
     "body": "the simulated body (a clip's body)",
     "ghost": "the reference, translucent",
-    "muscles": "tendons, coloured by their muscle's activation (blue 0, red 1)",
+    "tendons": "tendons, coloured by their muscle's activation (blue 0, red 1; grey: no muscle)",
     "contact forces": "net contact force on each body, as arrows",
     "tracked points": "blue: points on the body (tracked sites, fitted keypoints); magenta: their targets "
     "(reference sites, measured keypoints); dark lines: their errors",
@@ -165,7 +165,7 @@ class Viewer:
         self._speed = gui.add_dropdown("speed", SPEEDS, initial_value="1x")
         self._notes = gui.add_markdown("", visible=False)
         with gui.add_folder("Show"):
-            layers = ["body", *source.layers] + (["muscles"] if source.model.ntendon else [])
+            layers = ["body", *source.layers] + (["tendons"] if source.model.ntendon else [])
             self._show = {
                 name: gui.add_checkbox(name, True, hint=LAYER_HINTS[name])
                 for name in sorted(layers, key=list(LAYER_HINTS).index)
@@ -319,7 +319,7 @@ class Viewer:
                     node.position, node.wxyz = reference.xpos[body] * self.unit, reference.xquat[body]
             for node in self._ghosts.values():
                 node.visible = ghost
-            self._draw_tendons(pose, frame, show["muscles"])
+            self._draw_tendons(pose, frame, show["tendons"])
             self._draw_forces(pose, frame, show["contact forces"])
             self._draw_points(frame, show["tracked points"])
             if plots:
@@ -375,7 +375,7 @@ class Viewer:
                 f"/nm/{name}",
                 shown * self.unit if len(shown) else np.zeros((1, 3)),
                 rgb,
-                point_size=0.015,
+                point_size=0.01,
                 point_shape="circle",
                 precision="float32",
                 visible=visible and bool(len(shown)),
@@ -484,6 +484,8 @@ class Viewer:
                         self._slider.value = float(times[frame])
                 shown = self.frame
             except Exception as error:  # noqa: BLE001 (shown on the page; playing stops)
+                if self._stopped.is_set():  # the server went away under the loop
+                    return
                 self.pause()
                 self.show_error(f"playing failed: {type(error).__name__}: {error}")
 

@@ -106,13 +106,23 @@ class ClipSource:
         episode.marker_names = names
         episode.targets = self._measured_keypoints(clip, names, scale, episode.notes)
         if episode.targets is not None:
-            residual = np.linalg.norm(episode.markers - episode.targets, axis=2) * 1000.0
-            with np.errstate(invalid="ignore"):
-                episode.error = np.nanmean(np.where(np.isfinite(residual), residual, np.nan), axis=1)
-            episode.error_label = "keypoint residual, mean over keypoints (mm)"
+            # in the data's mm: the clip's body is the data's divided by the scale
+            residual = scale * 1000.0 * np.linalg.norm(episode.markers - episode.targets, axis=2)  # [T, K]
+            seen = np.isfinite(residual)
+            counts = seen.sum(axis=1)
+            episode.error = np.where(
+                counts > 0, np.where(seen, residual, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan
+            )
+            episode.error_label = "keypoint residual in the data, mean over keypoints (mm)"
             fitted = float(meta.get("mean_residual_mm", np.nan))
-            shown = float(np.nanmean(residual)) if np.isfinite(residual).any() else np.nan
-            if np.isfinite(fitted) and np.isfinite(shown) and shown > 2 * fitted + 1.0:
+            shown = float(residual[seen].mean()) if seen.any() else np.nan
+            lift = float(meta.get("floor_lift_max_mm", 0.0) or 0.0)
+            if lift > 0:
+                episode.notes.append(
+                    f"the clip's body was lifted out of the floor by up to {lift:.1f} mm in "
+                    f"{meta.get('floor_lifted_frames', 'some')} frames after the fit: the residual shown includes it"
+                )
+            if np.isfinite(fitted) and np.isfinite(shown) and shown > 2 * fitted + 1.0 + lift:
                 episode.notes.append(
                     f"the keypoints shown are {shown:.1f} mm from the fitted ones on average, against the fit's "
                     f"{fitted:.1f} mm: the file was probably read with other options (units, up axis) than the fit's"
