@@ -169,7 +169,7 @@ def view(
 
     Args:
         recording: a recording written by neuromimic analyze record (rollout.h5).
-        ckpt: a checkpoint of neuromimic fit or an export directory: its clips of ``split``
+        ckpt: a checkpoint of neuromimic fit or an export directory: its clips of the split
             are recorded first (progress in the terminal and on the page).
         clips: reference clips (a .h5 clip, a directory of them, or bundled:NAME) shown
             alone, with the keypoints they were fitted to where those can be read.
