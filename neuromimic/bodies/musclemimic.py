@@ -16,11 +16,11 @@ named functions below, only:
   explicit contact pair), so every episode would start with the contact solver pushing
   both arms out. Our rest pose abducts both shoulders by `REST_SHOULDER_ELEVATION` (0.15
   rad, the smallest 0.05 rad step that clears the thorax) and, for MyoFullBody, lowers the
-  root until the lowest foot geom touches the floor (the wheel's pose holds the feet 53 mm
-  above it).
+  root until its lowest collision geom (a foot's) touches the floor (the wheel's pose holds
+  the feet 53 mm above it).
 - MyoFullBody loses its four foot touch sensors (`remove_touch_sensors` says why); its
-  106 frame-velocity sensors (MuscleMimic's observations) stay, unread: every backend
-  simulates them.
+  106 frame-velocity sensors stay (neuromimic reads none of them, and every backend
+  simulates them).
 - MyoBimanualArm loses its floor: the thorax is fixed in the air, and over 3,000 random
   joint poses the bounding sphere of its lowest collision geom stays 0.28 m above the
   plane, yet the plane makes 60 of the model's 93 collision pairs, each of which MJX (no
