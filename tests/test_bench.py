@@ -91,7 +91,7 @@ def test_bench_train_prints_one_json_object(capsys):
 def test_bench_env_accelerated_backends_have_a_bare_baseline(backend):
     from neuromimic.bench import bench_env
 
-    result = bench_env(EnvConfig(backend=backend, num_envs=2), steps=4)
+    result = bench_env(EnvConfig(backend=backend, num_envs=4), steps=4)
     assert result["raw_steps_per_s"] > 0 and result["ratio"] == result["steps_per_s"] / result["raw_steps_per_s"]
     assert result["raw_per_control_step_steps_per_s"] > 0 and result["backend"] == backend
 

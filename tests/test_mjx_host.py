@@ -217,3 +217,47 @@ def test_env_folds_its_resets_into_the_next_step_and_resumes_exactly():
     env.backend.view  # noqa: B018 (reading the view applies the reset at once)
     assert env.backend._pending is None
     assert equal(folded, run(root.clone()))  # a reset of its own call: the same steps
+
+
+def _compilation_cache_dir_after_import(tmp_path, **env: str) -> tuple[str, list[str]]:
+    """In a fresh interpreter with ``env``: import JAX the way the backends do, compile one
+    small program, and return JAX's cache folder and the files written to ``tmp_path``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, jax.numpy as jnp, jax\n"
+        "from neuromimic.physics.bridge import import_jax\n"
+        "import_jax()\n"
+        "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()\n"
+        "print(json.dumps(jax.config.jax_compilation_cache_dir))\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("JAX_", "NEUROMIMIC_"))}
+    environment.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", XDG_CACHE_HOME=str(tmp_path / "xdg"), **env)
+    done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True)
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    return json.loads(done.stdout.strip().splitlines()[-1]), written
+
+
+def test_compiled_programs_are_kept_between_runs_where_the_user_says(tmp_path):
+    """MJX's programs go to ``$XDG_CACHE_HOME/neuromimic/jax`` by default, to
+    ``$NEUROMIMIC_JAX_CACHE`` when set, nowhere when it is empty, and where the user pointed
+    JAX's own setting when they did."""
+    default, written = _compilation_cache_dir_after_import(tmp_path)
+    assert default == str(tmp_path / "xdg" / "neuromimic" / "jax") and written
+    assert all(path.startswith("xdg/neuromimic/jax/") for path in written)
+
+    chosen, written = _compilation_cache_dir_after_import(
+        tmp_path / "a", NEUROMIMIC_JAX_CACHE=str(tmp_path / "a" / "c")
+    )
+    assert chosen == str(tmp_path / "a" / "c") and all(path.startswith("c/") for path in written) and written
+
+    off, written = _compilation_cache_dir_after_import(tmp_path / "b", NEUROMIMIC_JAX_CACHE="")
+    assert off is None and written == []
+
+    users, written = _compilation_cache_dir_after_import(
+        tmp_path / "d", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "d" / "j")
+    )
+    assert users == str(tmp_path / "d" / "j") and all(path.startswith("j/") for path in written) and written
