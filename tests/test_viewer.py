@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from neuromimic.analysis.record import record
+from neuromimic.analysis.render import muscle_tendons
 from neuromimic.analysis.viewer import ViewerInputError, parse_units, start_viewer
-from neuromimic.analysis.viewer.scene import Poser, activation_rgb, body_meshes, geom_mesh, muscle_tendons
+from neuromimic.analysis.viewer.scene import Poser, activation_rgb, body_meshes, geom_mesh
 from neuromimic.bodies import get_body
 from neuromimic.data.clips import BUNDLED_DIR, ReferenceClip
 from neuromimic.envs import EnvConfig, controller_spec

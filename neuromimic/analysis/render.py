@@ -207,19 +207,19 @@ def _smooth(values: np.ndarray, times: np.ndarray, sigma: float) -> np.ndarray:
     return out.reshape(values.shape)
 
 
-def _muscle_tendons(model: mujoco.MjModel) -> list[tuple[int, int]]:
-    """(tendon id, index in ``data.act``) of each muscle with an activation state that pulls
-    on a tendon."""
-    pairs = []
-    for i in range(model.nu):
+def muscle_tendons(model: mujoco.MjModel) -> np.ndarray:
+    """[ntendon] index into the activation state (``data.act``) of the muscle pulling on
+    each tendon, or -1 for a tendon no muscle pulls on."""
+    index = np.full(model.ntendon, -1, dtype=np.int64)
+    for actuator in range(model.nu):
         is_muscle = (
-            model.actuator_dyntype[i] == mujoco.mjtDyn.mjDYN_MUSCLE
-            or model.actuator_gaintype[i] == mujoco.mjtGain.mjGAIN_MUSCLE
+            model.actuator_dyntype[actuator] == mujoco.mjtDyn.mjDYN_MUSCLE
+            or model.actuator_gaintype[actuator] == mujoco.mjtGain.mjGAIN_MUSCLE
         )
-        tendon = model.actuator_trntype[i] == mujoco.mjtTrn.mjTRN_TENDON
-        if is_muscle and tendon and model.actuator_actadr[i] >= 0:
-            pairs.append((int(model.actuator_trnid[i, 0]), int(model.actuator_actadr[i])))
-    return pairs
+        tendon = model.actuator_trntype[actuator] == mujoco.mjtTrn.mjTRN_TENDON
+        if is_muscle and tendon and model.actuator_actadr[actuator] >= 0:
+            index[model.actuator_trnid[actuator, 0]] = model.actuator_actadr[actuator]
+    return index
 
 
 def _font_scale(height: int) -> int:
@@ -371,7 +371,9 @@ def _render(
         shadows = model.nmeshvert < SHADOW_MAX_MESH_VERTICES
     grid = None if cell is None else _length(cell * unit_m)
 
-    muscles = _muscle_tendons(model) if activation is not None else []
+    muscles = (
+        [(int(t), int(a)) for t, a in enumerate(muscle_tendons(model)) if a >= 0] if activation is not None else []
+    )
     rest, active = np.array(MUSCLE_REST_RGB), np.array(MUSCLE_ACTIVE_RGB)
     sun = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_LIGHT, f"{STAGE_PREFIX}sun")
     model.vis.global_.offwidth = max(width, model.vis.global_.offwidth)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from neuromimic.analysis.render import FIXED_VIEW, FREE_VIEW, GHOST_RGB, VIEWS
+from neuromimic.analysis.render import FIXED_VIEW, FREE_VIEW, GHOST_RGB, VIEWS, muscle_tendons
 from neuromimic.analysis.viewer import scene
 from neuromimic.analysis.viewer.plots import PALETTE, parse_units, with_cursor
 from neuromimic.analysis.viewer.sources import Episode, Source, activation_names
@@ -142,7 +142,7 @@ class Viewer:
             self.source, model = source, source.model
             self.poser = scene.Poser(model)
             self.meshes = scene.body_meshes(model)
-            self.tendon_muscle = scene.muscle_tendons(model)
+            self.tendon_muscle = muscle_tendons(model)
             self.act_names = activation_names(model)
             self.size = scene.model_size(model)
             self.free_root = scene.free_root(model)

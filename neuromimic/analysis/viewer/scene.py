@@ -189,21 +189,6 @@ def floor_height(model: mujoco.MjModel) -> float | None:
     return min(heights) if heights else None
 
 
-def muscle_tendons(model: mujoco.MjModel) -> np.ndarray:
-    """[ntendon] index into the activation state (``data.act``) of the muscle pulling on
-    each tendon, or -1 for a tendon no muscle pulls on."""
-    index = np.full(model.ntendon, -1, dtype=np.int64)
-    for actuator in range(model.nu):
-        is_muscle = (
-            model.actuator_dyntype[actuator] == mujoco.mjtDyn.mjDYN_MUSCLE
-            or model.actuator_gaintype[actuator] == mujoco.mjtGain.mjGAIN_MUSCLE
-        )
-        tendon = model.actuator_trntype[actuator] == mujoco.mjtTrn.mjTRN_TENDON
-        if is_muscle and tendon and model.actuator_actadr[actuator] >= 0:
-            index[model.actuator_trnid[actuator, 0]] = model.actuator_actadr[actuator]
-    return index
-
-
 @dataclass
 class Pose:
     """The body at one ``qpos``.
