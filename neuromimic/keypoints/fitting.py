@@ -270,7 +270,7 @@ def _pose_pass_sequential(
 ) -> torch.Tensor:
     """First pose pass: frames cut into contiguous chunks; within a chunk each frame starts
     from the previous frame's fit; chunks advance in parallel. Staged root/trunk/all."""
-    root, trunk_dofs, kw = _stage_dofs(problem, mapping, trunk)
+    stages = _stage_dofs(problem, mapping, trunk)
     T = len(frames)
     n_chunks = max(1, math.ceil(T / opts.chunk))
     starts = torch.arange(n_chunks) * math.ceil(T / n_chunks)
@@ -282,12 +282,10 @@ def _pose_pass_sequential(
         idx = idx[idx < T]
         f = frames[idx]
         if prev is None:
-            q = problem.rigid_placement(f, offsets, scale, kw)
+            q = problem.rigid_placement(f, offsets, scale, stages[2])
         else:
             q = prev[: len(idx)].clone()
-        q = problem.solve_poses(q, f, offsets, scale, opts.lm_steps, dofs=root, keypoint_weights=kw)
-        q = problem.solve_poses(q, f, offsets, scale, opts.lm_steps, dofs=trunk_dofs, keypoint_weights=kw)
-        q = problem.solve_poses(q, f, offsets, scale, opts.lm_steps)
+        q = _solve_staged(problem, q, f, offsets, scale, opts.lm_steps, stages)
         qpos[idx] = q
         prev = q
     return qpos
@@ -303,10 +301,26 @@ def _pose_pass_independent(
     lm_steps: int,
 ) -> torch.Tensor:
     """Staged fit of independent frames (no warm start), each from a rigid placement."""
-    root, trunk_dofs, kw = _stage_dofs(problem, mapping, trunk)
-    q = problem.rigid_placement(frames, offsets, scale, kw)
-    q = problem.solve_poses(q, frames, offsets, scale, lm_steps, dofs=root, keypoint_weights=kw)
-    q = problem.solve_poses(q, frames, offsets, scale, lm_steps, dofs=trunk_dofs, keypoint_weights=kw)
+    stages = _stage_dofs(problem, mapping, trunk)
+    q = problem.rigid_placement(frames, offsets, scale, stages[2])
+    return _solve_staged(problem, q, frames, offsets, scale, lm_steps, stages)
+
+
+def _solve_staged(
+    problem: KeypointProblem,
+    qpos: torch.Tensor,
+    frames: torch.Tensor,
+    offsets: torch.Tensor,
+    scale: float,
+    lm_steps: int,
+    stages: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """Poses [N, nq] fitted to ``frames`` from ``qpos`` in three stages: the root alone, then
+    the trunk's DoFs, both on the trunk keypoints (``stages`` from `_stage_dofs`), then every
+    DoF on every keypoint."""
+    root, trunk_dofs, trunk_weights = stages
+    q = problem.solve_poses(qpos, frames, offsets, scale, lm_steps, dofs=root, keypoint_weights=trunk_weights)
+    q = problem.solve_poses(q, frames, offsets, scale, lm_steps, dofs=trunk_dofs, keypoint_weights=trunk_weights)
     return problem.solve_poses(q, frames, offsets, scale, lm_steps)
 
 
