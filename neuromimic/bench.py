@@ -23,6 +23,7 @@ from neuromimic.envs import EnvConfig, make_env
 from neuromimic.errors import InputError
 from neuromimic.models import MLPCore
 from neuromimic.training import PPOModule
+from neuromimic.training.phases import PhaseClock
 
 
 def bench_env(env: EnvConfig | None = None, steps: int = 500, seed: int = 0, torch_threads: int | None = None) -> dict:
@@ -140,7 +141,11 @@ def _seconds(run, device: torch.device) -> float:
 
 
 def bench_train(
-    module: PPOModule | None = None, iterations: int = 20, accelerator: str = "auto", evaluation: bool = True
+    module: PPOModule | None = None,
+    iterations: int = 20,
+    accelerator: str = "auto",
+    evaluation: bool = True,
+    profile: bool = False,
 ) -> dict:
     """End-to-end PPO throughput: environment steps consumed per second of training
     (collection, advantages and updates).
@@ -155,9 +160,14 @@ def bench_train(
         iterations: PPO iterations; the first is not timed (at least 2).
         accelerator: Lightning's accelerator (``trainer.accelerator`` of a fit config).
         evaluation: run the held-out evaluations before and after training (untimed).
+        profile: also time the phases of the timed iterations (`neuromimic.training.phases`:
+            collection, its policy, env, physics, outputs and restarts, advantages, the
+            update's loss, backward, clipping and Adam steps) and add them as ``phases``.
 
     Returns:
-        ``{"train_env_steps_per_s", "optimiser_steps_per_s", "peak_memory_gb", ...}``.
+        ``{"train_env_steps_per_s", "optimiser_steps_per_s", "peak_memory_gb", ...}``, and
+        ``phases`` (``{phase: {"ms_per_iteration", "share", "calls_per_iteration"}}``)
+        with ``profile``.
     """
     if iterations < 2:
         raise ValueError("bench train needs at least 2 iterations (the first one is not timed)")
@@ -174,9 +184,18 @@ def bench_train(
             torch.cuda.synchronize(trainer.strategy.root_device)
         return time.perf_counter()
 
+    phases: list[PhaseClock] = []
+
     class _Clock(L.Callback):  # PPO iterations only: not the evaluations before and after
+        def on_train_start(self, trainer, pl_module) -> None:
+            if profile:
+                phases.append(PhaseClock(trainer.strategy.root_device))
+                phases[0].attach(pl_module, trainer.optimizers[0])
+
         def on_train_epoch_start(self, trainer, pl_module) -> None:
             starts.append(now(trainer))
+            if phases and len(starts) == 2:  # the first iteration is a warm-up
+                phases[0].reset()
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             ends.append(now(trainer))
@@ -213,6 +232,8 @@ def bench_train(
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
         result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    if phases:
+        result["phases"] = phases[0].report(timed_iterations, seconds)
     return result
 
 

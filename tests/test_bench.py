@@ -84,6 +84,35 @@ def test_bench_train_prints_one_json_object(capsys):
     result = json.loads(out[out.index("{\n") :])
     assert result["benchmark"] == "train" and result["iterations_timed"] == 1
     assert result["train_env_steps_per_s"] > 0 and result["optimiser_steps_per_s"] > 0
+    assert "phases" not in result
+
+
+def test_bench_train_profile_times_each_phase_of_an_iteration(capsys):
+    """`--profile true`: each phase called as often as an iteration calls it; the nested
+    phases inside their parents; the phases not covering more than the iterations took."""
+    from neuromimic.training.phases import PHASES
+
+    rollout_steps, epochs, minibatches = 8, 2, 3
+    main(
+        ["bench", "train", "--model.env.num_envs", "8", "--iterations", "3", "--profile", "true"]
+        + ["--model.ppo.rollout_steps", str(rollout_steps), "--model.ppo.epochs", str(epochs)]
+        + ["--model.ppo.minibatches", str(minibatches), "--evaluation", "false"]
+    )
+    out = capsys.readouterr().out
+    phases = json.loads(out[out.index("{\n") :])["phases"]
+    assert list(phases) == [*PHASES, "other"]
+    calls = {name: phase["calls_per_iteration"] for name, phase in phases.items()}
+    updates = epochs * minibatches
+    assert calls["prepare"] == calls["collect"] == calls["advantages"] == calls["log_rollout"] == 1
+    assert calls["collect.policy"] == calls["collect.env"] == calls["collect.env.physics"] == rollout_steps
+    assert calls["collect.env.outputs"] == rollout_steps  # restarts read their outputs from the reset table
+    assert calls["update"] == calls["update.loss"] == calls["update.backward"] == calls["update.optimizer"] == updates
+    ms = {name: phase["ms_per_iteration"] for name, phase in phases.items()}
+    assert ms["collect.env.physics"] < ms["collect.env"] < ms["collect"] < ms["prepare"]
+    assert ms["update.loss"] + ms["update.backward"] + ms["update.optimizer"] < ms["update"]
+    assert ms["other"] >= 0 and sum(phases[name]["share"] for name in ("prepare", "update", "other")) == pytest.approx(
+        1
+    )
 
 
 @pytest.mark.slow
