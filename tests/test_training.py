@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
 from neuromimic.cli import main
+from neuromimic.training import PPOConfig, PPOModule
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mouse_forelimb_reach_mlp.yaml"
@@ -304,3 +305,16 @@ def test_the_learning_rate_follows_the_desired_kl(tmp_path, tiny_fit):
     assert rates == pytest.approx([3e-4 * 1.5**2, 1e-3])
     saved = load_checkpoint_file(last)
     assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # resumes with it
+
+
+def test_the_critic_keeps_its_own_learning_rate_while_the_controllers_follows_the_kl(tmp_path, tiny_fit):
+    """``critic_learning_rate``: the value network in a group of its own, at a fixed rate."""
+    flags = ["--model.ppo.desired_kl", "1.0", "--model.ppo.learning_rate_range", "[1e-5, 1e-3]"]
+    last = tiny_fit("mlp", *flags, "--model.ppo.critic_learning_rate", "2e-4", max_steps=4)
+    groups = load_checkpoint_file(last)["optimizer_states"][0]["param_groups"]
+    assert [group["lr"] for group in groups] == pytest.approx([1e-3, 2e-4])
+    module = PPOModule(ppo=PPOConfig(critic_learning_rate=2e-4))
+    critic = {id(p) for p in module.value_net.parameters()}
+    actor, value = module.configure_optimizers().param_groups
+    assert {id(p) for p in value["params"]} == critic and not critic & {id(p) for p in actor["params"]}
+    assert len(actor["params"]) + len(value["params"]) == len([p for p in module.parameters() if p.requires_grad])

@@ -79,6 +79,11 @@ class PPOConfig:
             0.25-0.41 per PPO iteration (up to 0.9; ``loss/kl_approx`` of the README's
             205k-step rat runs before this option), where PPO's clip discards many samples.
         learning_rate_range: the bounds of the adapted learning rate.
+        critic_learning_rate: a learning rate of its own for the value network, kept
+            fixed (``desired_kl`` then adapts the controller's alone); None: the value
+            network takes the controller's rate. With the KL rule at its lower bound
+            (1e-5: the rat's runs, see the README), the critic learns too slowly to give
+            useful advantages for most of a short run.
     """
 
     rollout_steps: int = 32
@@ -95,6 +100,7 @@ class PPOConfig:
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
     desired_kl: float | None = None
     learning_rate_range: tuple[float, float] = (1e-5, 1e-2)
+    critic_learning_rate: float | None = None
 
     def __post_init__(self) -> None:
         """Check every field on its own; raise `ConfigError` naming the field."""
@@ -109,6 +115,7 @@ class PPOConfig:
             "entropy_coeff": (self.entropy_coeff >= 0, ">= 0"),
             "critic_coeff": (self.critic_coeff > 0, "> 0"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
+            "critic_learning_rate": (self.critic_learning_rate is None or self.critic_learning_rate > 0, "> 0 or null"),
         }
         for name, (ok, requirement) in ranges.items():
             check_config(ok, f"model.ppo.{name}", getattr(self, name), requirement)
@@ -263,7 +270,14 @@ class PPOModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         parameters = [p for p in self.parameters() if p.requires_grad]  # a frozen decoder stays out
-        return torch.optim.Adam(parameters, lr=self.ppo.learning_rate)
+        if self.ppo.critic_learning_rate is None:
+            return torch.optim.Adam(parameters, lr=self.ppo.learning_rate)
+        critic = {id(p) for p in self.value_net.parameters()}
+        groups = [
+            {"params": [p for p in parameters if id(p) not in critic], "lr": self.ppo.learning_rate},
+            {"params": [p for p in parameters if id(p) in critic], "lr": self.ppo.critic_learning_rate, "fixed": True},
+        ]
+        return torch.optim.Adam(groups)
 
     # The loaders get their own generators: creating an iterator must not draw from the
     # global torch RNG, which a resumed run restores from the checkpoint.
@@ -324,6 +338,8 @@ class PPOModule(L.LightningModule):
         kl, desired = float(kl), self.ppo.desired_kl  # one host read per optimiser step, not per env step
         low, high = self.ppo.learning_rate_range
         for group in optimizer.param_groups:
+            if group.get("fixed"):  # the critic's own rate
+                continue
             if kl > 2.0 * desired:
                 group["lr"] = max(group["lr"] / 1.5, low)
             elif kl < 0.5 * desired:
