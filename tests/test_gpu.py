@@ -155,7 +155,7 @@ def test_a_ppo_update_does_not_synchronise_on_cuda(policy_and_env):
     ``torch.isnan(next observation).any()`` on the host (``_sanitize_next_obs_nan``,
     torchrl/objectives/value/advantages.py:656), and `PPOModule` itself times the rollout
     (a synchronize), logs it and copies the minibatch order to the GPU. With
-    ``desired_kl`` set, `PPOModule._adapt_learning_rate` reads the KL once per optimiser
+    ``desired_kl`` set, `PPOModule._set_learning_rate` reads the KL once per optimiser
     step (by design). None of these happens per env step.
     """
     module, env, td = policy_and_env

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from neuromimic.checkpoint_files import CheckpointError, load_checkpoint_file
 from neuromimic.cli import main
+from neuromimic.errors import ConfigError
 from neuromimic.training import PPOConfig, PPOModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,6 +306,30 @@ def test_the_learning_rate_follows_the_desired_kl(tmp_path, tiny_fit):
     assert rates == pytest.approx([3e-4 * 1.5**2, 1e-3])
     saved = load_checkpoint_file(last)
     assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # resumes with it
+
+
+_DECAY = ["--model.ppo.learning_rate_decay_steps", "4", "--model.ppo.learning_rate_final_fraction", "0.5"]
+"""Decay to half over 4 optimiser steps (2 per PPO iteration in `tiny_fit`; the rate is
+logged after each iteration's last step)."""
+
+
+def test_the_learning_rate_decays_linearly(tmp_path, tiny_fit):
+    last = tiny_fit("mlp", *_DECAY, max_steps=4)
+    assert _scalars(last.parents[1])["loss/learning_rate"] == pytest.approx([3e-4 * 0.75, 1.5e-4])
+
+
+def test_the_kl_rule_keeps_the_learning_rate_within_the_decaying_range(tmp_path, tiny_fit):
+    # The rate grows by 1.5 per step (3e-4 -> 4.5e-4 -> 6.75e-4), then meets the falling
+    # top of its range: 1e-3 x 0.625 after step 3, x 0.5 after step 4.
+    kl = ["--model.ppo.desired_kl", "1.0", "--model.ppo.learning_rate_range", "[1e-5, 1e-3]"]
+    last = tiny_fit("mlp", *kl, *_DECAY, max_steps=4)
+    assert _scalars(last.parents[1])["loss/learning_rate"] == pytest.approx([6.75e-4, 5e-4])
+
+
+@pytest.mark.parametrize(("field", "value"), [("learning_rate_decay_steps", 0), ("learning_rate_final_fraction", 0.0)])
+def test_a_decay_that_cannot_work_is_refused_naming_its_field(field, value):
+    with pytest.raises(ConfigError, match=rf"model\.ppo\.{field} is {value}; it must be"):
+        PPOConfig(**{field: value})
 
 
 def test_the_critic_keeps_its_own_learning_rate_while_the_controllers_follows_the_kl(tmp_path, tiny_fit):

@@ -84,6 +84,12 @@ class PPOConfig:
             network takes the controller's rate. With the KL rule at its lower bound
             (1e-5: the rat's runs, see the README), the critic learns too slowly to give
             useful advantages for most of a short run.
+        learning_rate_decay_steps: optimiser steps over which the controller's learning
+            rate falls linearly to ``learning_rate_final_fraction`` of its start, and stays
+            there; with ``desired_kl`` it is ``learning_rate_range`` that falls (the KL rule
+            moves the rate within the shrinking range). None: no decay. The critic's own
+            ``critic_learning_rate`` does not decay.
+        learning_rate_final_fraction: where the decay ends, as a fraction of the start.
     """
 
     rollout_steps: int = 32
@@ -101,6 +107,8 @@ class PPOConfig:
     desired_kl: float | None = None
     learning_rate_range: tuple[float, float] = (1e-5, 1e-2)
     critic_learning_rate: float | None = None
+    learning_rate_decay_steps: int | None = None
+    learning_rate_final_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         """Check every field on its own; raise `ConfigError` naming the field."""
@@ -116,6 +124,12 @@ class PPOConfig:
             "critic_coeff": (self.critic_coeff > 0, "> 0"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
             "critic_learning_rate": (self.critic_learning_rate is None or self.critic_learning_rate > 0, "> 0 or null"),
+            "learning_rate_decay_steps": (
+                self.learning_rate_decay_steps is None
+                or (isinstance(self.learning_rate_decay_steps, int) and self.learning_rate_decay_steps >= 1),
+                "an integer >= 1 (optimiser steps), or null for no decay",
+            ),
+            "learning_rate_final_fraction": (0 < self.learning_rate_final_fraction <= 1, "in (0, 1]"),
         }
         for name, (ok, requirement) in ranges.items():
             check_config(ok, f"model.ppo.{name}", getattr(self, name), requirement)
@@ -137,6 +151,13 @@ class PPOConfig:
             list(sizes),
             "a list of positive layer widths",
         )
+
+    def learning_rate_scale(self, step: int) -> float:
+        """The decay's factor on the controller's learning rate after ``step`` optimiser steps."""
+        if self.learning_rate_decay_steps is None:
+            return 1.0
+        progress = min(step / self.learning_rate_decay_steps, 1.0)
+        return 1.0 - (1.0 - self.learning_rate_final_fraction) * progress
 
 
 class _Updates(IterableDataset):
@@ -321,8 +342,7 @@ class PPOModule(L.LightningModule):
         self.manual_backward(loss)
         self.clip_gradients(optimizer, gradient_clip_val=self.ppo.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
-        if self.ppo.desired_kl is not None:
-            self._adapt_learning_rate(optimizer, losses["kl_approx"].detach())
+        self._set_learning_rate(optimizer, losses["kl_approx"].detach())
 
         if not self._minibatches:  # last update of this iteration
             # Only now may the normaliser change: every quantity of this iteration's
@@ -334,20 +354,28 @@ class PPOModule(L.LightningModule):
                 | {"loss/learning_rate": torch.tensor(optimizer.param_groups[0]["lr"])}
             )
 
-    def _adapt_learning_rate(self, optimizer, kl: torch.Tensor) -> None:
-        """Move the learning rate towards ``ppo.desired_kl`` (see `PPOConfig`); the KL is
-        averaged over DDP ranks first, so every rank takes the same rate."""
+    def _set_learning_rate(self, optimizer, kl: torch.Tensor) -> None:
+        """The controller's rate for the next optimiser step: ``learning_rate`` times the
+        decay, or, with ``desired_kl``, the rate moved towards that KL within the decayed
+        ``learning_rate_range`` (see `PPOConfig`). The KL is averaged over DDP ranks first,
+        so every rank takes the same rate; the critic's own fixed rate is left alone."""
+        scale = self.ppo.learning_rate_scale(self.global_step)
+        groups = [group for group in optimizer.param_groups if not group.get("fixed")]
+        if self.ppo.desired_kl is None:
+            for group in groups:
+                group["lr"] = self.ppo.learning_rate * scale
+            return
         if self.trainer.world_size > 1:
             kl = self.trainer.strategy.reduce(kl, reduce_op="mean")
         kl, desired = float(kl), self.ppo.desired_kl  # one host read per optimiser step, not per env step
-        low, high = self.ppo.learning_rate_range
-        for group in optimizer.param_groups:
-            if group.get("fixed"):  # the critic's own rate
-                continue
+        low, high = (bound * scale for bound in self.ppo.learning_rate_range)
+        for group in groups:
+            rate = group["lr"]
             if kl > 2.0 * desired:
-                group["lr"] = max(group["lr"] / 1.5, low)
+                rate /= 1.5
             elif kl < 0.5 * desired:
-                group["lr"] = min(group["lr"] * 1.5, high)
+                rate *= 1.5
+            group["lr"] = min(max(rate, low), high)
 
     def _prepare_iteration(self) -> list[TensorDictBase]:
         """Collect a rollout, compute advantages, and cut it into shuffled minibatches."""
