@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -308,14 +309,16 @@ def test_the_learning_rate_follows_the_desired_kl(tmp_path, tiny_fit):
     assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # resumes with it
 
 
-_DECAY = ["--model.ppo.learning_rate_decay_steps", "4", "--model.ppo.learning_rate_final_fraction", "0.5"]
-"""Decay to half over 4 optimiser steps (2 per PPO iteration in `tiny_fit`; the rate is
-logged after each iteration's last step)."""
+_DECAY = ["--model.ppo.learning_rate_decay_steps", "[0, 4]", "--model.ppo.learning_rate_final_fraction", "0.5"]
+"""Decay to half over the first 4 optimiser steps (2 per PPO iteration in `tiny_fit`; the
+rate is logged after each iteration's last step)."""
 
 
 def test_the_learning_rate_decays_linearly(tmp_path, tiny_fit):
     last = tiny_fit("mlp", *_DECAY, max_steps=4)
     assert _scalars(last.parents[1])["loss/learning_rate"] == pytest.approx([3e-4 * 0.75, 1.5e-4])
+    held = PPOConfig(learning_rate_decay_steps=(2, 6), learning_rate_final_fraction=0.2)
+    assert [held.learning_rate_scale(step) for step in (0, 2, 4, 6, 9)] == pytest.approx([1, 1, 0.6, 0.2, 0.2])
 
 
 def test_the_kl_rule_keeps_the_learning_rate_within_the_decaying_range(tmp_path, tiny_fit):
@@ -326,9 +329,17 @@ def test_the_kl_rule_keeps_the_learning_rate_within_the_decaying_range(tmp_path,
     assert _scalars(last.parents[1])["loss/learning_rate"] == pytest.approx([6.75e-4, 5e-4])
 
 
-@pytest.mark.parametrize(("field", "value"), [("learning_rate_decay_steps", 0), ("learning_rate_final_fraction", 0.0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("learning_rate_decay_steps", 4),
+        ("learning_rate_decay_steps", (4, 4)),
+        ("learning_rate_decay_steps", (-1, 4)),
+        ("learning_rate_final_fraction", 0.0),
+    ],
+)
 def test_a_decay_that_cannot_work_is_refused_naming_its_field(field, value):
-    with pytest.raises(ConfigError, match=rf"model\.ppo\.{field} is {value}; it must be"):
+    with pytest.raises(ConfigError, match=rf"model\.ppo\.{field} is {re.escape(repr(value))}; it must be"):
         PPOConfig(**{field: value})
 
 

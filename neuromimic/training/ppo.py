@@ -84,10 +84,11 @@ class PPOConfig:
             network takes the controller's rate. With the KL rule at its lower bound
             (1e-5: the rat's runs, see the README), the critic learns too slowly to give
             useful advantages for most of a short run.
-        learning_rate_decay_steps: optimiser steps over which the controller's learning
-            rate falls linearly to ``learning_rate_final_fraction`` of its start, and stays
-            there; with ``desired_kl`` it is ``learning_rate_range`` that falls (the KL rule
-            moves the rate within the shrinking range). None: no decay. The critic's own
+        learning_rate_decay_steps: ``[start, end]`` optimiser steps: the controller's
+            learning rate holds until ``start``, falls linearly to
+            ``learning_rate_final_fraction`` of itself at ``end`` and stays there; with
+            ``desired_kl`` it is ``learning_rate_range`` that falls (the KL rule moves the
+            rate within the shrinking range). None: no decay. The critic's own
             ``critic_learning_rate`` does not decay.
         learning_rate_final_fraction: where the decay ends, as a fraction of the start.
     """
@@ -107,7 +108,7 @@ class PPOConfig:
     desired_kl: float | None = None
     learning_rate_range: tuple[float, float] = (1e-5, 1e-2)
     critic_learning_rate: float | None = None
-    learning_rate_decay_steps: int | None = None
+    learning_rate_decay_steps: tuple[int, int] | None = None
     learning_rate_final_fraction: float = 0.1
 
     def __post_init__(self) -> None:
@@ -125,9 +126,8 @@ class PPOConfig:
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
             "critic_learning_rate": (self.critic_learning_rate is None or self.critic_learning_rate > 0, "> 0 or null"),
             "learning_rate_decay_steps": (
-                self.learning_rate_decay_steps is None
-                or (isinstance(self.learning_rate_decay_steps, int) and self.learning_rate_decay_steps >= 1),
-                "an integer >= 1 (optimiser steps), or null for no decay",
+                self.learning_rate_decay_steps is None or _is_step_interval(self.learning_rate_decay_steps),
+                "[start, end] optimiser steps with 0 <= start < end, or null for no decay",
             ),
             "learning_rate_final_fraction": (0 < self.learning_rate_final_fraction <= 1, "in (0, 1]"),
         }
@@ -156,8 +156,19 @@ class PPOConfig:
         """The decay's factor on the controller's learning rate after ``step`` optimiser steps."""
         if self.learning_rate_decay_steps is None:
             return 1.0
-        progress = min(step / self.learning_rate_decay_steps, 1.0)
+        start, end = self.learning_rate_decay_steps
+        progress = min(max((step - start) / (end - start), 0.0), 1.0)
         return 1.0 - (1.0 - self.learning_rate_final_fraction) * progress
+
+
+def _is_step_interval(steps: object) -> bool:
+    """Whether ``steps`` is ``[start, end]``, integers with ``0 <= start < end``."""
+    return (
+        isinstance(steps, (tuple, list))
+        and len(steps) == 2
+        and all(isinstance(n, int) for n in steps)
+        and 0 <= steps[0] < steps[1]
+    )
 
 
 class _Updates(IterableDataset):
