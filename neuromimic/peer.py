@@ -38,7 +38,6 @@ from torchrl.objectives.value import GAE
 
 from neuromimic.training.ppo import PPOConfig
 
-# torch's own modules, as the plain path would use (ours: `neuromimic.models.activations`).
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
 
 

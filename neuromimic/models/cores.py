@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from neuromimic.models.activations import ACTIVATIONS
 from neuromimic.models.base import Core, Tensors
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
 
 
 def mlp(sizes: Sequence[int], activation: str = "tanh", last_activation: bool = False) -> nn.Sequential:
