@@ -89,7 +89,8 @@ class PPOConfig:
             ``learning_rate_final_fraction`` of itself at ``end`` and stays there; with
             ``desired_kl`` it is ``learning_rate_range`` that falls (the KL rule moves the
             rate within the shrinking range). None: no decay. The critic's own
-            ``critic_learning_rate`` does not decay.
+            ``critic_learning_rate`` does not decay. On the rat it did not prevent the
+            late held-out collapses of the faster settings (README, "PPO settings").
         learning_rate_final_fraction: where the decay ends, as a fraction of the start.
     """
 
