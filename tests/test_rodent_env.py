@@ -213,3 +213,30 @@ def test_servos_start_holding_the_start_pose(rat23_clips):
     assert inside.sum() > 30
     equilibrium = -(bias[:, 0] + gain * act) / bias[:, 1]
     assert abs(equilibrium - data.actuator_length)[inside].max() < 1e-9
+
+
+def test_pushes_move_the_free_root_the_way_they_push(rat23_clips):
+    """A push is ``mass x velocity / duration`` on the root body, horizontal, for its whole
+    duration; the pushed rats end up displaced along it, against rats not pushed."""
+    clips, _ = rat23_clips
+    relative = {"action": {"name": "reference_relative", "scale": 0.5}, "terminations": {}}
+    # 50 pushes per second at 50 Hz control: a push starts whenever none is under way
+    pushes = {"push_rate_hz": 50.0, "push_velocity": 0.2, "push_duration_s": 0.1}
+    pushed = make_env(_config(clips, disturbances=pushes, **relative), seed=0)
+    still = make_env(_config(clips, **relative), seed=0)
+    model = pushed.backend.model
+    mass = model.body_subtreemass[model.jnt_bodyid[0]]
+    assert pushed.disturbances.push_force == pytest.approx(mass * 0.2 / 0.1)
+    runs = [(env, env.reset()) for env in (pushed, still)]
+    assert torch.equal(pushed.frame, still.frame)
+    for _ in range(5):  # 0.1 s: one push
+        runs = [(env, env.step(td.set("action", torch.full(env.action_spec.shape, 0.5)))["next"]) for env, td in runs]
+        force = pushed.backend.external_force
+        root = model.jnt_bodyid[0]
+        assert torch.allclose(force[:, root, :2].norm(dim=-1), torch.tensor(pushed.disturbances.push_force).double())
+        assert torch.count_nonzero(force[:, root, 2:]) == 0
+        assert torch.count_nonzero(force) == torch.count_nonzero(force[:, root])  # nothing but the root
+    displacement = (pushed.backend.view.qpos[:, :2] - still.backend.view.qpos[:, :2]).float()
+    direction = pushed.disturbances.force[:, :2].float()
+    assert (displacement.norm(dim=-1) > 0.003).all()  # 4.8-12.4 mm
+    assert (torch.nn.functional.cosine_similarity(displacement, direction) > 0.8).all()  # 0.83-0.98

@@ -12,6 +12,7 @@ from neuromimic.bodies import get_body
 from neuromimic.data.clip_bank import ClipBank
 from neuromimic.data.clips import check_quaternions, load_clips
 from neuromimic.data.contacts import START_PENETRATION_TOLERANCE_M, valid_starts
+from neuromimic.envs.disturbances import DisturbanceConfig
 from neuromimic.envs.terms import TermSet
 from neuromimic.errors import ConfigError, check_config, did_you_mean
 from neuromimic.models.base import ControllerSpec
@@ -62,6 +63,8 @@ class EnvConfig:
             | gamma_dynamic]`` [B, 3 nu], all in 0..1 (gamma scaled by
             ``afferents.gamma_max_pps``). Needs afferent observations.
         afferents: delays, noise and fusimotor settings of the afferents.
+        disturbances: observation noise and random pushes of the training env
+            (`neuromimic.envs.disturbances.DisturbanceConfig`); evaluation envs have none.
     """
 
     body: str = "mouse_forelimb"
@@ -79,6 +82,7 @@ class EnvConfig:
     backend_kwargs: dict = field(default_factory=dict)
     fusimotor_action: bool = False
     afferents: AfferentConfig = field(default_factory=AfferentConfig)
+    disturbances: DisturbanceConfig = field(default_factory=DisturbanceConfig)
 
     def __post_init__(self) -> None:
         """Check every field on its own (what needs the body or the clips is checked when
@@ -124,6 +128,8 @@ class EnvConfig:
             )
         if isinstance(self.afferents, dict):
             self.afferents = AfferentConfig(**self.afferents)
+        if isinstance(self.disturbances, dict):
+            self.disturbances = DisturbanceConfig(**self.disturbances)
         action_term(self.action)  # the name and parameters exist
 
     def to_dict(self) -> dict:
@@ -255,7 +261,7 @@ def make_env(
             unless ``num_envs`` says otherwise), and no termination term applies, so each
             clip is tracked to its end. Otherwise episodes start on random frames that
             put the body into neither the floor nor itself
-            (`neuromimic.data.contacts.valid_starts`).
+            (`neuromimic.data.contacts.valid_starts`) and the config's disturbances apply.
     """
     from neuromimic.envs.imitation import ImitationEnv
 
@@ -285,4 +291,5 @@ def make_env(
         sequential_clips=evaluation,
         fusimotor_action=config.fusimotor_action,
         afferents=config.afferents if info.afferents else None,
+        disturbances=None if evaluation else config.disturbances,
     )

@@ -18,6 +18,7 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from neuromimic.data.clip_bank import ClipBank
+from neuromimic.envs.disturbances import DisturbanceConfig, Disturbances
 from neuromimic.envs.reset_table import ResetTable
 from neuromimic.envs.terms import TermSet
 from neuromimic.models.base import ControllerSpec, layout_slices
@@ -52,6 +53,7 @@ class ImitationEnv(EnvBase):
         afferents: the afferents' settings, or None for a body observed without them.
         reset_table_mb: the most memory (MiB) the table of episode starts may take
             (`ResetTable`); beyond it, starts are evaluated at each reset.
+        disturbances: observation noise and pushes while training (`Disturbances`), or None.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class ImitationEnv(EnvBase):
         fusimotor_action: bool = False,
         afferents: AfferentConfig | None = None,
         reset_table_mb: float = 256.0,
+        disturbances: DisturbanceConfig | None = None,
     ) -> None:
         super().__init__(device=backend.device, batch_size=torch.Size([backend.num_envs]))
         clips.check_fits(backend.body, backend.model, backend.substeps)
@@ -101,10 +104,23 @@ class ImitationEnv(EnvBase):
         #: before any body is reset: the backend's view holds the step's final state and
         #: its `unstable` flags (`neuromimic.training.callbacks.UnstableBodyDump` reads them).
         self.after_step: list[Callable[[ImitationEnv], None]] = []
+        #: The training disturbances (observation noise, pushes), or None.
+        self.disturbances = None
+        if disturbances is not None and disturbances.active:
+            self.disturbances = Disturbances(
+                disturbances,
+                backend,
+                terms.layout,
+                terms.layout_terms,
+                self._control_dt,
+                self.body.length_unit_m,
+                clips.generator,
+            )
+            self.before_step.append(self.disturbances.push)
 
         self.metric_names = (*terms.reward_names, "site_pos_error_mm", "joint_pos_error_deg", "unstable")
         self._make_specs(num_envs)
-        obs_dim = self.observation_spec["observation"].shape[-1]
+        obs_dim = self._obs_dim = self.observation_spec["observation"].shape[-1]
         #: Each env's outputs at its current state, as its last step or reset returned them.
         self._last_packed = torch.zeros(num_envs, obs_dim + 1 + len(self.metric_names), device=device)
         self._starts = ResetTable(
@@ -297,6 +313,8 @@ class ImitationEnv(EnvBase):
             started = self._starts.gather(self.clip_index, self.frame)
         else:
             started = self._evaluate(self.backend.view, self.clip_index, self.frame)[0]
+        if self.disturbances is not None:
+            self.disturbances.add_noise(started[:, : self._obs_dim], mask)
         self._last_packed = torch.where(mask[:, None], started, self._last_packed)
         observation, _, metrics = self._split(self._last_packed)
         done = torch.zeros((mask.shape[0], 1), dtype=torch.bool, device=self.device)
@@ -330,6 +348,7 @@ class ImitationEnv(EnvBase):
             "unstable_count": self.unstable_count.cpu().clone(),
             "clip_sampler": self.clips.generator.get_state(),
             "sensor": None if self.sensor is None else self.sensor.snapshot(),
+            "disturbances": None if self.disturbances is None else self.disturbances.snapshot(),
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -357,6 +376,8 @@ class ImitationEnv(EnvBase):
         self.clips.generator.set_state(snapshot["clip_sampler"])
         if self.sensor is not None:
             self.sensor.restore(snapshot["sensor"])
+        if self.disturbances is not None and snapshot.get("disturbances") is not None:
+            self.disturbances.restore(snapshot["disturbances"])
 
     # -------------------------------------------------------------------------- EnvBase API
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -409,6 +430,8 @@ class ImitationEnv(EnvBase):
         sim = self.backend.view
         self.unstable_count.add_(sim.unstable.sum())
         self._last_packed, terminated = self._evaluate(sim, self.clip_index, self.frame)
+        if self.disturbances is not None:
+            self.disturbances.add_noise(self._last_packed[:, : self._obs_dim], ~sim.unstable)
         observation, reward, metrics = self._split(self._last_packed)
         terminated = terminated[:, None]
         truncated = (self.frame >= self._clip_last_frame)[:, None] & ~terminated

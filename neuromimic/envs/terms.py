@@ -97,14 +97,23 @@ class TermSet:
         """The observation's blocks ``(name, size, units)``: the proprioceptive terms in
         order, then for each future frame ``k`` every reference term as ``<name>_t+<k>``;
         terms of size 0 (a body without activation states) leave no block."""
-        now = [(t.name, t.size(self.body), t.units) for t in self.observations if not t.future]
+        return [block for block, _ in self._blocks]
+
+    @functools.cached_property
+    def layout_terms(self) -> list[str]:
+        """The observation term each block of `layout` comes from."""
+        return [term for _, term in self._blocks]
+
+    @functools.cached_property
+    def _blocks(self) -> list[tuple[tuple[str, int, str], str]]:
+        now = [((t.name, t.size(self.body), t.units), t.name) for t in self.observations if not t.future]
         future = [
-            (f"{t.name}_t+{k}", t.size(self.body), t.units)
+            ((f"{t.name}_t+{k}", t.size(self.body), t.units), t.name)
             for k in self.future_frames
             for t in self.observations
             if t.future
         ]
-        return [block for block in now + future if block[1] > 0]
+        return [(block, term) for block, term in now + future if block[1] > 0]
 
     def describe(self) -> dict:
         """The terms as a config names them: ``{"observations": [...], "rewards": {name:
