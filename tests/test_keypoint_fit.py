@@ -277,3 +277,57 @@ def test_fit_scale_runs_and_lands_near_the_truth(rodent):
     )
     assert 0.75 < fit.scale < 1.05
     assert fit.report()["mean_residual_mm"] < 0.5
+
+
+def test_mirror_names_pair_the_sides_and_keep_the_midline():
+    from neuromimic.keypoints.keypoints import mirror_name
+
+    names = ["EarL", "EarR", "SpineL", "Snout", "hand_l", "hand_r", "l_knee", "r_knee", "LeftFoot", "RightFoot"]
+    names += ["LFHD", "RFHD", "LASI", "upright"]
+    expected = ["EarR", "EarL", "SpineL", "Snout", "hand_r", "hand_l", "r_knee", "l_knee", "RightFoot", "LeftFoot"]
+    expected += ["RFHD", "LFHD", "LASI", "upright"]  # rat23's SpineL is the lower spine: no SpineR, no side
+    assert [mirror_name(n, names) for n in names] == expected
+    with pytest.raises(KeypointsError, match=r"'hand_l': its partner 'hand_r' is not among"):
+        mirror_name("hand_l", ["hand_l", "Snout"])
+
+
+def test_mirrored_keypoints_reflect_y_and_swap_the_sides():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(4, 3, 3))
+    kp = _keypoints(points, ["EarL", "Snout", "EarR"])
+    mirrored = kp.mirrored()
+    assert mirrored.names == kp.names
+    np.testing.assert_array_equal(mirrored.positions[:, 0], points[:, 2] * [1, -1, 1])
+    np.testing.assert_array_equal(mirrored.positions[:, 1], points[:, 1] * [1, -1, 1])
+    np.testing.assert_array_equal(mirrored.mirrored().positions, points)
+    with pytest.raises(KeypointsError, match=r"synthetic.*'hand_l'.*left-right pairs"):
+        _keypoints(points, ["hand_l", "Snout", "EarR"]).mirrored()
+
+
+def test_fit_file_mirror_adds_the_mirror_image_of_the_training_part(rodent, tmp_path):
+    """12 frames in 3 segments of 4, the last held out: the mirror image of the first 8
+    frames becomes 2 more training clips, the body reflected in the x-z plane."""
+    body, model = rodent
+    mapping = load_mapping(model, body.keypoint_sites)
+    _, _, points = _synthetic(model, mapping, frames=12, seed=3)
+    npz = tmp_path / "walk.npz"
+    np.savez(npz, positions=points * 1000.0, names=np.array(mapping.names, dtype=str), fps=np.array(30.0))
+    options = {"units": "mm", "scale": SCALE, "segment_seconds": 4 / 30, "val_fraction": 0.3}
+    report = fit_file("rodent", str(npz), str(tmp_path / "clips"), mirror=True, **options)
+    assert report["clips"] == {
+        "walk_000": "train",
+        "walk_001": "train",
+        "walk_002": "val",
+        "walk_mirror_000": "train",
+        "walk_mirror_001": "train",
+    }
+    assert report["mirror"]["mean_residual_mm"] < 1.0
+    for i in range(2):
+        original = ReferenceClip.load(tmp_path / "clips" / f"walk_{i:03d}.h5", body="rodent")
+        mirror = ReferenceClip.load(tmp_path / "clips" / f"walk_mirror_{i:03d}.h5", body="rodent")
+        np.testing.assert_allclose(mirror.qpos[:, :3], original.qpos[:, :3] * [1, -1, 1], atol=1e-3)  # 0.2 mm
+        sides = [original.site_names.index(name) for name in ("HandR", "HandL", "FootR", "FootL", "Snout")]
+        reflected = original.site_pos_w[:, sides] * [1, -1, 1]
+        assert np.abs(mirror.site_pos_w - reflected).max() < 1e-3  # 0.2 mm
+    with pytest.raises(KeypointsError, match="mirror: true needs segment_seconds"):
+        fit_file("rodent", str(npz), str(tmp_path / "one.h5"), units="mm", mirror=True)

@@ -6,6 +6,7 @@ rules every format shares (units, frame rate, masking, gaps, plausibility, up ax
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
@@ -17,6 +18,44 @@ from neuromimic.errors import InputError
 
 class KeypointsError(InputError):
     """A keypoint file cannot be read as asked: the message names the file, the field and the fix."""
+
+
+def mirror_name(name: str, names: Sequence[str]) -> str:
+    """The name of a keypoint's partner on the other side of the body, or ``name`` itself
+    for one on the midline.
+
+    Sides spelled out are always sides (``LeftFoot``, ``left wrist``, ``hand_l``,
+    ``l_knee``, ``R-hip``): their partner must be in ``names``. A bare capital ``L`` or
+    ``R`` at the end (``EarL``, rat23's) or at the start (``LFHD``, Vicon's) marks a side
+    only where its partner is in ``names``, so rat23's ``SpineL`` (lower spine) stays on
+    the midline.
+
+    Raises:
+        KeypointsError: a side is spelled out and its partner is not in ``names``.
+    """
+    explicit = (
+        r"(?<![a-z])(left|Left|LEFT|right|Right|RIGHT)(?![a-z])",  # LeftFoot, left_wrist
+        r"(?<=[_\- ])[lrLR]$|^[lrLR](?=[_\- ])",  # hand_l, l_knee, R-hip
+    )
+    swapped = {"left": "right", "Left": "Right", "LEFT": "RIGHT", "l": "r", "L": "R"}
+    swapped |= {v: k for k, v in swapped.items()}
+    for pattern in explicit:
+        match = re.search(pattern, name)
+        if match:
+            partner = name[: match.start()] + swapped[match.group()] + name[match.end() :]
+            if partner not in names:
+                raise KeypointsError(
+                    f"cannot mirror keypoint {name!r}: its partner {partner!r} is not among the keypoints "
+                    f"{list(names)}; select keypoints in left-right pairs, or fit without mirror"
+                )
+            return partner
+    for pattern in (r"(?<=[a-z0-9])[LR]$", r"^[LR](?=[A-Z])"):  # EarL, LFHD: sides only in pairs
+        match = re.search(pattern, name)
+        if match:
+            partner = name[: match.start()] + swapped[match.group()] + name[match.end() :]
+            if partner in names:
+                return partner
+    return name
 
 
 class Gap(NamedTuple):
@@ -114,6 +153,29 @@ class Keypoints:
             valid=self.valid[:, idx],
             confidence=None if self.confidence is None else self.confidence[:, idx],
             interpolated=self.interpolated[:, idx],
+        )
+
+    def mirrored(self) -> Keypoints:
+        """The mirror image of the movement: positions reflected in the vertical x-z plane
+        (y -> -y) and each left keypoint given its right partner's reflected track
+        (`mirror_name`), so that the names still fit a left-right symmetric body.
+
+        Raises:
+            KeypointsError: a keypoint spells out its side but its partner is not in the file.
+        """
+        try:
+            partners = [mirror_name(name, self.names) for name in self.names]
+        except KeypointsError as error:
+            raise KeypointsError(f"keypoint file {self.source!r}: {error}") from None
+        idx = [self.names.index(partner) for partner in partners]
+        positions = self.positions[:, idx] * np.array([1.0, -1.0, 1.0])
+        return replace(
+            self,
+            positions=positions,
+            valid=self.valid[:, idx].copy(),
+            confidence=None if self.confidence is None else self.confidence[:, idx].copy(),
+            interpolated=self.interpolated[:, idx].copy(),
+            meta={**self.meta, "mirrored": "y -> -y, left and right keypoints swapped"},
         )
 
     def frames(self, start: int, stop: int) -> Keypoints:
