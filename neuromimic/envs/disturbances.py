@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import mujoco
 import torch
 
 from neuromimic.errors import ConfigError, check_config
+from neuromimic.tasks.base import BodyInfo
 
 
 @dataclass
@@ -81,10 +81,10 @@ class Disturbances:
     Args:
         config: what to disturb.
         backend: the env's physics backend (its ``external_force`` carries the pushes).
+        body: the body (its free root and length unit).
         observation_layout: the env's ``(block, size, units)`` list.
         term_of_block: the observation term each block comes from.
         control_dt: seconds per control step.
-        length_unit_m: metres per model length unit.
         generator: the torch generator to draw from.
     """
 
@@ -92,10 +92,10 @@ class Disturbances:
         self,
         config: DisturbanceConfig,
         backend,
+        body: BodyInfo,
         observation_layout: list[tuple[str, int, str]],
         term_of_block: list[str],
         control_dt: float,
-        length_unit_m: float,
         generator: torch.Generator,
     ) -> None:
         self.generator = generator
@@ -120,7 +120,7 @@ class Disturbances:
         self._num_envs = backend.num_envs
         self.push_probability = config.push_rate_hz * control_dt
         if self.push_probability > 0:
-            if not (model.njnt > 0 and model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE):
+            if not body.free_root:
                 raise ConfigError(
                     "model.env.disturbances.push_rate_hz pushes a free root, and this body's root is "
                     "fixed: set push_rate_hz to 0"
@@ -130,7 +130,7 @@ class Disturbances:
             self._push_steps = max(1, math.ceil(config.push_duration_s / control_dt - 1e-9))
             duration = self._push_steps * control_dt
             #: Force (model units) of a push: the whole body's mass times the speed change over its duration.
-            self.push_force = mass * config.push_velocity / length_unit_m / duration
+            self.push_force = mass * config.push_velocity / body.length_unit_m / duration
         dtype = self._external.dtype
         #: [B] control steps left of each body's push; [B, 3] the push's force.
         self.remaining = torch.zeros(self._num_envs, dtype=torch.long, device=device)
@@ -143,10 +143,14 @@ class Disturbances:
             std = self.noise_std.to(observation.dtype) * rows[:, None].to(observation.dtype)
             observation.add_(noise.to(observation.dtype) * std)
 
+    @property
+    def pushes(self) -> bool:
+        """Whether the bodies are pushed (`push` is then an env ``before_step`` hook)."""
+        return self.push_probability > 0
+
     def push(self, env) -> None:
-        """Start, continue or end each body's push; an env ``before_step`` hook."""
-        if self.push_probability <= 0:
-            return
+        """Start, continue or end each body's push; an env ``before_step`` hook. A push
+        under way when its body's episode ends runs on into the next episode."""
         shape, device, dtype = (self._num_envs,), self.force.device, self.force.dtype
         start = (self.remaining == 0) & (
             torch.rand(shape, generator=self.generator, device=device) < self.push_probability

@@ -108,15 +108,10 @@ class ImitationEnv(EnvBase):
         self.disturbances = None
         if disturbances is not None and disturbances.active:
             self.disturbances = Disturbances(
-                disturbances,
-                backend,
-                terms.layout,
-                terms.layout_terms,
-                self._control_dt,
-                self.body.length_unit_m,
-                clips.generator,
+                disturbances, backend, self.body, terms.layout, terms.layout_terms, self._control_dt, clips.generator
             )
-            self.before_step.append(self.disturbances.push)
+            if self.disturbances.pushes:
+                self.before_step.append(self.disturbances.push)
 
         self.metric_names = (*terms.reward_names, "site_pos_error_mm", "joint_pos_error_deg", "unstable")
         self._make_specs(num_envs)
